@@ -1,0 +1,37 @@
+"""Small helpers shared by the API views: parse input, paginate output, document errors."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from lorasite.pagination import PageNumberPagination
+
+ERROR_SERIALIZER = inline_serializer(
+    "Error",
+    fields={
+        "message": serializers.CharField(help_text="One human-readable sentence naming the problem."),
+        "errors": serializers.DictField(
+            child=serializers.ListField(child=serializers.CharField()), help_text="Problems per field (dotted paths)."
+        ),
+    },
+)
+
+
+def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(ERROR_SERIALIZER) for code in codes}
+
+
+def parse_input(serializer_class: type[serializers.Serializer], data: Any, *, partial: bool = False) -> dict:
+    serializer = serializer_class(data=data, partial=partial)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def paginated(request: Request, view: Any, queryset: QuerySet, serializer_class: type, **context: Any) -> Response:
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True, context=context).data)

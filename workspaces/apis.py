@@ -1,0 +1,119 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from lorasite.api import error_responses, paginated, parse_input
+from workspaces import selectors, services
+from workspaces.models import Membership, Role, Workspace
+from workspaces.scoping import WorkspaceScopedAPIView
+
+
+class TokenObtainAPI(ObtainAuthToken):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth_token"
+
+    @extend_schema(
+        request=inline_serializer("TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}),
+        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField()}), **error_responses(400, 429)},
+        tags=["auth"],
+        summary="Exchange username and password for an API token",
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+class WorkspaceOutput(serializers.ModelSerializer):
+    role = serializers.SerializerMethodField(help_text="The caller's role in this workspace.")
+
+    class Meta:
+        model = Workspace
+        fields = ["id", "name", "slug", "role", "created_at", "updated_at"]
+
+    def get_role(self, workspace: Workspace) -> str:
+        return self.context["roles"][workspace.id]
+
+
+class MembershipOutput(serializers.ModelSerializer):
+    user_id = serializers.IntegerField(source="user.id")
+    username = serializers.CharField(source="user.username")
+    email = serializers.EmailField(source="user.email")
+
+    class Meta:
+        model = Membership
+        fields = ["user_id", "username", "email", "role", "created_at"]
+
+
+class WorkspaceListCreateAPI(APIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+        slug = serializers.SlugField(max_length=50, required=False)
+
+    @extend_schema(responses={200: WorkspaceOutput(many=True), **error_responses(401)}, tags=["workspaces"])
+    def get(self, request):
+        roles = dict(Membership.objects.filter(user=request.user).values_list("workspace_id", "role"))
+        return paginated(request, self, selectors.workspace_list_for_user(user=request.user), WorkspaceOutput, roles=roles)
+
+    @extend_schema(request=InputSerializer, responses={201: WorkspaceOutput, **error_responses(400, 401, 409)}, tags=["workspaces"])
+    def post(self, request):
+        workspace = services.workspace_create(creator=request.user, **parse_input(self.InputSerializer, request.data))
+        return Response(WorkspaceOutput(workspace, context={"roles": {workspace.id: Role.OWNER}}).data, status=status.HTTP_201_CREATED)
+
+
+class WorkspaceDetailAPI(WorkspaceScopedAPIView):
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100, required=False)
+        slug = serializers.SlugField(max_length=50, required=False)
+
+    def _output(self, workspace: Workspace) -> dict:
+        return WorkspaceOutput(workspace, context={"roles": {workspace.id: self.membership.role}}).data
+
+    @extend_schema(responses={200: WorkspaceOutput, **error_responses(401, 404)}, tags=["workspaces"])
+    def get(self, request, slug):
+        return Response(self._output(self.membership.workspace))
+
+    @extend_schema(request=InputSerializer, responses={200: WorkspaceOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["workspaces"])
+    def patch(self, request, slug):
+        data = parse_input(self.InputSerializer, request.data, partial=True)
+        return Response(self._output(services.workspace_update(actor=self.membership, **data)))
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["workspaces"])
+    def delete(self, request, slug):
+        services.workspace_delete(actor=self.membership)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberListCreateAPI(WorkspaceScopedAPIView):
+    class InputSerializer(serializers.Serializer):
+        user = serializers.CharField(max_length=254, help_text="Username or email of an existing user.")
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+
+    @extend_schema(responses={200: MembershipOutput(many=True), **error_responses(401, 404)}, tags=["members"])
+    def get(self, request, slug):
+        return paginated(request, self, selectors.membership_list(workspace=self.membership.workspace), MembershipOutput)
+
+    @extend_schema(request=InputSerializer, responses={201: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    def post(self, request, slug):
+        membership = services.membership_add(actor=self.membership, **parse_input(self.InputSerializer, request.data))
+        return Response(MembershipOutput(membership).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailAPI(WorkspaceScopedAPIView):
+    class InputSerializer(serializers.Serializer):
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    def _target(self, user_id: int) -> Membership:
+        return selectors.membership_get(workspace=self.membership.workspace, user_id=user_id)
+
+    @extend_schema(request=InputSerializer, responses={200: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    def patch(self, request, slug, user_id):
+        data = parse_input(self.InputSerializer, request.data)
+        membership = services.membership_change_role(actor=self.membership, target=self._target(user_id), **data)
+        return Response(MembershipOutput(membership).data)
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["members"])
+    def delete(self, request, slug, user_id):
+        services.membership_remove(actor=self.membership, target=self._target(user_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

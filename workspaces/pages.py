@@ -1,0 +1,102 @@
+"""Server-rendered pages for workspaces: the home page (switcher), create, and members."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from lorasite.errors import ApplicationError
+from workspaces import selectors, services
+from workspaces.forms import MemberAddForm, MemberRoleForm, WorkspaceForm
+from workspaces.models import Role
+
+
+def _apply_service_error(form, error: ApplicationError) -> None:
+    """Show a service error next to the field it names, or at the top of the form."""
+    placed = False
+    for field, problems in error.errors.items():
+        if field in form.fields:
+            for problem in problems:
+                form.add_error(field, problem)
+            placed = True
+    if not placed:
+        form.add_error(None, error.message)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    workspaces = selectors.workspace_list_for_user(user=request.user)
+    return render(request, "workspaces/home.html", {"workspaces": workspaces, "form": WorkspaceForm()})
+
+
+@login_required
+@require_POST
+def workspace_create(request: HttpRequest) -> HttpResponse:
+    form = WorkspaceForm(request.POST)
+    if form.is_valid():
+        try:
+            workspace = services.workspace_create(creator=request.user, **form.cleaned_data)
+        except ApplicationError as error:
+            _apply_service_error(form, error)
+        else:
+            messages.success(request, f"Workspace “{workspace.name}” created.")
+            return redirect("dashboard:workspace", slug=workspace.slug)
+    workspaces = selectors.workspace_list_for_user(user=request.user)
+    return render(request, "workspaces/home.html", {"workspaces": workspaces, "form": form}, status=400)
+
+
+@login_required
+def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    return render(request, "workspaces/workspace.html", {"membership": membership, "workspace": membership.workspace})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    form = MemberAddForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                added = services.membership_add(actor=membership, **form.cleaned_data)
+            except ApplicationError as error:
+                _apply_service_error(form, error)
+            else:
+                messages.success(request, f"{added.user.username} added as {added.role}.")
+                return redirect("dashboard:members", slug=slug)
+        status = 400
+    context = {
+        "membership": membership,
+        "workspace": membership.workspace,
+        "memberships": selectors.membership_list(workspace=membership.workspace),
+        "form": form,
+        "roles": Role.choices,
+        "can_manage": membership.has_role(Role.ADMIN),
+    }
+    return render(request, "workspaces/members.html", context, status=status)
+
+
+@login_required
+@require_POST
+def member_update(request: HttpRequest, slug: str, user_id: int) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    target = selectors.membership_get(workspace=membership.workspace, user_id=user_id)
+    try:
+        if request.POST.get("action") == "remove":
+            services.membership_remove(actor=membership, target=target)
+            messages.success(request, f"{target.user.username} removed.")
+            if target.id == membership.id:
+                return redirect("dashboard:home")
+        else:
+            form = MemberRoleForm(request.POST)
+            if not form.is_valid():
+                messages.error(request, "Choose one of the roles: owner, admin, member, viewer.")
+                return redirect("dashboard:members", slug=slug)
+            services.membership_change_role(actor=membership, target=target, role=form.cleaned_data["role"])
+            messages.success(request, f"{target.user.username} is now {form.cleaned_data['role']}.")
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    return redirect("dashboard:members", slug=slug)
