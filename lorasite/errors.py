@@ -39,7 +39,9 @@ class PermissionDenied(ApplicationError):
     default_message = "Your role in this workspace does not allow this."
 
 
-class NotFound(ApplicationError):
+class NotFound(ApplicationError, Http404):
+    """Also an Http404, so server-rendered pages answer 404 through Django's own handling."""
+
     status_code = status.HTTP_404_NOT_FOUND
     default_message = "Not found."
 

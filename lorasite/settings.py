@@ -36,6 +36,7 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LORASITE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded defaults (SQLite, media, broker) live here
 
 # Development is the embedded default; production turns DEBUG off and must then bring a key.
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -213,6 +214,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
     }
+    for _folder in ("queue", "control", "processed"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("gpu"))
 CELERY_TASK_ROUTES = {"generation.tasks.generation_run": {"queue": "gpu"}}

@@ -46,27 +46,29 @@ class MembershipOutput(serializers.ModelSerializer):
         fields = ["user_id", "username", "email", "role", "created_at"]
 
 
-class WorkspaceListCreateAPI(APIView):
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
-        slug = serializers.SlugField(max_length=50, required=False)
+class WorkspaceCreateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    slug = serializers.SlugField(max_length=50, required=False)
 
+
+class WorkspaceListCreateAPI(APIView):
     @extend_schema(responses={200: WorkspaceOutput(many=True), **error_responses(401)}, tags=["workspaces"])
     def get(self, request):
         roles = dict(Membership.objects.filter(user=request.user).values_list("workspace_id", "role"))
         return paginated(request, self, selectors.workspace_list_for_user(user=request.user), WorkspaceOutput, roles=roles)
 
-    @extend_schema(request=InputSerializer, responses={201: WorkspaceOutput, **error_responses(400, 401, 409)}, tags=["workspaces"])
+    @extend_schema(request=WorkspaceCreateInput, responses={201: WorkspaceOutput, **error_responses(400, 401, 409)}, tags=["workspaces"])
     def post(self, request):
-        workspace = services.workspace_create(creator=request.user, **parse_input(self.InputSerializer, request.data))
+        workspace = services.workspace_create(creator=request.user, **parse_input(WorkspaceCreateInput, request.data))
         return Response(WorkspaceOutput(workspace, context={"roles": {workspace.id: Role.OWNER}}).data, status=status.HTTP_201_CREATED)
 
 
-class WorkspaceDetailAPI(WorkspaceScopedAPIView):
-    class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100, required=False)
-        slug = serializers.SlugField(max_length=50, required=False)
+class WorkspaceUpdateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    slug = serializers.SlugField(max_length=50, required=False)
 
+
+class WorkspaceDetailAPI(WorkspaceScopedAPIView):
     def _output(self, workspace: Workspace) -> dict:
         return WorkspaceOutput(workspace, context={"roles": {workspace.id: self.membership.role}}).data
 
@@ -74,9 +76,9 @@ class WorkspaceDetailAPI(WorkspaceScopedAPIView):
     def get(self, request, slug):
         return Response(self._output(self.membership.workspace))
 
-    @extend_schema(request=InputSerializer, responses={200: WorkspaceOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["workspaces"])
+    @extend_schema(request=WorkspaceUpdateInput, responses={200: WorkspaceOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["workspaces"])
     def patch(self, request, slug):
-        data = parse_input(self.InputSerializer, request.data, partial=True)
+        data = parse_input(WorkspaceUpdateInput, request.data, partial=True)
         return Response(self._output(services.workspace_update(actor=self.membership, **data)))
 
     @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["workspaces"])
@@ -85,31 +87,33 @@ class WorkspaceDetailAPI(WorkspaceScopedAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MemberListCreateAPI(WorkspaceScopedAPIView):
-    class InputSerializer(serializers.Serializer):
-        user = serializers.CharField(max_length=254, help_text="Username or email of an existing user.")
-        role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+class MemberAddInput(serializers.Serializer):
+    user = serializers.CharField(max_length=254, help_text="Username or email of an existing user.")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
 
+
+class MemberListCreateAPI(WorkspaceScopedAPIView):
     @extend_schema(responses={200: MembershipOutput(many=True), **error_responses(401, 404)}, tags=["members"])
     def get(self, request, slug):
         return paginated(request, self, selectors.membership_list(workspace=self.membership.workspace), MembershipOutput)
 
-    @extend_schema(request=InputSerializer, responses={201: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    @extend_schema(request=MemberAddInput, responses={201: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
     def post(self, request, slug):
-        membership = services.membership_add(actor=self.membership, **parse_input(self.InputSerializer, request.data))
+        membership = services.membership_add(actor=self.membership, **parse_input(MemberAddInput, request.data))
         return Response(MembershipOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
-class MemberDetailAPI(WorkspaceScopedAPIView):
-    class InputSerializer(serializers.Serializer):
-        role = serializers.ChoiceField(choices=Role.choices)
+class MemberRoleInput(serializers.Serializer):
+    role = serializers.ChoiceField(choices=Role.choices)
 
+
+class MemberDetailAPI(WorkspaceScopedAPIView):
     def _target(self, user_id: int) -> Membership:
         return selectors.membership_get(workspace=self.membership.workspace, user_id=user_id)
 
-    @extend_schema(request=InputSerializer, responses={200: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    @extend_schema(request=MemberRoleInput, responses={200: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
     def patch(self, request, slug, user_id):
-        data = parse_input(self.InputSerializer, request.data)
+        data = parse_input(MemberRoleInput, request.data)
         membership = services.membership_change_role(actor=self.membership, target=self._target(user_id), **data)
         return Response(MembershipOutput(membership).data)
 

@@ -1,0 +1,74 @@
+"""There is no Docker engine here: parse docker-compose.yml and check it agrees with the settings."""
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+
+
+def env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def settings_variables() -> set[str]:
+    source = (ROOT / "lorasite" / "settings.py").read_text()
+    return set(re.findall(r'env_(?:str|bool|int|list)\("([A-Z0-9_]+)"', source))
+
+
+def command_of(service: str) -> str:
+    command = SERVICES[service]["command"]
+    return command if isinstance(command, str) else " ".join(command)
+
+
+def test_services_present():
+    assert {"web", "worker-gpu", "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
+
+
+def test_worker_commands_match_the_celery_queues():
+    from lorasite.celery import app
+
+    queues = {q.name for q in app.conf.task_queues}
+    assert re.search(r"-Q gpu -c 1\b", command_of("worker-gpu"))
+    assert "-Q default" in command_of("worker")
+    for service in ("worker-gpu", "worker"):
+        named = set(re.search(r"-Q (\S+)", command_of(service)).group(1).split(","))
+        assert named <= queues
+    assert "celery -A lorasite beat" in command_of("beat")
+    assert "gunicorn lorasite.wsgi:application" in command_of("web")
+
+
+def test_gpu_worker_reserves_an_nvidia_device():
+    devices = SERVICES["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_healthchecks_and_volumes():
+    for service in ("web", "redis", "postgres", "minio"):
+        assert "healthcheck" in SERVICES[service], service
+    assert {"postgres-data", "redis-data", "minio-data"} <= set(COMPOSE["volumes"])
+    assert "/healthz" in " ".join(SERVICES["web"]["healthcheck"]["test"])
+
+
+def test_env_example_variables_are_read_by_settings_or_compose():
+    known = settings_variables() | {"POSTGRES_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    unknown = set(env_example()) - known
+    assert not unknown, f".env.example sets variables nothing reads: {unknown}"
+
+
+def test_env_example_points_at_the_compose_services():
+    env = env_example()
+    assert env["DATABASE_URL"].startswith("postgres://") and "@postgres:5432/" in env["DATABASE_URL"]
+    assert env["CELERY_BROKER_URL"].startswith("redis://redis:6379")
+    assert env["LORASITE_STORAGE"] == "s3" and env["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert env["DJANGO_DEBUG"] == "0"
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    missing = sorted(name for name in settings_variables() if f"`{name}`" not in readme)
+    assert not missing, f"README does not document: {missing}"
