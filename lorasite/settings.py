@@ -237,7 +237,21 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # An unacknowledged task is redelivered after the visibility timeout: keep it above the hard
     # limit, or a healthy long job would run twice.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 600}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE = {
+    "lora-storage-cleanup": {"task": "loras.tasks.lora_storage_cleanup", "schedule": 15 * 60},
+    "lora-purge-deleted": {"task": "loras.tasks.lora_purge_deleted", "schedule": 60 * 60},
+}
+
+# --- LoRA library ---------------------------------------------------------------------------
+LORASITE_MAX_LORA_BYTES = env_int("LORASITE_MAX_LORA_BYTES", 5 * 1024**3)
+# Direct-to-storage multipart: part size (S3 needs ≥ 5 MiB except the last part, ≤ 10,000 parts)
+# and how long an unfinished upload is kept before beat aborts it.
+LORASITE_UPLOAD_PART_BYTES = max(env_int("LORASITE_UPLOAD_PART_BYTES", 16 * 1024**2), 5 * 1024**2)
+LORASITE_UPLOAD_EXPIRY_SECONDS = env_int("LORASITE_UPLOAD_EXPIRY_SECONDS", 24 * 3600)
+LORASITE_PURGE_AFTER_DAYS = env_int("LORASITE_PURGE_AFTER_DAYS", 7)
+LORASITE_ORPHAN_GRACE_SECONDS = env_int("LORASITE_ORPHAN_GRACE_SECONDS", 24 * 3600)
+# Server directories that owners and admins may import LoRA files from (comma-separated).
+LORASITE_IMPORT_DIRS = env_list("LORASITE_IMPORT_DIRS")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -1,0 +1,60 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from lorasite.errors import ApplicationError
+from loras import services
+from loras.models import LoRA, LoRAUpload
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Not deleted"), ("yes", "Deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        return queryset
+
+
+@admin.register(LoRA)
+class LoRAAdmin(admin.ModelAdmin):
+    list_display = ["name", "version", "workspace", "base_model", "expert", "status", "is_active", "file_size", "created_at", "deleted_at"]
+    list_filter = ["workspace", "base_model", "status", "is_active", DeletedFilter, "expert"]
+    search_fields = ["name", "sha256", "original_filename"]
+    list_select_related = ["workspace", "created_by"]
+    readonly_fields = [
+        "sha256", "file", "file_size", "original_filename", "status", "error", "base_model", "rank", "alpha", "key_format",
+        "tensor_count", "dtype", "header_metadata", "training_metadata", "module_shapes", "created_by", "created_at",
+        "updated_at", "last_used_at", "use_count", "deleted_at", "purged_at",
+    ]
+    actions = ["deactivate", "soft_delete", "restore"]
+
+    @admin.action(description="Deactivate selected LoRAs")
+    def deactivate(self, request, queryset):
+        count = queryset.update(is_active=False, updated_at=timezone.now())
+        self.message_user(request, f"{count} LoRA(s) deactivated.")
+
+    @admin.action(description="Soft-delete selected LoRAs")
+    def soft_delete(self, request, queryset):
+        count = queryset.filter(deleted_at__isnull=True).update(deleted_at=timezone.now(), updated_at=timezone.now())
+        self.message_user(request, f"{count} LoRA(s) deleted; their files are purged after the retention period.")
+
+    @admin.action(description="Restore selected LoRAs")
+    def restore(self, request, queryset):
+        for lora in queryset.filter(deleted_at__isnull=False):
+            try:
+                services.lora_restore(lora=lora)
+            except ApplicationError as error:
+                self.message_user(request, error.message, level=messages.ERROR)
+
+
+@admin.register(LoRAUpload)
+class LoRAUploadAdmin(admin.ModelAdmin):
+    list_display = ["id", "original_filename", "workspace", "size", "created_at", "expires_at"]
+    list_filter = ["workspace"]
+    readonly_fields = [f.name for f in LoRAUpload._meta.fields]

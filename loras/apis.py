@@ -1,0 +1,235 @@
+from django.conf import settings
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from lorasite.api import error_responses, paginated, parse_input
+from lorasite.errors import PayloadTooLarge
+from loras import selectors, services
+from loras.lora_inspect import FAMILIES
+from loras.models import Expert, LoRA, Status
+from workspaces.scoping import WorkspaceScopedAPIView
+
+
+class LoRAOutput(serializers.ModelSerializer):
+    adapter_name = serializers.CharField(read_only=True)
+    base_model_display = serializers.SerializerMethodField()
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = LoRA
+        fields = [
+            "id", "adapter_name", "name", "version", "original_filename", "file_size", "sha256", "status", "error",
+            "base_model", "base_model_display", "expert", "rank", "alpha", "key_format", "tensor_count", "dtype",
+            "header_metadata", "training_metadata", "trigger_words", "tags", "description", "preferred_weight",
+            "is_active", "created_by", "created_at", "updated_at", "last_used_at", "use_count",
+        ]
+
+    def get_base_model_display(self, lora: LoRA) -> str:
+        return FAMILIES.get(lora.base_model, lora.base_model)
+
+
+class StringList(serializers.ListField):
+    child = serializers.CharField(max_length=64, allow_blank=False)
+
+
+class LoRAOptionsInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False)
+    version = serializers.CharField(max_length=40, required=False)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    tags = StringList(required=False, max_length=50)
+    expert = serializers.ChoiceField(choices=Expert.choices, required=False)
+    preferred_weight = serializers.FloatField(min_value=0.0, max_value=2.0, required=False)
+
+    @staticmethod
+    def options(data: dict) -> services.LoRAOptions:
+        return services.LoRAOptions(**{**data, "tags": tuple(data.get("tags", ()))})
+
+
+class LoRAUploadInput(LoRAOptionsInput):
+    file = serializers.FileField(allow_empty_file=True)
+
+    def to_internal_value(self, data):
+        # multipart/form-data sends tags as repeated fields or one comma-separated string.
+        if hasattr(data, "getlist"):
+            data = data.copy()
+            tags = [t for value in data.getlist("tags") for t in value.split(",") if t.strip()]
+            data.setlist("tags", [t.strip() for t in tags])
+        return super().to_internal_value(data)
+
+
+class LoRAListCreateAPI(WorkspaceScopedAPIView):
+    parser_classes = [MultiPartParser, JSONParser]
+
+    class FilterInput(serializers.Serializer):
+        search = serializers.CharField(required=False, allow_blank=True, max_length=100)
+        base_model = serializers.CharField(required=False, allow_blank=True)
+        expert = serializers.ChoiceField(choices=Expert.choices, required=False)
+        active = serializers.BooleanField(required=False, allow_null=True, default=None)
+        tag = serializers.CharField(required=False, allow_blank=True)
+        status = serializers.ChoiceField(choices=Status.choices, required=False)
+        ordering = serializers.ChoiceField(choices=list(selectors.ORDERINGS), required=False)
+
+    @extend_schema(
+        parameters=[FilterInput], responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"],
+        summary="List the workspace's LoRAs (search, filters, ordering, pagination)",
+    )
+    def get(self, request, slug):
+        filters = parse_input(self.FilterInput, request.query_params)
+        queryset = selectors.lora_list(workspace=self.membership.workspace, filters=selectors.LoRAFilters(**filters))
+        return paginated(request, self, queryset, LoRAOutput)
+
+    @extend_schema(
+        request={"multipart/form-data": LoRAUploadInput},
+        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)}, tags=["loras"],
+        summary="Upload a .safetensors LoRA through the app (streamed to storage)",
+    )
+    def post(self, request, slug):
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.LORASITE_MAX_LORA_BYTES + 1024 * 1024:  # refused before the body is read
+            services.check_declared_file(filename="upload.safetensors", size=declared)
+        data = parse_input(LoRAUploadInput, request.data)
+        upload = data.pop("file")
+        lora = services.lora_ingest_uploaded_file(actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data))
+        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+
+
+class UploadStartInput(LoRAOptionsInput):
+    filename = serializers.CharField(max_length=255)
+    size = serializers.IntegerField(min_value=0)
+
+
+class UploadPartOutput(serializers.Serializer):
+    part_number = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class UploadOutput(serializers.Serializer):
+    upload_id = serializers.UUIDField(source="id")
+    part_size = serializers.IntegerField()
+    parts = UploadPartOutput(many=True)
+    expires_at = serializers.DateTimeField()
+
+
+def _upload_payload(request, upload) -> dict:
+    parts = [
+        {**part, "url": part["url"] if part["url"].startswith("http") else request.build_absolute_uri(part["url"])}
+        for part in services.upload_part_urls(upload)
+    ]
+    return UploadOutput({"id": upload.id, "part_size": upload.part_size, "parts": parts, "expires_at": upload.expires_at}).data
+
+
+class UploadStartAPI(WorkspaceScopedAPIView):
+    @extend_schema(
+        request=UploadStartInput, responses={201: UploadOutput, **error_responses(400, 401, 403, 404, 413)}, tags=["loras"],
+        summary="Start a direct-to-storage multipart upload; PUT each part to its URL",
+    )
+    def post(self, request, slug):
+        data = parse_input(UploadStartInput, request.data)
+        filename, size = data.pop("filename"), data.pop("size")
+        upload = services.lora_upload_start(actor=self.membership, filename=filename, size=size, options=LoRAOptionsInput.options(data))
+        return Response(_upload_payload(request, upload), status=status.HTTP_201_CREATED)
+
+
+class UploadCompleteInput(serializers.Serializer):
+    class Part(serializers.Serializer):
+        part_number = serializers.IntegerField(min_value=1, max_value=services.S3_MAX_PARTS)
+        etag = serializers.CharField(max_length=200)
+
+    parts = Part(many=True, allow_empty=False)
+
+
+class UploadDetailAPI(WorkspaceScopedAPIView):
+    @extend_schema(responses={200: UploadOutput, **error_responses(401, 403, 404)}, tags=["loras"], summary="Fresh part URLs for an open upload")
+    def get(self, request, slug, upload_id):
+        upload = services.lora_upload_refresh(actor=self.membership, upload_id=upload_id)
+        return Response(_upload_payload(request, upload))
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Abort an upload")
+    def delete(self, request, slug, upload_id):
+        services.lora_upload_abort(actor=self.membership, upload_id=upload_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class UploadCompleteAPI(WorkspaceScopedAPIView):
+    @extend_schema(
+        request=UploadCompleteInput, responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 422)}, tags=["loras"],
+        summary="Finish a multipart upload: the LoRA is created as processing, then ready or failed",
+    )
+    def post(self, request, slug, upload_id):
+        parts = parse_input(UploadCompleteInput, request.data)["parts"]
+        lora = services.lora_upload_complete(actor=self.membership, upload_id=upload_id, parts=[dict(p) for p in parts])
+        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+
+
+class ImportInput(LoRAOptionsInput):
+    file_path = serializers.CharField(max_length=4096)
+
+
+class ImportAPI(WorkspaceScopedAPIView):
+    @extend_schema(
+        request=ImportInput, responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)}, tags=["loras"],
+        summary="Copy a LoRA from a server directory listed in LORASITE_IMPORT_DIRS (owners and admins)",
+    )
+    def post(self, request, slug):
+        data = parse_input(ImportInput, request.data)
+        file_path = data.pop("file_path")
+        lora = services.lora_import_server_file(actor=self.membership, file_path=file_path, options=LoRAOptionsInput.options(data))
+        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+
+
+class VersionsAPI(WorkspaceScopedAPIView):
+    class VersionsInput(serializers.Serializer):
+        name = serializers.CharField(max_length=100)
+
+    @extend_schema(parameters=[VersionsInput], responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"])
+    def get(self, request, slug):
+        name = parse_input(self.VersionsInput, request.query_params)["name"]
+        return paginated(request, self, selectors.lora_versions(workspace=self.membership.workspace, name=name), LoRAOutput)
+
+
+class LoRAUpdateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    version = serializers.CharField(max_length=40)
+    description = serializers.CharField(max_length=5000, allow_blank=True)
+    tags = StringList(max_length=50)
+    trigger_words = StringList(max_length=50)
+    preferred_weight = serializers.FloatField(min_value=0.0, max_value=2.0)
+    expert = serializers.ChoiceField(choices=Expert.choices)
+    is_active = serializers.BooleanField()
+
+
+class LoRADetailAPI(WorkspaceScopedAPIView):
+    def _lora(self, lora_id: int) -> LoRA:
+        return selectors.lora_get(workspace=self.membership.workspace, lora_id=lora_id)
+
+    @extend_schema(responses={200: LoRAOutput, **error_responses(401, 404)}, tags=["loras"])
+    def get(self, request, slug, lora_id):
+        return Response(LoRAOutput(self._lora(lora_id)).data)
+
+    @extend_schema(request=LoRAUpdateInput, responses={200: LoRAOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["loras"])
+    def patch(self, request, slug, lora_id):
+        changes = parse_input(LoRAUpdateInput, request.data, partial=True)
+        lora = services.lora_update(actor=self.membership, lora=self._lora(lora_id), **changes)
+        return Response(LoRAOutput(lora).data)
+
+    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Soft-delete a LoRA")
+    def delete(self, request, slug, lora_id):
+        services.lora_soft_delete(actor=self.membership, lora=self._lora(lora_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DownloadOutput(serializers.Serializer):
+    url = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+class LoRADownloadAPI(WorkspaceScopedAPIView):
+    @extend_schema(responses={200: DownloadOutput, **error_responses(401, 404)}, tags=["loras"], summary="A signed download URL (≤ 1 hour)")
+    def get(self, request, slug, lora_id):
+        lora = selectors.lora_get(workspace=self.membership.workspace, lora_id=lora_id)
+        url, expires_at = selectors.lora_download_url(lora=lora)
+        url = url if url.startswith("http") else request.build_absolute_uri(url)
+        return Response(DownloadOutput({"url": url, "expires_at": expires_at}).data)

@@ -1,0 +1,117 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinLengthValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+from workspaces.models import Workspace
+
+
+class Status(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class Expert(models.TextChoices):
+    HIGH = "high", "High noise"
+    LOW = "low", "Low noise"
+    BOTH = "both", "Both"
+
+
+class LoRAQuerySet(models.QuerySet):
+    def alive(self) -> "LoRAQuerySet":
+        return self.filter(deleted_at__isnull=True)
+
+
+class LoRA(models.Model):
+    """One LoRA file in a workspace. The GPU worker loads it as adapter `lora_{id}`."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="loras")
+    name = models.CharField(max_length=100, validators=[MinLengthValidator(1)])
+    version = models.CharField(max_length=40, default="1")
+    original_filename = models.CharField(max_length=255, help_text="As the user named it; display only.")
+    file = models.FileField(max_length=500, blank=True, help_text="workspaces/<id>/loras/<uuid>/<sanitized name>")
+    file_size = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    base_model = models.CharField(max_length=32, default="unknown", help_text="Detected model family.")
+    expert = models.CharField(max_length=4, choices=Expert.choices, default=Expert.BOTH)
+    rank = models.PositiveIntegerField(null=True, blank=True)
+    alpha = models.FloatField(null=True, blank=True)
+    key_format = models.CharField(max_length=20, blank=True)
+    tensor_count = models.PositiveIntegerField(default=0)
+    dtype = models.CharField(max_length=12, blank=True)
+    header_metadata = models.JSONField(default=dict, blank=True, help_text="The file's safetensors __metadata__.")
+    training_metadata = models.JSONField(default=dict, blank=True, help_text="Readable kohya ss_* training fields.")
+    module_shapes = models.JSONField(default=dict, blank=True, help_text="Target module → [in, out] features.")
+    trigger_words = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    description = models.TextField(blank=True, max_length=5000)
+    preferred_weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    is_active = models.BooleanField(default=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    purged_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+
+    objects = LoRAQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "LoRA"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Failed and deleted LoRAs do not hold on to their name and version.
+            models.UniqueConstraint(
+                fields=["workspace", "name", "version"],
+                condition=Q(deleted_at__isnull=True) & ~Q(status="failed"),
+                name="lora_name_version_unique_alive",
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "sha256"],
+                condition=Q(deleted_at__isnull=True) & ~Q(sha256="") & ~Q(status="failed"),
+                name="lora_sha256_unique_alive",
+            ),
+            models.CheckConstraint(
+                condition=Q(preferred_weight__gte=0.0) & Q(preferred_weight__lte=2.0), name="lora_preferred_weight_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["workspace", "deleted_at", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
+    def adapter_name(self) -> str:
+        return f"lora_{self.id}"
+
+
+class UploadStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    COMPLETED = "completed", "Completed"
+
+
+class LoRAUpload(models.Model):
+    """A direct-to-storage multipart upload in progress. Deleted when completed or aborted;
+    beat aborts the ones past `expires_at`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="lora_uploads")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    original_filename = models.CharField(max_length=255)
+    object_key = models.CharField(max_length=500, unique=True)
+    storage_upload_id = models.CharField(max_length=1024)
+    size = models.BigIntegerField()
+    part_size = models.BigIntegerField()
+    options = models.JSONField(default=dict, blank=True, help_text="name, version, description, tags, expert")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"upload {self.id} of {self.original_filename}"

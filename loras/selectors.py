@@ -1,0 +1,78 @@
+"""Reads for the LoRA library, always scoped to one workspace."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from lorasite.errors import NotFound
+from lorasite.object_store import get_object_store
+from loras.models import LoRA
+from workspaces.models import Workspace
+
+ORDERINGS = {
+    "name": ("name", "version"),
+    "-name": ("-name", "-version"),
+    "created": ("created_at", "id"),
+    "-created": ("-created_at", "-id"),
+    "size": ("file_size", "id"),
+    "-size": ("-file_size", "-id"),
+    "last_used": ("last_used_at", "id"),
+    "-last_used": ("-last_used_at", "-id"),
+}
+
+
+@dataclass(frozen=True)
+class LoRAFilters:
+    search: str = ""
+    base_model: str = ""
+    expert: str = ""
+    active: bool | None = None
+    tag: str = ""
+    status: str = ""
+    ordering: str = "-created"
+
+
+def lora_list(*, workspace: Workspace, filters: LoRAFilters = LoRAFilters()) -> QuerySet[LoRA]:
+    """Alive LoRAs of one workspace. One query per page whatever its size: everything shown is a
+    column of the row (tags and trigger words are JSON columns)."""
+    queryset = LoRA.objects.alive().filter(workspace=workspace).select_related("created_by")
+    if filters.search:
+        term = filters.search
+        queryset = queryset.filter(
+            Q(name__icontains=term) | Q(original_filename__icontains=term)
+            | Q(tags__icontains=term) | Q(trigger_words__icontains=term) | Q(description__icontains=term)
+        )
+    if filters.base_model:
+        queryset = queryset.filter(base_model=filters.base_model)
+    if filters.expert:
+        queryset = queryset.filter(expert=filters.expert)
+    if filters.active is not None:
+        queryset = queryset.filter(is_active=filters.active)
+    if filters.tag:
+        queryset = queryset.filter(tags__icontains=f'"{filters.tag}"')
+    if filters.status:
+        queryset = queryset.filter(status=filters.status)
+    return queryset.order_by(*ORDERINGS.get(filters.ordering, ORDERINGS["-created"]))
+
+
+def lora_get(*, workspace: Workspace, lora_id: int) -> LoRA:
+    try:
+        return LoRA.objects.alive().select_related("created_by").get(id=lora_id, workspace=workspace)
+    except LoRA.DoesNotExist:
+        raise NotFound("LoRA not found.") from None
+
+
+def lora_versions(*, workspace: Workspace, name: str) -> QuerySet[LoRA]:
+    return LoRA.objects.alive().filter(workspace=workspace, name=name).order_by("created_at", "id")
+
+
+def lora_download_url(*, lora: LoRA) -> tuple[str, datetime]:
+    """A signed URL for this one object, valid at most LORASITE_SIGNED_URL_SECONDS (≤ 1 hour)."""
+    if not lora.file.name:
+        raise NotFound(f"'{lora.name}' has no stored file (it failed ingest or was purged).")
+    expires_in = settings.LORASITE_SIGNED_URL_SECONDS
+    url = get_object_store().download_url(lora.file.name, filename=lora.original_filename, expires_in=expires_in)
+    return url, timezone.now() + timedelta(seconds=expires_in)

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from loras import apis
+
+prefix = "workspaces/<slug:slug>/loras/"
+
+urlpatterns = [
+    path(prefix, apis.LoRAListCreateAPI.as_view(), name="lora-list"),
+    path(prefix + "uploads/", apis.UploadStartAPI.as_view(), name="lora-upload-start"),
+    path(prefix + "uploads/<uuid:upload_id>/", apis.UploadDetailAPI.as_view(), name="lora-upload-detail"),
+    path(prefix + "uploads/<uuid:upload_id>/complete/", apis.UploadCompleteAPI.as_view(), name="lora-upload-complete"),
+    path(prefix + "import/", apis.ImportAPI.as_view(), name="lora-import"),
+    path(prefix + "versions/", apis.VersionsAPI.as_view(), name="lora-versions"),
+    path(prefix + "<int:lora_id>/", apis.LoRADetailAPI.as_view(), name="lora-detail"),
+    path(prefix + "<int:lora_id>/download/", apis.LoRADownloadAPI.as_view(), name="lora-download"),
+]
