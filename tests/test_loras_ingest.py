@@ -262,3 +262,26 @@ def test_local_storage_uses_the_same_protocol(api, workspace, tmp_path, eager_ta
         downloaded = requests.get(link["url"].replace("http://testserver", live_server.url), timeout=30)
         assert downloaded.content == path.read_bytes()
         assert (tmp_path / "media" / lora.file.name).exists()
+
+
+@pytest.mark.parametrize(
+    "family,key_format,filename,expected_expert",
+    [
+        ("wan-14b", "diffusers", "wan22_t2v_high_noise_style.safetensors", "high"),
+        ("wan-14b", "kohya", "musubi_wan22_LowNoise.safetensors", "low"),
+        ("wan-14b", "comfyui", "lightx2v_T2V_14B_cfg_step_distill.safetensors", "both"),
+        ("wan-5b", "diffusers", "ti2v_style.safetensors", "both"),
+        ("wan-1.3b", "comfyui", "wan21_1.3b.safetensors", "both"),
+        ("flux", "kohya", "flux_portrait.safetensors", "both"),
+        ("flux", "diffusers", "flux_krea.safetensors", "both"),
+        ("sdxl", "kohya", "sdxl_lineart.safetensors", "both"),
+        ("sd15", "kohya", "sd15_watercolor.safetensors", "both"),
+    ],
+)
+def test_formats_are_accepted_and_detected(api, workspace, tmp_path, family, key_format, filename, expected_expert):
+    path = write_lora(tmp_path / filename, family=family, key_format=key_format, rank=8, alpha=8.0, blocks=1)
+    response = upload(api, workspace, path)
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["base_model"], body["rank"], body["alpha"], body["expert"]) == (family, 8, 8.0, expected_expert)
+    assert body["key_format"] == key_format
