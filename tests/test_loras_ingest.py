@@ -47,7 +47,8 @@ def nothing_left(s3_server, s3_keys, workspace):
         assert not LoRA.objects.filter(workspace=workspace).exists()
         assert not LoRAUpload.objects.exists()
         assert s3_keys(f"workspaces/{workspace.id}/") == []
-        assert s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME).get("Uploads", []) == []
+        prefix = f"workspaces/{workspace.id}/"
+        assert s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Prefix=prefix).get("Uploads", []) == []
 
     return check
 
