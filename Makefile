@@ -3,6 +3,7 @@
 #                models, then run the web server and a Celery worker (Ctrl-C stops both)
 #   make test  — set up .venv if needed and run the whole suite
 PYTHON ?= python3
+export HF_HUB_OFFLINE := 1
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
@@ -17,10 +18,11 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo
+	$(PY) manage.py build_demo_models
 	$(PY) manage.py run_dev
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	$(PY) -m pytest
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m bench
+	$(PY) -m bench

@@ -10,6 +10,7 @@ client has one code path for both.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import shutil
 import time
 from collections.abc import Iterator
@@ -92,12 +93,11 @@ class S3ObjectStore:
             for item in page.get("Contents", []):
                 yield StoredObject(item["Key"], item["Size"], item["LastModified"])
 
-    def download_url(self, key: str, *, filename: str, expires_in: int) -> str:
-        return self.client.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": _attachment(filename)},
-            ExpiresIn=expires_in,
-        )
+    def download_url(self, key: str, *, filename: str, expires_in: int, inline: bool = False) -> str:
+        params = {"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": _disposition(filename, inline)}
+        if inline:  # a browser plays or shows the object in place
+            params["ResponseContentType"] = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
 
     def multipart_create(self, key: str) -> str:
         return self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
@@ -173,8 +173,8 @@ class LocalObjectStore:
             stat = path.stat()
             yield StoredObject(path.relative_to(self.root).as_posix(), stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
 
-    def download_url(self, key: str, *, filename: str, expires_in: int) -> str:
-        token = sign_token({"key": key, "filename": filename}, expires_in=expires_in)
+    def download_url(self, key: str, *, filename: str, expires_in: int, inline: bool = False) -> str:
+        token = sign_token({"key": key, "filename": filename, "inline": inline}, expires_in=expires_in)
         return reverse("object-download", kwargs={"token": token})
 
     def multipart_create(self, key: str) -> str:
@@ -229,9 +229,9 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _attachment(filename: str) -> str:
+def _disposition(filename: str, inline: bool) -> str:
     safe = filename.replace('"', "").replace("\\", "")
-    return f'attachment; filename="{safe}"'
+    return f'{"inline" if inline else "attachment"}; filename="{safe}"'
 
 
 def _transfer_config():

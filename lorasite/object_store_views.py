@@ -60,5 +60,6 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
         return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
     content_type = mimetypes.guess_type(payload["filename"])[0] or "application/octet-stream"
     return FileResponse(
-        store.open_stream(payload["key"]), as_attachment=True, filename=payload["filename"], content_type=content_type
+        store.open_stream(payload["key"]), as_attachment=not payload.get("inline"), filename=payload["filename"],
+        content_type=content_type,
     )

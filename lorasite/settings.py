@@ -240,6 +240,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_BEAT_SCHEDULE = {
     "lora-storage-cleanup": {"task": "loras.tasks.lora_storage_cleanup", "schedule": 15 * 60},
     "lora-purge-deleted": {"task": "loras.tasks.lora_purge_deleted", "schedule": 60 * 60},
+    "generation-fail-stuck": {"task": "generation.tasks.generation_fail_stuck", "schedule": 5 * 60},
 }
 
 # --- LoRA library ---------------------------------------------------------------------------
@@ -252,6 +253,23 @@ LORASITE_PURGE_AFTER_DAYS = env_int("LORASITE_PURGE_AFTER_DAYS", 7)
 LORASITE_ORPHAN_GRACE_SECONDS = env_int("LORASITE_ORPHAN_GRACE_SECONDS", 24 * 3600)
 # Server directories that owners and admins may import LoRA files from (comma-separated).
 LORASITE_IMPORT_DIRS = env_list("LORASITE_IMPORT_DIRS")
+
+# --- Generation -----------------------------------------------------------------------------
+# Base-model weights are local diffusers directories (nothing is downloaded at run time); demo
+# models are built here by `manage.py build_demo_models`. LORASITE_MODELS_FILE (YAML) overrides
+# or adds registry entries: see generation/model_registry.py and the README.
+LORASITE_MODELS_DIR = Path(env_str("LORASITE_MODELS_DIR", str(VAR_DIR / "models")))
+LORASITE_MODELS_FILE = env_str("LORASITE_MODELS_FILE")
+LORASITE_MAX_LORAS_PER_JOB = 5
+# GPU worker: local LoRA cache (bytes) and what happens to adapters after a job:
+# "unload" (default) removes them; "cache" keeps recently used ones loaded but inactive.
+LORASITE_WORKER_CACHE_DIR = Path(env_str("LORASITE_WORKER_CACHE_DIR", str(VAR_DIR / "lora-cache")))
+LORASITE_WORKER_CACHE_BYTES = env_int("LORASITE_WORKER_CACHE_BYTES", 50 * 1024**3)
+LORASITE_LORA_RESIDENCY = env_str("LORASITE_LORA_RESIDENCY", "unload")
+if LORASITE_LORA_RESIDENCY not in ("unload", "cache"):
+    raise ImproperlyConfigured("LORASITE_LORA_RESIDENCY must be 'unload' or 'cache'.")
+LORASITE_RESIDENT_ADAPTERS = env_int("LORASITE_RESIDENT_ADAPTERS", 8)
+LORASITE_RESIDENT_ADAPTER_BYTES = env_int("LORASITE_RESIDENT_ADAPTER_BYTES", 4 * 1024**3)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -13,6 +13,7 @@ api_v1 = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include("workspaces.urls")),
     path("", include("loras.urls")),
+    path("", include("generation.urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,145 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from generation import selectors, services
+from generation.model_registry import model_as_dict, model_registry
+from generation.models import GenerationJob, JobLoRA, JobStatus
+from lorasite.api import error_responses, paginated, parse_input
+from loras.models import Expert
+from workspaces.scoping import WorkspaceScopedAPIView
+
+
+class ModelOutput(serializers.Serializer):
+    key = serializers.CharField()
+    display_name = serializers.CharField()
+    family = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["image", "video"])
+    pipeline_class = serializers.CharField()
+    path = serializers.CharField(help_text="Local diffusers directory of the weights.")
+    weights_present = serializers.BooleanField()
+    experts = serializers.DictField(child=serializers.CharField(), help_text='{"high": "transformer", "low": "transformer_2"}')
+    two_experts = serializers.BooleanField()
+    capabilities = serializers.DictField()
+    enabled = serializers.BooleanField()
+    demo = serializers.BooleanField()
+    description = serializers.CharField()
+
+
+class ModelListAPI(APIView):
+    @extend_schema(responses={200: ModelOutput(many=True), **error_responses(401)}, tags=["generation"], summary="Base models")
+    def get(self, request):
+        models = [model_as_dict(m) for m in model_registry().values() if m.enabled]
+        return Response(ModelOutput(models, many=True).data)
+
+
+class JobLoRAOutput(serializers.ModelSerializer):
+    lora_id = serializers.IntegerField(source="lora_ref")
+    deleted = serializers.SerializerMethodField(help_text="The LoRA has been deleted since (shown as 'Deleted LoRA').")
+
+    class Meta:
+        model = JobLoRA
+        fields = ["lora_id", "name", "version", "sha256", "weight", "expert", "deleted"]
+
+    def get_deleted(self, job_lora: JobLoRA) -> bool:
+        return job_lora.lora is None or job_lora.lora.deleted_at is not None
+
+
+class JobOutput(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_key")
+    loras = JobLoRAOutput(source="job_loras", many=True)
+    created_by = serializers.CharField(source="created_by.username", default=None)
+    output_url = serializers.SerializerMethodField()
+    poster_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GenerationJob
+        fields = [
+            "id", "model", "model_name", "kind", "prompt", "negative_prompt", "params", "loras", "status", "progress",
+            "current_step", "total_steps", "error", "timings", "attempts", "output_url", "poster_url", "retry_of",
+            "created_by", "created_at", "started_at", "finished_at",
+        ]
+
+    def _urls(self, job: GenerationJob) -> dict:
+        cache = self.context.setdefault("_urls", {})
+        if job.id not in cache:
+            cache[job.id] = selectors.job_output_urls(job=job)
+        return cache[job.id]
+
+    def _absolute(self, url: str | None) -> str | None:
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if url and request and not url.startswith("http") else url
+
+    def get_output_url(self, job: GenerationJob) -> str | None:
+        return self._absolute(self._urls(job)["output_url"])
+
+    def get_poster_url(self, job: GenerationJob) -> str | None:
+        return self._absolute(self._urls(job)["poster_url"])
+
+
+class ParamsInput(serializers.Serializer):
+    width = serializers.IntegerField(required=False, min_value=1)
+    height = serializers.IntegerField(required=False, min_value=1)
+    num_frames = serializers.IntegerField(required=False, min_value=1)
+    steps = serializers.IntegerField(required=False, min_value=1)
+    guidance = serializers.FloatField(required=False)
+    guidance_2 = serializers.FloatField(required=False)
+    seed = serializers.IntegerField(required=False)
+    fps = serializers.IntegerField(required=False, min_value=1)
+
+
+class LoRAEntryInput(serializers.Serializer):
+    lora_id = serializers.IntegerField()
+    weight = serializers.FloatField(required=False, min_value=0.0, max_value=2.0)
+    expert = serializers.ChoiceField(choices=Expert.choices, required=False)
+
+
+class GenerationInput(serializers.Serializer):
+    model = serializers.CharField(max_length=64)
+    prompt = serializers.CharField(max_length=4000)
+    negative_prompt = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+    params = ParamsInput(required=False, default=dict)
+    loras = LoRAEntryInput(many=True, required=False, default=list)
+
+
+class GenerationListCreateAPI(WorkspaceScopedAPIView):
+    class FilterInput(serializers.Serializer):
+        status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
+        lora = serializers.IntegerField(required=False, help_text="Only jobs that used this LoRA id.")
+
+    @extend_schema(parameters=[FilterInput], responses={200: JobOutput(many=True), **error_responses(401, 404)}, tags=["generation"])
+    def get(self, request, slug):
+        filters = parse_input(self.FilterInput, request.query_params)
+        jobs = selectors.job_list(workspace=self.membership.workspace, status=filters.get("status", ""), lora_id=filters.get("lora"))
+        return paginated(request, self, jobs, JobOutput, request=request)
+
+    @extend_schema(request=GenerationInput, responses={201: JobOutput, **error_responses(400, 401, 403, 404)}, tags=["generation"],
+                   summary="Queue a generation with up to 5 LoRAs")
+    def post(self, request, slug):
+        data = parse_input(GenerationInput, request.data)
+        data["loras"] = [services.LoRARequest(**entry) for entry in data["loras"]]
+        data["params"] = dict(data["params"])
+        job = services.generation_create(actor=self.membership, **data)
+        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class GenerationDetailAPI(WorkspaceScopedAPIView):
+    @extend_schema(responses={200: JobOutput, **error_responses(401, 404)}, tags=["generation"])
+    def get(self, request, slug, job_id):
+        job = selectors.job_get(workspace=self.membership.workspace, job_id=job_id)
+        return Response(JobOutput(job, context={"request": request}).data)
+
+
+class GenerationCancelAPI(WorkspaceScopedAPIView):
+    @extend_schema(request=None, responses={200: JobOutput, **error_responses(401, 403, 404, 409)}, tags=["generation"])
+    def post(self, request, slug, job_id):
+        job = services.generation_cancel(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
+        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data)
+
+
+class GenerationRetryAPI(WorkspaceScopedAPIView):
+    @extend_schema(request=None, responses={201: JobOutput, **error_responses(400, 401, 403, 404)}, tags=["generation"])
+    def post(self, request, slug, job_id):
+        job = services.generation_retry(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
+        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,264 @@
+"""The base models jobs can run on: what they are, where their weights live, what they can do.
+
+Entries are declared here with their real-world defaults; `LORASITE_MODELS_FILE` (YAML) overrides
+fields of an entry or adds new ones, e.g. to point a key at a downloaded snapshot::
+
+    wan22-t2v-a14b:
+      path: /models/Wan2.2-T2V-A14B-Diffusers
+      enabled: true
+
+Weights are local diffusers directories; nothing is downloaded at run time (HF_HUB_OFFLINE=1).
+This module is plain data: the web process reads it without importing torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import yaml
+from django.conf import settings
+
+from lorasite.errors import InvalidInput
+
+# Component that holds each expert's transformer, as diffusers' Wan 2.2 pipeline names them.
+TWO_EXPERTS = {"high": "transformer", "low": "transformer_2"}
+ONE_EXPERT = {"high": "transformer"}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    resolutions: tuple[tuple[int, int], ...]  # (width, height)
+    steps: tuple[int, int]  # inclusive range
+    default_steps: int
+    default_guidance: float
+    guidance_range: tuple[float, float] = (0.0, 20.0)
+    frame_counts: tuple[int, ...] = ()  # video only
+    default_guidance_2: float | None = None  # two-expert Wan: guidance of the low-noise expert
+    fps: tuple[int, ...] = ()
+    default_fps: int | None = None
+
+
+@dataclass(frozen=True)
+class LayerDims:
+    """Enough of the transformer's config to tell whether a LoRA's layers fit, before any GPU time."""
+
+    architecture: str  # "wan" | "flux"
+    hidden: int
+    ffn: int
+    layers: int
+    single_layers: int = 0  # flux
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    key: str
+    display_name: str
+    family: str  # same vocabulary as LoRA.base_model
+    kind: str  # "image" | "video"
+    pipeline_class: str
+    path: Path
+    experts: dict[str, str]
+    capabilities: Capabilities
+    dims: LayerDims
+    enabled: bool = True
+    demo: bool = False
+    description: str = ""
+    compatible_families: tuple[str, ...] = field(default=())
+
+    @property
+    def two_experts(self) -> bool:
+        return "low" in self.experts
+
+    @property
+    def weights_present(self) -> bool:
+        return (self.path / "model_index.json").is_file()
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return (self.family, *self.compatible_families)
+
+
+WAN_VIDEO_STEPS = (1, 80)
+
+
+def _defaults(models_dir: Path) -> list[BaseModel]:
+    return [
+        BaseModel(
+            key="wan22-t2v-a14b",
+            display_name="Wan 2.2 T2V-A14B",
+            family="wan-14b",
+            kind="video",
+            pipeline_class="WanPipeline",
+            path=models_dir / "Wan2.2-T2V-A14B-Diffusers",
+            experts=TWO_EXPERTS,
+            capabilities=Capabilities(
+                resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
+                steps=WAN_VIDEO_STEPS, default_steps=40, default_guidance=4.0, default_guidance_2=3.0,
+                frame_counts=(33, 49, 81, 121), fps=(16, 24), default_fps=16,
+            ),
+            dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
+            description="Two experts: high-noise LoRAs go into transformer, low-noise into transformer_2.",
+        ),
+        BaseModel(
+            key="wan22-ti2v-5b",
+            display_name="Wan 2.2 TI2V-5B",
+            family="wan-5b",
+            kind="video",
+            pipeline_class="WanPipeline",
+            path=models_dir / "Wan2.2-TI2V-5B-Diffusers",
+            experts=ONE_EXPERT,
+            capabilities=Capabilities(
+                resolutions=((1280, 704), (704, 1280)),
+                steps=WAN_VIDEO_STEPS, default_steps=50, default_guidance=5.0,
+                frame_counts=(49, 81, 121), fps=(24,), default_fps=24,
+            ),
+            dims=LayerDims("wan", hidden=3072, ffn=14336, layers=30),
+        ),
+        BaseModel(
+            key="flux1-dev",
+            display_name="FLUX.1-dev",
+            family="flux",
+            kind="image",
+            pipeline_class="FluxPipeline",
+            path=models_dir / "FLUX.1-dev",
+            experts=ONE_EXPERT,
+            capabilities=Capabilities(
+                resolutions=((1024, 1024), (1344, 768), (768, 1344), (1152, 896), (896, 1152)),
+                steps=(1, 50), default_steps=28, default_guidance=3.5,
+            ),
+            dims=LayerDims("flux", hidden=3072, ffn=12288, layers=19, single_layers=38),
+            description="Also FLUX.1 Krea [dev]: point the path at its snapshot.",
+        ),
+        BaseModel(
+            key="wan22-a14b-demo",
+            display_name="Wan 2.2 A14B (demo)",
+            family="wan-demo",
+            kind="video",
+            pipeline_class="WanPipeline",
+            path=models_dir / "wan22-a14b-demo",
+            experts=TWO_EXPERTS,
+            capabilities=Capabilities(
+                resolutions=((32, 32), (48, 32)), steps=(1, 10), default_steps=4, default_guidance=4.0,
+                default_guidance_2=3.0, frame_counts=(5, 9), fps=(8,), default_fps=8,
+            ),
+            dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
+            demo=True,
+            description="Tiny random-weight WanPipeline with transformer + transformer_2 (built offline).",
+        ),
+        BaseModel(
+            key="wan-ti2v-demo",
+            display_name="Wan single expert (demo)",
+            family="wan-demo",
+            kind="video",
+            pipeline_class="WanPipeline",
+            path=models_dir / "wan-ti2v-demo",
+            experts=ONE_EXPERT,
+            capabilities=Capabilities(
+                resolutions=((32, 32),), steps=(1, 10), default_steps=4, default_guidance=5.0,
+                frame_counts=(5, 9), fps=(8,), default_fps=8,
+            ),
+            dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
+            demo=True,
+            description="Tiny random-weight single-expert WanPipeline (built offline).",
+        ),
+        BaseModel(
+            key="flux-demo",
+            display_name="FLUX (demo)",
+            family="flux-demo",
+            kind="image",
+            pipeline_class="FluxPipeline",
+            path=models_dir / "flux-demo",
+            experts=ONE_EXPERT,
+            capabilities=Capabilities(resolutions=((32, 32), (64, 64)), steps=(1, 10), default_steps=4, default_guidance=3.5),
+            dims=LayerDims("flux", hidden=32, ffn=128, layers=1, single_layers=1),
+            demo=True,
+            description="Tiny random-weight FluxPipeline (built offline).",
+        ),
+    ]
+
+
+def _apply_overrides(models: dict[str, BaseModel], overrides: dict) -> dict[str, BaseModel]:
+    for key, values in (overrides or {}).items():
+        values = dict(values)
+        if "path" in values:
+            values["path"] = Path(values["path"])
+        if "capabilities" in values:
+            base = models[key].capabilities if key in models else None
+            caps = {k: tuple(map(tuple, v)) if k == "resolutions" else (tuple(v) if isinstance(v, list) else v) for k, v in values.pop("capabilities").items()}
+            values["capabilities"] = replace(base, **caps) if base else Capabilities(**caps)
+        if "dims" in values:
+            values["dims"] = LayerDims(**values["dims"])
+        models[key] = replace(models[key], **values) if key in models else BaseModel(key=key, **values)
+    return models
+
+
+@functools.cache
+def _registry(models_dir: str, models_file: str) -> dict[str, BaseModel]:
+    models = {model.key: model for model in _defaults(Path(models_dir))}
+    if models_file:
+        models = _apply_overrides(models, yaml.safe_load(Path(models_file).read_text()))
+    return models
+
+
+def model_registry() -> dict[str, BaseModel]:
+    return _registry(str(settings.LORASITE_MODELS_DIR), settings.LORASITE_MODELS_FILE)
+
+
+def model_get(key: str) -> BaseModel:
+    model = model_registry().get(key)
+    if model is None or not model.enabled:
+        raise InvalidInput(f"Unknown model '{key}'.", errors={"model": [f"Unknown or disabled model '{key}'."]})
+    return model
+
+
+def model_as_dict(model: BaseModel) -> dict:
+    data = asdict(model)
+    data["path"] = str(model.path)
+    data["weights_present"] = model.weights_present
+    data["two_experts"] = model.two_experts
+    return data
+
+
+# --- does a LoRA fit the model's layers? --------------------------------------------------------
+
+_WAN_LAYERS = [
+    (re.compile(r"^blocks\.(\d+)\.attn[12]\.(to_q|to_k|to_v|to_out\.0|add_k_proj|add_v_proj)$"), lambda d: (d.hidden, d.hidden)),
+    (re.compile(r"^blocks\.(\d+)\.ffn\.net\.0\.proj$"), lambda d: (d.hidden, d.ffn)),
+    (re.compile(r"^blocks\.(\d+)\.ffn\.net\.2$"), lambda d: (d.ffn, d.hidden)),
+]
+_FLUX_LAYERS = [
+    (re.compile(r"^transformer_blocks\.(\d+)\.attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)$"), lambda d: (d.hidden, d.hidden)),
+    (re.compile(r"^transformer_blocks\.(\d+)\.ff(_context)?\.net\.0\.proj$"), lambda d: (d.hidden, d.ffn)),
+    (re.compile(r"^transformer_blocks\.(\d+)\.ff(_context)?\.net\.2$"), lambda d: (d.ffn, d.hidden)),
+]
+_FLUX_SINGLE_LAYERS = [
+    (re.compile(r"^single_transformer_blocks\.(\d+)\.attn\.(to_q|to_k|to_v)$"), lambda d: (d.hidden, d.hidden)),
+    (re.compile(r"^single_transformer_blocks\.(\d+)\.proj_mlp$"), lambda d: (d.hidden, d.ffn)),
+    (re.compile(r"^single_transformer_blocks\.(\d+)\.proj_out$"), lambda d: (d.hidden + d.ffn, d.hidden)),
+]
+
+
+def lora_fit_problem(module_shapes: dict[str, list[int]], model: BaseModel) -> str | None:
+    """The first layer of the LoRA that cannot fit the model, as a sentence; None when all fit.
+
+    Layers this check does not know are left to the loader (diffusers skips unmatched keys)."""
+    dims = model.dims
+    tables = [(_WAN_LAYERS, dims.layers)] if dims.architecture == "wan" else [(_FLUX_LAYERS, dims.layers), (_FLUX_SINGLE_LAYERS, dims.single_layers)]
+    for module, shape in sorted(module_shapes.items()):
+        for patterns, block_count in tables:
+            for pattern, expected_of in patterns:
+                match = pattern.match(module)
+                if not match:
+                    continue
+                if int(match.group(1)) >= block_count:
+                    return f"it targets {module} but {model.display_name} has {block_count} blocks"
+                expected = expected_of(dims)
+                if tuple(shape) != expected:
+                    return (
+                        f"{module} is {shape[0]}→{shape[1]} in the LoRA but {expected[0]}→{expected[1]} "
+                        f"in {model.display_name}"
+                    )
+    return None

@@ -1,0 +1,80 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from loras.models import LoRA
+from workspaces.models import Workspace
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class GenerationJob(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="generation_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    model_key = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=100, help_text="Display name when the job was made.")
+    kind = models.CharField(max_length=5)  # image | video
+    prompt = models.TextField(max_length=4000)
+    negative_prompt = models.TextField(max_length=4000, blank=True)
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    current_step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Seconds per phase.")
+    output_key = models.CharField(max_length=500, blank=True)
+    poster_key = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.model_name}: {self.prompt[:40]} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class JobLoRA(models.Model):
+    """A snapshot of one LoRA as the job used it, so history survives renames and deletes."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="job_loras")
+    lora = models.ForeignKey(LoRA, null=True, on_delete=models.SET_NULL, related_name="job_uses")
+    position = models.PositiveSmallIntegerField()
+    lora_ref = models.PositiveBigIntegerField(help_text="The LoRA's id, kept if the row is ever removed.")
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=40)
+    sha256 = models.CharField(max_length=64)
+    file_key = models.CharField(max_length=500)
+    file_size = models.BigIntegerField()
+    weight = models.FloatField()
+    expert = models.CharField(max_length=4)
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="job_lora_position_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version} @ {self.weight} ({self.expert})"

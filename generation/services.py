@@ -1,0 +1,289 @@
+"""Writes for generation jobs: creation (every problem found before any GPU time), cancel, retry,
+and the state transitions the GPU worker reports through."""
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from generation.model_registry import BaseModel, lora_fit_problem, model_get
+from generation.models import GenerationJob, JobLoRA, JobStatus
+from lorasite.errors import Conflict, InvalidInput
+from loras.lora_inspect import FAMILIES
+from loras.models import LoRA, Status
+from workspaces.models import Membership, Role
+from workspaces.services import require_role
+
+logger = logging.getLogger(__name__)
+
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class LoRARequest:
+    lora_id: int
+    weight: float | None = None
+    expert: str | None = None
+
+
+class _Problems:
+    """Collects one message per problem, keyed by the field it is about."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.setdefault(field, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            messages = [m for ms in self.errors.values() for m in ms]
+            summary = messages[0] if len(messages) == 1 else f"{len(messages)} problems: " + " ".join(
+                m if m.endswith(".") else m + "." for m in messages
+            )
+            raise InvalidInput(summary, errors=self.errors)
+
+
+def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict:
+    caps = model.capabilities
+    width, height = params.get("width"), params.get("height")
+    if width is None and height is None:
+        width, height = caps.resolutions[0]
+    elif (width, height) not in caps.resolutions:
+        allowed = ", ".join(f"{w}×{h}" for w, h in caps.resolutions)
+        problems.add("params.width", f"{width}×{height} is not a resolution {model.display_name} supports ({allowed})")
+    resolved = {"width": width, "height": height}
+
+    steps = params.get("steps", caps.default_steps)
+    if not caps.steps[0] <= steps <= caps.steps[1]:
+        problems.add("params.steps", f"steps must be between {caps.steps[0]} and {caps.steps[1]} for {model.display_name}")
+    resolved["steps"] = steps
+
+    guidance = params.get("guidance", caps.default_guidance)
+    low, high = caps.guidance_range
+    if not low <= guidance <= high:
+        problems.add("params.guidance", f"guidance must be between {low:g} and {high:g}")
+    resolved["guidance"] = guidance
+    if model.two_experts:
+        guidance_2 = params.get("guidance_2", caps.default_guidance_2)
+        if not low <= guidance_2 <= high:
+            problems.add("params.guidance_2", f"guidance_2 must be between {low:g} and {high:g}")
+        resolved["guidance_2"] = guidance_2
+    elif params.get("guidance_2") is not None:
+        problems.add("params.guidance_2", f"guidance_2 is for two-expert models; {model.display_name} has one")
+
+    if model.kind == "video":
+        frames = params.get("num_frames", caps.frame_counts[0])
+        if frames not in caps.frame_counts:
+            problems.add("params.num_frames", f"num_frames must be one of {', '.join(map(str, caps.frame_counts))}")
+        fps = params.get("fps", caps.default_fps)
+        if fps not in caps.fps:
+            problems.add("params.fps", f"fps must be one of {', '.join(map(str, caps.fps))}")
+        resolved.update(num_frames=frames, fps=fps)
+    else:
+        for field in ("num_frames", "fps"):
+            if params.get(field) is not None:
+                problems.add(f"params.{field}", f"{field} is for video models; {model.display_name} makes images")
+
+    seed = params.get("seed")
+    if seed is None:
+        seed = random.randint(0, SEED_MAX)
+    elif not 0 <= seed <= SEED_MAX:
+        problems.add("params.seed", f"seed must be between 0 and {SEED_MAX}")
+    resolved["seed"] = seed
+    return resolved
+
+
+def _family_name(family: str) -> str:
+    return FAMILIES.get(family, family)
+
+
+def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems) -> list[tuple[LoRA, float, str]]:
+    limit = settings.LORASITE_MAX_LORAS_PER_JOB
+    if len(requests) > limit:
+        problems.add("loras", f"At most {limit} LoRAs per job; {len(requests)} were given")
+        return []
+    found = {lora.id: lora for lora in LoRA.objects.filter(workspace_id=workspace_id, id__in=[r.lora_id for r in requests])}
+    compatible = None
+    resolved, seen = [], set()
+    for index, request in enumerate(requests):
+        field = f"loras.{index}"
+        lora = found.get(request.lora_id)
+        if lora is None:
+            problems.add(f"{field}.lora_id", f"LoRA {request.lora_id} is not in this workspace")
+            continue
+        label = f"LoRA '{lora.name}'"
+        if lora.deleted_at:
+            problems.add(f"{field}.lora_id", f"{label} has been deleted")
+            continue
+        if lora.id in seen:
+            problems.add(f"{field}.lora_id", f"{label} is listed twice")
+            continue
+        seen.add(lora.id)
+        if lora.status != Status.READY:
+            reason = f": {lora.error}" if lora.status == Status.FAILED and lora.error else ""
+            problems.add(f"{field}.lora_id", f"{label} is not ready (it is {lora.status}{reason})")
+            continue
+        if not lora.is_active:
+            problems.add(f"{field}.lora_id", f"{label} is inactive; activate it to use it")
+            continue
+        if lora.base_model != "unknown" and lora.base_model not in model.families:
+            if compatible is None:
+                compatible = list(
+                    LoRA.objects.alive().filter(workspace_id=workspace_id, base_model__in=model.families, status=Status.READY, is_active=True)
+                    .values_list("name", flat=True)[:5]
+                )
+            suggestion = f" Compatible LoRAs here: {', '.join(compatible)}." if compatible else " No LoRA in this workspace fits it yet."
+            problems.add(
+                f"{field}.lora_id",
+                f"'{lora.name}' is a {_family_name(lora.base_model)} LoRA; {model.display_name} needs a {model.family} LoRA.{suggestion}",
+            )
+            continue
+        misfit = lora_fit_problem(lora.module_shapes, model)
+        if misfit:
+            problems.add(f"{field}.lora_id", f"'{lora.name}' does not fit {model.display_name}: {misfit}")
+            continue
+        weight = lora.preferred_weight if request.weight is None else request.weight
+        if not 0.0 <= weight <= 2.0:
+            problems.add(f"{field}.weight", f"weight must be between 0.0 and 2.0, not {weight:g}")
+            continue
+        if model.two_experts:
+            expert = request.expert or lora.expert
+        else:
+            if request.expert not in (None, "high"):
+                problems.add(f"{field}.expert", f"{model.display_name} has a single expert; leave expert out")
+                continue
+            expert = "high"
+        resolved.append((lora, weight, expert))
+    return resolved
+
+
+@transaction.atomic
+def generation_create(
+    *, actor: Membership, model: str, prompt: str, negative_prompt: str = "", params: dict | None = None,
+    loras: list[LoRARequest] | None = None, retry_of: GenerationJob | None = None,
+) -> GenerationJob:
+    """Validate everything a GPU would otherwise discover too late, then queue the job."""
+    from generation.tasks import generation_run
+
+    require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
+    base = model_get(model)
+    problems = _Problems()
+    if not base.weights_present:
+        hint = " Run `python manage.py build_demo_models`." if base.demo else " Set its path in LORASITE_MODELS_FILE."
+        problems.add("model", f"The weights of {base.display_name} are not installed at {base.path}.{hint}")
+    resolved_params = _resolve_params(base, params or {}, problems)
+    resolved_loras = _resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems)
+    problems.raise_if_any()
+
+    job = GenerationJob(
+        workspace_id=actor.workspace_id, created_by_id=actor.user_id, retry_of=retry_of, model_key=base.key,
+        model_name=base.display_name, kind=base.kind, prompt=prompt, negative_prompt=negative_prompt, params=resolved_params,
+    )
+    job.full_clean()
+    job.save()
+    for position, (lora, weight, expert) in enumerate(resolved_loras):
+        JobLoRA.objects.create(
+            job=job, lora=lora, position=position, lora_ref=lora.id, name=lora.name, version=lora.version,
+            sha256=lora.sha256, file_key=lora.file.name, file_size=lora.file_size, weight=weight, expert=expert,
+        )
+    generation_run.delay_on_commit(str(job.id))
+    return job
+
+
+def generation_retry(*, actor: Membership, job: GenerationJob) -> GenerationJob:
+    """A new job with the same inputs (checked again: a LoRA may have been deleted since)."""
+    requests = [LoRARequest(lora_id=jl.lora_ref, weight=jl.weight, expert=jl.expert) for jl in job.job_loras.all()]
+    params = {k: v for k, v in job.params.items()}
+    return generation_create(
+        actor=actor, model=job.model_key, prompt=job.prompt, negative_prompt=job.negative_prompt, params=params,
+        loras=requests, retry_of=job,
+    )
+
+
+@transaction.atomic
+def generation_cancel(*, actor: Membership, job: GenerationJob) -> GenerationJob:
+    """A queued job is cancelled at once; a running one between two steps, by its worker."""
+    if job.created_by_id != actor.user_id:
+        require_role(membership=actor, minimum=Role.ADMIN, action="cancel someone else's job")
+    job = GenerationJob.objects.select_for_update().get(id=job.id)
+    if job.is_finished:
+        raise Conflict(f"The job has already {job.status}.")
+    if job.status == JobStatus.QUEUED:
+        job.status, job.finished_at = JobStatus.CANCELLED, timezone.now()
+    job.cancel_requested = True
+    job.save(update_fields=["status", "finished_at", "cancel_requested", "updated_at"])
+    return job
+
+
+# --- transitions reported by the GPU worker --------------------------------------------------------
+
+
+@transaction.atomic
+def job_claim(*, job_id: str, worker: str) -> GenerationJob | None:
+    """Start (or, after a lost worker, restart) a job; None when it must not run."""
+    job = GenerationJob.objects.select_for_update().filter(id=job_id).first()
+    if job is None or job.is_finished:
+        return None
+    if job.attempts >= settings.LORASITE_TASK_MAX_ATTEMPTS:
+        _finish(job, JobStatus.FAILED, error=f"The worker running this job stopped {job.attempts} times; giving up.")
+        return None
+    now = timezone.now()
+    job.attempts += 1
+    job.status, job.worker = JobStatus.RUNNING, worker[:200]
+    job.started_at = job.started_at or now
+    job.timings = {**job.timings, "queue_wait": round((now - job.created_at).total_seconds(), 3)}
+    job.save(update_fields=["attempts", "status", "worker", "started_at", "timings", "updated_at"])
+    return job
+
+
+def job_progress(*, job_id: str, step: int, total: int) -> bool:
+    """Record progress; returns whether a cancel was requested (checked between steps)."""
+    progress = min(99, int(step * 100 / max(total, 1)))
+    GenerationJob.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
+        current_step=step, total_steps=total, progress=progress, updated_at=timezone.now()
+    )
+    return GenerationJob.objects.filter(id=job_id, cancel_requested=True).exists()
+
+
+def _finish(job: GenerationJob, status: str, *, error: str = "", timings: dict | None = None, **fields) -> None:
+    job.status, job.error, job.finished_at = status, error, timezone.now()
+    job.timings = {**job.timings, **(timings or {})}
+    for name, value in fields.items():
+        setattr(job, name, value)
+    job.save()
+
+
+@transaction.atomic
+def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict) -> None:
+    job = GenerationJob.objects.select_for_update().get(id=job_id)
+    _finish(job, JobStatus.SUCCEEDED, timings=timings, output_key=output_key, poster_key=poster_key, progress=100)
+    LoRA.objects.filter(job_uses__job=job).update(use_count=F("use_count") + 1, last_used_at=job.finished_at)
+
+
+@transaction.atomic
+def job_fail(*, job_id: str, error: str, timings: dict, cancelled: bool = False) -> None:
+    job = GenerationJob.objects.select_for_update().get(id=job_id)
+    if job.is_finished:
+        return
+    if cancelled:
+        _finish(job, JobStatus.CANCELLED, error="Cancelled.", timings=timings)
+    else:
+        _finish(job, JobStatus.FAILED, error=error, timings=timings)
+
+
+def jobs_fail_stuck(*, now=None) -> int:
+    """Fail jobs still `running` past the hard time limit: their worker died without a word."""
+    now = now or timezone.now()
+    limit = settings.CELERY_TASK_TIME_LIMIT
+    cutoff = now - timedelta(seconds=limit + 120)
+    stuck = GenerationJob.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
+    return stuck.update(
+        status=JobStatus.FAILED, finished_at=now, updated_at=now,
+        error=f"The worker stopped responding: no result {limit} s after the job started.",
+    )

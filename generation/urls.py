@@ -1,0 +1,13 @@
+from django.urls import path
+
+from generation import apis
+
+prefix = "workspaces/<slug:slug>/generations/"
+
+urlpatterns = [
+    path("models/", apis.ModelListAPI.as_view(), name="model-list"),
+    path(prefix, apis.GenerationListCreateAPI.as_view(), name="generation-list"),
+    path(prefix + "<uuid:job_id>/", apis.GenerationDetailAPI.as_view(), name="generation-detail"),
+    path(prefix + "<uuid:job_id>/cancel/", apis.GenerationCancelAPI.as_view(), name="generation-cancel"),
+    path(prefix + "<uuid:job_id>/retry/", apis.GenerationRetryAPI.as_view(), name="generation-retry"),
+]

@@ -1,0 +1,161 @@
+"""What a GPU worker process does with one job: fetch its LoRAs through the local cache, apply
+them to the right experts of the long-lived pipeline, generate, store the output, and always
+return the pipeline to its base state. Imported only inside the Celery task, so the web process
+never imports torch."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from generation import services
+from generation.model_registry import BaseModel, model_get
+from generation.models import GenerationJob
+from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRALoadError
+from generation.runtime.encode import poster_from_frames, write_mp4, write_png
+from generation.runtime.generate import GenerationCancelled, run_pipeline
+from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
+from generation.runtime.pipelines import PipelineRegistry
+from lorasite.object_store import get_object_store
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_SECONDS = 0.5
+
+PIPELINES = PipelineRegistry()
+_ADAPTER_MANAGERS: dict[str, AdapterManager] = {}
+
+
+@functools.cache
+def lora_cache() -> LoRACache:
+    store = get_object_store()
+    return LoRACache(
+        settings.LORASITE_WORKER_CACHE_DIR, max_bytes=settings.LORASITE_WORKER_CACHE_BYTES,
+        fetch=lambda object_key, destination: store.download_to(object_key, destination),
+    )
+
+
+def adapter_manager(model: BaseModel, pipe) -> AdapterManager:
+    # One manager per pipeline for the life of the process: it is the record of what is loaded.
+    manager = _ADAPTER_MANAGERS.get(model.key)
+    if manager is None:
+        manager = AdapterManager(
+            pipe, residency=settings.LORASITE_LORA_RESIDENCY,
+            max_resident=settings.LORASITE_RESIDENT_ADAPTERS, max_resident_bytes=settings.LORASITE_RESIDENT_ADAPTER_BYTES,
+        )
+        _ADAPTER_MANAGERS[model.key] = manager
+    return manager
+
+
+@contextmanager
+def phase(timings: dict, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - started, 3)
+
+
+class _Progress:
+    """Writes progress to the job row at most every PROGRESS_INTERVAL_SECONDS and remembers
+    whether a cancel was requested, which the pipeline checks between steps."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id, self.last_write, self.cancel = job_id, 0.0, False
+
+    def on_step(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if step == total or now - self.last_write >= PROGRESS_INTERVAL_SECONDS:
+            self.cancel = services.job_progress(job_id=self.job_id, step=step, total=total)
+            self.last_write = now
+
+    def should_cancel(self) -> bool:
+        return self.cancel
+
+
+def _adapter_specs(job: GenerationJob, timings: dict) -> list[AdapterSpec]:
+    job_loras = list(job.job_loras.all())
+    cache = lora_cache()
+    pinned = {jl.sha256 for jl in job_loras}
+    with phase(timings, "download"):
+        return [
+            AdapterSpec(
+                lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert,
+                path=cache.path_for(sha256=jl.sha256, object_key=jl.file_key, size=jl.file_size, pinned=pinned),
+            )
+            for jl in job_loras
+        ]
+
+
+def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict) -> tuple[str, str]:
+    params = job.params
+    with phase(timings, "inference"):
+        output = run_pipeline(
+            pipe, kind=model.kind, prompt=job.prompt, negative_prompt=job.negative_prompt,
+            width=params["width"], height=params["height"], num_frames=params.get("num_frames", 1),
+            steps=params["steps"], guidance=params["guidance"], guidance_2=params.get("guidance_2"), seed=params["seed"],
+            on_step=progress.on_step, should_cancel=progress.should_cancel,
+        )
+    prefix = f"workspaces/{job.workspace_id}/outputs/{job.id}/"
+    store = get_object_store()
+    with tempfile.TemporaryDirectory(prefix="lorasite-output-") as scratch:
+        folder = Path(scratch)
+        with phase(timings, "encode"):
+            if model.kind == "video":
+                write_mp4(output, folder / "output.mp4", fps=params["fps"])
+                poster_from_frames(output).save(folder / "poster.png")
+                names = ("output.mp4", "poster.png")
+            else:
+                write_png(output, folder / "output.png")
+                names = ("output.png", "")
+        with phase(timings, "upload"):
+            for name in filter(None, names):
+                store.save_file(prefix + name, folder / name)
+    return prefix + names[0], (prefix + names[1]) if names[1] else ""
+
+
+def execute_job(job_id: str, *, worker_name: str) -> None:
+    job = services.job_claim(job_id=job_id, worker=worker_name)
+    if job is None:
+        return
+    timings: dict[str, float] = {}
+    manager: AdapterManager | None = None
+    outcome: dict = {"error": "", "cancelled": False}
+    try:
+        model = model_get(job.model_key)
+        with phase(timings, "model_load"):
+            pipe = PIPELINES.get(model.key, path=model.path, pipeline_class=model.pipeline_class)
+        manager = adapter_manager(model, pipe)
+        specs = _adapter_specs(job, timings)
+        for spec in specs:
+            logger.info("Job %s: applying %s", job.id, spec.describe())
+        with phase(timings, "adapter_load"):
+            manager.apply(specs)
+        outcome["keys"] = _generate_and_store(job, model, pipe, _Progress(str(job.id)), timings)
+    except GenerationCancelled:
+        outcome["cancelled"] = True
+    except SoftTimeLimitExceeded:
+        outcome["error"] = f"The job ran past the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s time limit and was stopped."
+    except (LoRALoadError, LoRAIntegrityError) as error:
+        outcome["error"] = str(error)
+    except Exception as error:  # reported on the job: a failure must never leave it running
+        logger.exception("Job %s failed", job.id)
+        outcome["error"] = f"{type(error).__name__}: {error}"
+    finally:
+        # Whatever happened, no adapter stays active for the next job.
+        if manager is not None:
+            with phase(timings, "adapter_unload"):
+                manager.reset()
+    if "keys" in outcome:
+        output_key, poster_key = outcome["keys"]
+        services.job_succeed(job_id=job_id, output_key=output_key, poster_key=poster_key, timings=timings)
+    else:
+        services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])
