@@ -85,14 +85,15 @@ def _adapter_specs(job: GenerationJob, timings: dict) -> list[AdapterSpec]:
     job_loras = list(job.job_loras.all())
     cache = lora_cache()
     pinned = {jl.sha256 for jl in job_loras}
+    specs = []
     with phase(timings, "download"):
-        return [
-            AdapterSpec(
-                lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert,
-                path=cache.path_for(sha256=jl.sha256, object_key=jl.file_key, size=jl.file_size, pinned=pinned),
-            )
-            for jl in job_loras
-        ]
+        for jl in job_loras:
+            try:
+                path = cache.path_for(sha256=jl.sha256, object_key=jl.file_key, size=jl.file_size, pinned=pinned)
+            except (LoRAIntegrityError, FileNotFoundError) as error:
+                raise LoRALoadError(f"LoRA '{jl.name}' (lora_{jl.lora_ref}) could not be fetched intact: {error}") from error
+            specs.append(AdapterSpec(lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert, path=path))
+    return specs
 
 
 def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict) -> tuple[str, str]:
@@ -144,7 +145,7 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
         outcome["cancelled"] = True
     except SoftTimeLimitExceeded:
         outcome["error"] = f"The job ran past the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s time limit and was stopped."
-    except (LoRALoadError, LoRAIntegrityError) as error:
+    except LoRALoadError as error:
         outcome["error"] = str(error)
     except Exception as error:  # reported on the job: a failure must never leave it running
         logger.exception("Job %s failed", job.id)

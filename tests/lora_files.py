@@ -79,8 +79,9 @@ def write_lora(
     kohya_metadata: bool = False,
     metadata: Mapping[str, str] | None = None,
     seed: int = 0,
+    std: float = 0.01,
 ) -> Path:
-    """Write a LoRA for ``family`` in ``key_format``.
+    """Write a LoRA for ``family`` in ``key_format``; weights are normal with standard deviation ``std``.
 
     ``modules`` picks Wan modules by diffusers name (keys of ``WAN_MODULES``). ``alpha`` becomes F32
     ``.alpha`` scalars for kohya/comfyui files and diffusers' ``lora_adapter_metadata`` otherwise.
@@ -98,8 +99,8 @@ def write_lora(
 
     tensors: dict[str, Tensor] = {}
     for module, in_features, out_features in _module_list(family, key_format, blocks, modules, text_encoder):
-        tensors[module + down_suffix] = _random(rng, code, (rank, in_features))
-        tensors[module + up_suffix] = _random(rng, code, (out_features, rank))
+        tensors[module + down_suffix] = _random(rng, code, (rank, in_features), std)
+        tensors[module + up_suffix] = _random(rng, code, (out_features, rank), std)
         if alpha is not None and key_format in ("kohya", "comfyui"):
             tensors[f"{module}.alpha"] = ("F32", (), struct.pack("<f", alpha))
         if extras:
@@ -313,8 +314,8 @@ def _wan_shape(original_module: str, hidden: int, ffn: int) -> tuple[int, int]:
     return hidden, hidden
 
 
-def _random(rng: np.random.Generator, code: str, shape: tuple[int, ...]) -> Tensor:
-    values = (rng.standard_normal(shape, dtype=np.float32) * 0.01).astype("<f4")
+def _random(rng: np.random.Generator, code: str, shape: tuple[int, ...], std: float = 0.01) -> Tensor:
+    values = (rng.standard_normal(shape, dtype=np.float32) * std).astype("<f4")
     if code == "BF16":
         # bfloat16 is the upper half of a float32 (truncation is fine for test data).
         data = (values.view("<u4") >> 16).astype("<u2").tobytes()

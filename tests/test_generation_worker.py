@@ -1,0 +1,197 @@
+"""The GPU worker's job execution, in-process on the demo pipelines (CPU): outputs in storage,
+timings, LoRA usage, and cleanup after success, failure, cancel and the time limit."""
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import requests
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.test import override_settings
+from django.utils import timezone
+from PIL import Image
+
+from generation import services, worker
+from generation.models import GenerationJob, JobStatus
+from generation.runtime.pipelines import expert_modules
+from generation.selectors import job_output_urls
+from lorasite.object_store import get_object_store
+from loras import services as lora_services
+from loras.models import LoRA
+from tests.lora_files import write_lora
+from tests.runtime_fixtures import demo_models  # noqa: F401 (fixture)
+from workspaces.models import Role
+
+pytestmark = pytest.mark.django_db
+
+WAN = "wan22-a14b-demo"
+
+
+@pytest.fixture(autouse=True)
+def worker_environment(demo_models, tmp_path):  # noqa: F811
+    folder = next(iter(demo_models.values())).parent
+    with override_settings(LORASITE_MODELS_DIR=folder, LORASITE_WORKER_CACHE_DIR=tmp_path / "cache"):
+        worker.lora_cache.cache_clear()
+        yield
+    worker.lora_cache.cache_clear()
+
+
+@pytest.fixture
+def actor(workspace, member_of):
+    return workspace.memberships.get(user=member_of(Role.OWNER))
+
+
+@pytest.fixture
+def make_lora(actor, tmp_path):
+    counter = iter(range(1, 1000))
+
+    def make(name: str, **kwargs) -> LoRA:
+        seed = next(counter)
+        path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family="wan-demo", blocks=2, seed=seed, std=0.3, **kwargs)
+        return lora_services.lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name))
+
+    return make
+
+
+def run(actor, *, loras=(), model=WAN, **params) -> GenerationJob:
+    requests_ = [services.LoRARequest(lora_id=l.id, weight=w, expert=e) for l, w, e in loras]
+    job = services.generation_create(actor=actor, model=model, prompt="a cat", params={"seed": 1, **params}, loras=requests_)
+    worker.execute_job(str(job.id), worker_name="test@worker")
+    job.refresh_from_db()
+    return job
+
+
+def frame_of(job: GenerationJob) -> np.ndarray:
+    url = job_output_urls(job=job)["poster_url" if job.kind == "video" else "output_url"]
+    return np.asarray(Image.open(io.BytesIO(requests.get(url, timeout=30).content)))
+
+
+def pipeline_is_clean(model_key: str = WAN) -> bool:
+    pipe = worker.PIPELINES.get(model_key, path=settings.LORASITE_MODELS_DIR / model_key, pipeline_class="WanPipeline")
+    return all(not getattr(module, "peft_config", None) for module in expert_modules(pipe).values())
+
+
+def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys):
+    lora = make_lora("anime")
+    job = run(actor, loras=[(lora, 0.8, "high")])
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.progress == 100 and job.current_step == job.total_steps == 4
+    prefix = f"workspaces/{job.workspace_id}/outputs/{job.id}/"
+    assert sorted(s3_keys(prefix)) == [prefix + "output.mp4", prefix + "poster.png"]
+    assert {"queue_wait", "model_load", "download", "adapter_load", "inference", "encode", "upload", "adapter_unload"} <= set(job.timings)
+    video = requests.get(job_output_urls(job=job)["output_url"], timeout=30)
+    assert video.headers["Content-Type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+    lora.refresh_from_db()
+    assert lora.use_count == 1 and lora.last_used_at is not None
+    assert pipeline_is_clean()
+
+
+def test_image_job(actor):
+    job = run(actor, model="flux-demo")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.output_key.endswith("/output.png") and job.poster_key == ""
+    assert frame_of(job).ndim == 3
+
+
+def test_lora_changes_output_and_weight_zero_is_base(actor, make_lora):
+    lora = make_lora("style")
+    base = frame_of(run(actor))
+    zero = frame_of(run(actor, loras=[(lora, 0.0, "both")]))
+    full = frame_of(run(actor, loras=[(lora, 1.0, "both")]))
+    np.testing.assert_array_equal(zero, base)
+    assert np.abs(full.astype(int) - base.astype(int)).max() > 0
+    assert np.array_equal(frame_of(run(actor)), base)  # and back to base afterwards
+    assert pipeline_is_clean()
+
+
+def test_cache_hit_makes_no_storage_request(actor, make_lora, monkeypatch):
+    lora = make_lora("cached")
+    run(actor, loras=[(lora, 1.0, "high")])
+    fetches = []
+    store = get_object_store()
+    monkeypatch.setattr(type(store), "download_to", lambda self, key, path: fetches.append(key))
+    worker.lora_cache.cache_clear()
+    assert run(actor, loras=[(lora, 1.0, "high")]).status == JobStatus.SUCCEEDED
+    assert fetches == []
+
+
+@pytest.mark.parametrize("hash_matches", [False, True], ids=["tampered in storage", "corrupt at load time"])
+def test_corrupt_lora_fails_the_job_naming_it_and_leaves_nothing_loaded(actor, make_lora, hash_matches):
+    good, bad = make_lora("good"), make_lora("broken")
+    garbage = b"\x08\x00\x00\x00\x00\x00\x00\x00{}      "
+    get_object_store().save_stream(bad.file.name, io.BytesIO(garbage))
+    if hash_matches:
+        LoRA.objects.filter(id=bad.id).update(sha256=hashlib.sha256(garbage).hexdigest(), file_size=len(garbage))
+    job = run(actor, loras=[(good, 1.0, "high"), (bad, 1.0, "low")])
+    assert job.status == JobStatus.FAILED
+    assert "'broken'" in job.error
+    assert pipeline_is_clean()
+
+
+def test_mismatched_lora_fails_naming_it(actor, make_lora):
+    lora = make_lora("mismatch")
+    other = write_lora(settings.LORASITE_WORKER_CACHE_DIR.parent / "wide.safetensors", family="wan-1.3b", blocks=1)
+    get_object_store().save_file(lora.file.name, other)
+    LoRA.objects.filter(id=lora.id).update(sha256=hashlib.sha256(other.read_bytes()).hexdigest(), file_size=other.stat().st_size)
+    job = run(actor, loras=[(lora, 1.0, "high")])
+    assert job.status == JobStatus.FAILED and "'mismatch'" in job.error
+    assert pipeline_is_clean()
+
+
+def test_cancel_between_steps_cleans_up(actor, make_lora, monkeypatch):
+    lora = make_lora("c")
+    original = services.job_progress
+
+    def cancel_after_first_step(*, job_id, step, total):
+        GenerationJob.objects.filter(id=job_id).update(cancel_requested=True)
+        return original(job_id=job_id, step=step, total=total)
+
+    monkeypatch.setattr(services, "job_progress", cancel_after_first_step)
+    job = run(actor, loras=[(lora, 1.0, "both")])
+    assert job.status == JobStatus.CANCELLED and job.output_key == ""
+    assert pipeline_is_clean()
+
+
+def test_soft_time_limit_fails_with_message_and_cleans_up(actor, make_lora, monkeypatch):
+    lora = make_lora("slow")
+
+    def too_slow(*args, **kwargs):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(worker, "run_pipeline", too_slow)
+    job = run(actor, loras=[(lora, 1.0, "high")])
+    assert job.status == JobStatus.FAILED and "time limit" in job.error
+    assert pipeline_is_clean()
+
+
+def test_redelivered_job_runs_once_more_then_fails(actor):
+    job = services.generation_create(actor=actor, model=WAN, prompt="x")
+    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.RUNNING, attempts=1, started_at=timezone.now())
+    worker.execute_job(str(job.id), worker_name="w2")  # the worker died once: run again
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
+    stuck = services.generation_create(actor=actor, model=WAN, prompt="y")
+    GenerationJob.objects.filter(id=stuck.id).update(status=JobStatus.RUNNING, attempts=settings.LORASITE_TASK_MAX_ATTEMPTS)
+    worker.execute_job(str(stuck.id), worker_name="w3")
+    stuck.refresh_from_db()
+    assert stuck.status == JobStatus.FAILED and "stopped" in stuck.error
+
+
+def test_beat_fails_jobs_running_past_the_hard_limit(actor):
+    from datetime import timedelta
+
+    job = services.generation_create(actor=actor, model=WAN, prompt="x")
+    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.RUNNING, started_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 600))
+    assert services.jobs_fail_stuck() == 1
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "stopped responding" in job.error
+
+
+def test_cancelled_before_start_never_runs(actor):
+    job = services.generation_create(actor=actor, model=WAN, prompt="x")
+    services.generation_cancel(actor=actor, job=job)
+    worker.execute_job(str(job.id), worker_name="w")
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.attempts == 0
