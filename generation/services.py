@@ -242,12 +242,14 @@ def job_claim(*, job_id: str, worker: str) -> GenerationJob | None:
     return job
 
 
-def job_progress(*, job_id: str, step: int, total: int) -> bool:
-    """Record progress; returns whether a cancel was requested (checked between steps)."""
-    progress = min(99, int(step * 100 / max(total, 1)))
+def job_progress(*, job_id: str, step: int, total: int) -> None:
+    progress = min(99, int(step * 100 / max(total, 1)))  # 100 only once the output is stored
     GenerationJob.objects.filter(id=job_id, status=JobStatus.RUNNING).update(
         current_step=step, total_steps=total, progress=progress, updated_at=timezone.now()
     )
+
+
+def job_cancel_requested(*, job_id: str) -> bool:
     return GenerationJob.objects.filter(id=job_id, cancel_requested=True).exists()
 
 

@@ -1,3 +1,5 @@
+import copy
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -54,7 +56,7 @@ class LoRAUploadInput(LoRAOptionsInput):
     def to_internal_value(self, data):
         # multipart/form-data sends tags as repeated fields or one comma-separated string.
         if hasattr(data, "getlist"):
-            data = data.copy()
+            data = copy.copy(data)  # shallow: QueryDict.copy() deep-copies, and spooled upload files cannot be
             tags = [t for value in data.getlist("tags") for t in value.split(",") if t.strip()]
             data.setlist("tags", [t.strip() for t in tags])
         return super().to_internal_value(data)

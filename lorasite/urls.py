@@ -25,4 +25,6 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/v1/", include(api_v1)),
     path("", include("workspaces.page_urls")),
+    path("", include("loras.page_urls")),
+    path("", include("generation.page_urls")),
 ]

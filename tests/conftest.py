@@ -18,6 +18,11 @@ def s3_server():
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=settings.AWS_STORAGE_BUCKET_NAME)
+    # What the README asks of a production bucket: browsers PUT parts directly and read their ETag.
+    client.put_bucket_cors(
+        Bucket=settings.AWS_STORAGE_BUCKET_NAME,
+        CORSConfiguration={"CORSRules": [{"AllowedMethods": ["PUT", "GET", "HEAD"], "AllowedOrigins": ["*"], "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"]}]},
+    )
     yield client
     server.stop()
 
@@ -32,6 +37,14 @@ def s3_keys(s3_server):
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     return keys
+
+
+@pytest.fixture(scope="session")
+def demo_models() -> dict:
+    """The tiny demo pipelines, built offline once per session into LORASITE_MODELS_DIR."""
+    from generation.runtime.demo_models import build_demo_models
+
+    return build_demo_models(settings.LORASITE_MODELS_DIR)
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +89,55 @@ def client_for():
 @pytest.fixture
 def outsider(db):
     return UserFactory()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_factory):
+    """A real Celery worker process (queues gpu and default) on the real Redis broker, using the
+    test database and the S3 API server — what production runs, on the demo pipelines."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import redis as redis_client
+    from django.db import connection
+
+    from lorasite.celery import app
+
+    if not settings.USING_POSTGRES or not settings.USING_REDIS:
+        pytest.skip("needs PostgreSQL and Redis (required, and so never skipped, in CI)")
+    redis_client.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "lorasite.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "LORASITE_STORAGE": "s3",
+        "AWS_STORAGE_BUCKET_NAME": settings.AWS_STORAGE_BUCKET_NAME,
+        "AWS_S3_ENDPOINT_URL": settings.AWS_S3_ENDPOINT_URL,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "LORASITE_MODELS_DIR": str(settings.LORASITE_MODELS_DIR),
+        "LORASITE_VAR_DIR": str(tmp_path_factory.mktemp("worker-var")),
+        "HF_HUB_OFFLINE": "1",
+    }
+    log = open(tmp_path_factory.getbasetemp() / "celery-worker.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "lorasite", "worker", "-Q", "gpu,default", "-c", "1", "-P", "solo",
+         "--without-gossip", "--without-mingle", "-n", "e2e@%h", "--loglevel", "INFO"],
+        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while not app.control.ping(timeout=1.0):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"The Celery worker did not start; see {log.name}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -14,7 +14,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from generation.runtime.demo_models import build_demo_models  # noqa: E402
 
 # Linear layers of the demo Wan transformer (hidden 24, ffn 32, 2 blocks): module path -> (in, out) features.
 WAN_DEMO_LORA_TARGETS: dict[str, tuple[int, int]] = {
@@ -104,9 +103,3 @@ def assert_differs(a: np.ndarray, b: np.ndarray) -> None:
     assert a.shape == b.shape
     assert np.abs(a - b).max() > 1e-4, "expected the outputs to differ"
 
-
-@pytest.fixture(scope="session")
-def demo_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    # A fixed folder under the session's base temp dir: build_demo_models is idempotent, so every test module
-    # importing this fixture reuses the models the first one built.
-    return build_demo_models(tmp_path_factory.getbasetemp() / "demo-models")

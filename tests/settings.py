@@ -65,6 +65,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600} if USING_REDIS el
 
 VAR_DIR = Path(tempfile.mkdtemp(prefix="lorasite-test-"))
 MEDIA_ROOT = VAR_DIR / "media"
+LORASITE_MODELS_DIR = VAR_DIR / "models"
+LORASITE_WORKER_CACHE_DIR = VAR_DIR / "lora-cache"
 
 MOTO_PORT = int(os.environ.get("LORASITE_TEST_MOTO_PORT") or _free_port())
 AWS_S3_ENDPOINT_URL = f"http://127.0.0.1:{MOTO_PORT}"

@@ -11,7 +11,6 @@ from loras import services as lora_services
 from loras.models import LoRA
 from tests.factories import MembershipFactory, WorkspaceFactory
 from tests.lora_files import write_lora
-from tests.runtime_fixtures import demo_models  # noqa: F401 (fixture)
 from workspaces.models import Role
 
 pytestmark = pytest.mark.django_db
@@ -20,10 +19,8 @@ WAN = "wan22-a14b-demo"
 
 
 @pytest.fixture(autouse=True)
-def models_dir(demo_models):  # noqa: F811
-    folder = next(iter(demo_models.values())).parent
-    with override_settings(LORASITE_MODELS_DIR=folder):
-        yield folder
+def models_built(demo_models):
+    return demo_models
 
 
 @pytest.fixture

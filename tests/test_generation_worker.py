@@ -21,7 +21,6 @@ from lorasite.object_store import get_object_store
 from loras import services as lora_services
 from loras.models import LoRA
 from tests.lora_files import write_lora
-from tests.runtime_fixtures import demo_models  # noqa: F401 (fixture)
 from workspaces.models import Role
 
 pytestmark = pytest.mark.django_db
@@ -30,9 +29,8 @@ WAN = "wan22-a14b-demo"
 
 
 @pytest.fixture(autouse=True)
-def worker_environment(demo_models, tmp_path):  # noqa: F811
-    folder = next(iter(demo_models.values())).parent
-    with override_settings(LORASITE_MODELS_DIR=folder, LORASITE_WORKER_CACHE_DIR=tmp_path / "cache"):
+def worker_environment(demo_models, tmp_path):
+    with override_settings(LORASITE_WORKER_CACHE_DIR=tmp_path / "cache"):
         worker.lora_cache.cache_clear()
         yield
     worker.lora_cache.cache_clear()
@@ -146,7 +144,7 @@ def test_cancel_between_steps_cleans_up(actor, make_lora, monkeypatch):
 
     def cancel_after_first_step(*, job_id, step, total):
         GenerationJob.objects.filter(id=job_id).update(cancel_requested=True)
-        return original(job_id=job_id, step=step, total=total)
+        original(job_id=job_id, step=step, total=total)
 
     monkeypatch.setattr(services, "job_progress", cancel_after_first_step)
     job = run(actor, loras=[(lora, 1.0, "both")])

@@ -14,7 +14,7 @@ from django.test import override_settings
 
 from lorasite.celery import app as celery_app
 from loras.models import LoRA, LoRAUpload, Status
-from tests.lora_files import write_full_checkpoint, write_lora, write_raw
+from tests.lora_files import write_full_checkpoint, write_lora, write_raw, write_sparse_lora
 from workspaces.models import Role
 
 pytestmark = pytest.mark.django_db(transaction=False)
@@ -72,6 +72,13 @@ class TestThroughTheApp:
         [key] = s3_keys(f"workspaces/{workspace.id}/loras/")
         assert key.endswith("/wan22_anime_HIGH_noise.safetensors")
         assert LoRA.objects.get().file.name == key
+
+    def test_upload_spooled_to_a_temporary_file(self, api, workspace, tmp_path):
+        # Over FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) Django spools the body to disk: the real path for big files.
+        path = write_sparse_lora(tmp_path / "spooled.safetensors", 3 * 1024 * 1024)
+        response = upload(api, workspace, path)
+        assert response.status_code == 201, response.json()
+        assert response.json()["file_size"] == 3 * 1024 * 1024 and response.json()["base_model"] == "wan-14b"
 
     def test_same_content_is_409_with_existing_id_and_stored_once(self, api, workspace, tmp_path, s3_keys):
         path = write_lora(tmp_path / "a.safetensors")

@@ -17,7 +17,6 @@ from tests.runtime_fixtures import (
     RUN_ARGS,
     assert_differs,
     assert_same,
-    demo_models,  # noqa: F401 (fixture)
     write_corrupt_lora,
     write_lora,
     write_mismatched_lora,

@@ -12,7 +12,7 @@ import torch
 from generation.runtime.demo_models import DEMO_MANIFEST, build_demo_models
 from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.pipelines import PipelineRegistry, expert_modules
-from tests.runtime_fixtures import RUN_ARGS, assert_differs, assert_same, demo_models  # noqa: F401 (fixture)
+from tests.runtime_fixtures import RUN_ARGS, assert_differs, assert_same
 
 
 @pytest.fixture(scope="module")

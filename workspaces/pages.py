@@ -48,8 +48,8 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    membership = selectors.membership_for_user(user=request.user, slug=slug)
-    return render(request, "workspaces/workspace.html", {"membership": membership, "workspace": membership.workspace})
+    selectors.membership_for_user(user=request.user, slug=slug)  # 404 for non-members
+    return redirect("library:list", slug=slug)
 
 
 @login_required

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from generation import pages
+
+app_name = "studio"
+
+urlpatterns = [
+    path("w/<slug:slug>/generate/", pages.generate, name="generate"),
+    path("w/<slug:slug>/jobs/", pages.jobs, name="jobs"),
+    path("w/<slug:slug>/jobs/<uuid:job_id>/", pages.job_detail, name="job"),
+]
