@@ -17,7 +17,9 @@ from lorasite.settings import STORAGES
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_DATABASE_URL = os.environ.get("LORASITE_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/lorasite")
-TEST_REDIS_URL = os.environ.get("LORASITE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# Each test session gets its own Redis database and PostgreSQL test database, so that sessions
+# running side by side (developers, CI) never consume each other's tasks or drop each other's tables.
+TEST_REDIS_URL = os.environ.get("LORASITE_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
 
 
 def _unavailable(service: str, error: Exception) -> None:
@@ -56,6 +58,7 @@ def _free_port() -> int:
 USING_POSTGRES = _postgres_answers()
 if USING_POSTGRES:
     DATABASES = {"default": dj_database_url.parse(TEST_DATABASE_URL)}  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": f"test_lorasite_{os.getpid()}"}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 

@@ -171,7 +171,8 @@ def _fetch_in_process(root: str, obj: dict, log: str, barrier) -> None:
 def test_two_processes_fetch_a_file_once(tmp_path: Path, store: Store) -> None:
     obj = store.put("shared", b"shared" * 50)
     log = tmp_path / "fetches.log"
-    context = multiprocessing.get_context("fork")  # the children only touch files, never torch
+    # spawn, not fork: the test process runs server threads (S3, live server) whose locks a fork could copy held.
+    context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     workers = [
         context.Process(target=_fetch_in_process, args=(str(tmp_path / "cache"), obj, str(log), barrier))
@@ -179,8 +180,13 @@ def test_two_processes_fetch_a_file_once(tmp_path: Path, store: Store) -> None:
     ]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(timeout=30)
+    try:
+        for worker in workers:
+            worker.join(timeout=120)
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.kill()
 
     assert [worker.exitcode for worker in workers] == [0, 0]
     assert len(log.read_text().splitlines()) == 1
