@@ -87,6 +87,17 @@ def client_for():
 
 
 @pytest.fixture
+def owner(workspace, member_of):
+    return member_of(Role.OWNER)
+
+
+@pytest.fixture
+def api(owner, client_for) -> APIClient:
+    """An API client signed in as the owner of `workspace`."""
+    return client_for(owner)
+
+
+@pytest.fixture
 def outsider(db):
     return UserFactory()
 

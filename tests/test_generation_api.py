@@ -24,16 +24,6 @@ def models_built(demo_models):
 
 
 @pytest.fixture
-def owner(workspace, member_of):
-    return member_of(Role.OWNER)
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
-@pytest.fixture
 def make_lora(workspace, owner, tmp_path):
     counter = iter(range(1000))
 

@@ -31,11 +31,6 @@ def ingest(workspace, user, tmp_path: Path, *, seed: int, filename: str = "", **
 
 
 @pytest.fixture
-def owner(workspace, member_of):
-    return member_of(Role.OWNER)
-
-
-@pytest.fixture
 def library(workspace, owner, tmp_path):
     return [
         ingest(workspace, owner, tmp_path, seed=1, name="Anime", tags=("style", "anime")),

@@ -21,16 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=False)
 
 
 @pytest.fixture
-def owner(workspace, member_of):
-    return member_of(Role.OWNER)
-
-
-@pytest.fixture
-def api(owner, client_for):
-    return client_for(owner)
-
-
-@pytest.fixture
 def eager_tasks(django_capture_on_commit_callbacks):
     """eager_tasks() → a context in which tasks enqueued with delay_on_commit run inline when the
     (test-wrapped) transaction would commit, i.e. on leaving the context."""

@@ -120,26 +120,21 @@ def _wan_transformer(seed: int) -> WanTransformer3DModel:
     )
 
 
+def _tiny_t5_config(config_class: type[T5Config] | type[UMT5Config], *, d_ff: int) -> T5Config | UMT5Config:
+    """The (UM)T5 text encoder config both demo families use, at demo size."""
+    return config_class(
+        vocab_size=_TOKENIZER_VOCAB_SIZE, d_model=_TEXT_DIM, d_kv=8, d_ff=d_ff, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+
+
 def _build_wan(*, two_experts: bool) -> WanPipeline:
     torch.manual_seed(0)
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
     torch.manual_seed(0)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=_TOKENIZER_VOCAB_SIZE,
-            d_model=_TEXT_DIM,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    text_encoder = UMT5EncoderModel(_tiny_t5_config(UMT5Config, d_ff=64))
     # Wan ships UniPC in flow mode; with flow_shift=3 a two-step run visits t=999 (high-noise expert) and
     # t=750 (low-noise expert), so even the fastest test exercises both experts.
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
@@ -185,20 +180,7 @@ def _build_flux() -> FluxPipeline:
         )
     )
     torch.manual_seed(0)
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=_TOKENIZER_VOCAB_SIZE,
-            d_model=_TEXT_DIM,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    text_encoder_2 = T5EncoderModel(_tiny_t5_config(T5Config, d_ff=37))
     torch.manual_seed(0)
     vae = AutoencoderKL(
         sample_size=32,
