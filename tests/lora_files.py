@@ -99,13 +99,13 @@ def write_lora(
 
     tensors: dict[str, Tensor] = {}
     for module, in_features, out_features in _module_list(family, key_format, blocks, modules, text_encoder):
-        tensors[module + down_suffix] = _random(rng, code, (rank, in_features), std)
-        tensors[module + up_suffix] = _random(rng, code, (out_features, rank), std)
+        tensors[module + down_suffix] = random_tensor(rng, code, (rank, in_features), std)
+        tensors[module + up_suffix] = random_tensor(rng, code, (out_features, rank), std)
         if alpha is not None and key_format in ("kohya", "comfyui"):
             tensors[f"{module}.alpha"] = ("F32", (), struct.pack("<f", alpha))
         if extras:
-            tensors[f"{module}.diff_b"] = _random(rng, code, (out_features,))
-            tensors[f"{module}.dora_scale"] = _random(rng, code, (out_features, 1))
+            tensors[f"{module}.diff_b"] = random_tensor(rng, code, (out_features,))
+            tensors[f"{module}.dora_scale"] = random_tensor(rng, code, (out_features, 1))
 
     all_metadata = {"format": "pt"}
     if alpha is not None and key_format in ("diffusers", "peft"):
@@ -146,14 +146,14 @@ def write_full_checkpoint(path: str | Path, *, family: str = "wan-demo", blocks:
     """A plain (non-LoRA) Wan transformer checkpoint: weights and biases, no LoRA pairs."""
     hidden, ffn = WAN_WIDTHS[family]
     rng = np.random.default_rng(seed)
-    tensors = {"patch_embedding.weight": _random(rng, "F16", (hidden, 16, 1, 2, 2))}
+    tensors = {"patch_embedding.weight": random_tensor(rng, "F16", (hidden, 16, 1, 2, 2))}
     for i in range(blocks):
         for module in WAN_MODULES.values():
             in_features, out_features = _wan_shape(module, hidden, ffn)
-            tensors[f"blocks.{i}.{module}.weight"] = _random(rng, "F16", (out_features, in_features))
-            tensors[f"blocks.{i}.{module}.bias"] = _random(rng, "F16", (out_features,))
-        tensors[f"blocks.{i}.norm3.weight"] = _random(rng, "F16", (hidden,))
-    tensors["head.head.weight"] = _random(rng, "F16", (64, hidden))
+            tensors[f"blocks.{i}.{module}.weight"] = random_tensor(rng, "F16", (out_features, in_features))
+            tensors[f"blocks.{i}.{module}.bias"] = random_tensor(rng, "F16", (out_features,))
+        tensors[f"blocks.{i}.norm3.weight"] = random_tensor(rng, "F16", (hidden,))
+    tensors["head.head.weight"] = random_tensor(rng, "F16", (64, hidden))
     return write_tensors(path, tensors)
 
 
@@ -314,7 +314,7 @@ def _wan_shape(original_module: str, hidden: int, ffn: int) -> tuple[int, int]:
     return hidden, hidden
 
 
-def _random(rng: np.random.Generator, code: str, shape: tuple[int, ...], std: float = 0.01) -> Tensor:
+def random_tensor(rng: np.random.Generator, code: str, shape: tuple[int, ...], std: float = 0.01) -> Tensor:
     values = (rng.standard_normal(shape, dtype=np.float32) * std).astype("<f4")
     if code == "BF16":
         # bfloat16 is the upper half of a float32 (truncation is fine for test data).

@@ -10,9 +10,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from tests.lora_files import random_tensor, write_tensors  # noqa: E402
 
 
 # Linear layers of the demo Wan transformer (hidden 24, ffn 32, 2 blocks): module path -> (in, out) features.
@@ -69,14 +67,13 @@ def write_lora(
 
     lora_B is random rather than zero (as a freshly initialised LoRA would be), so the LoRA changes outputs.
     """
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     tensors = {}
     for module, (in_features, out_features) in targets.items():
-        tensors[f"{component}.{module}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * std
-        tensors[f"{component}.{module}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * std
+        tensors[f"{component}.{module}.lora_A.weight"] = random_tensor(rng, "F32", (rank, in_features), std)
+        tensors[f"{component}.{module}.lora_B.weight"] = random_tensor(rng, "F32", (out_features, rank), std)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
-    return path
+    return write_tensors(path, tensors)
 
 
 def write_mismatched_lora(path: Path) -> Path:
