@@ -1,5 +1,4 @@
 from django.contrib import admin, messages
-from django.utils import timezone
 
 from lorasite.errors import ApplicationError
 from loras import services
@@ -36,12 +35,12 @@ class LoRAAdmin(admin.ModelAdmin):
 
     @admin.action(description="Deactivate selected LoRAs")
     def deactivate(self, request, queryset):
-        count = queryset.update(is_active=False, updated_at=timezone.now())
+        count = services.lora_set_active_many(lora_ids=list(queryset.values_list("id", flat=True)), active=False)
         self.message_user(request, f"{count} LoRA(s) deactivated.")
 
     @admin.action(description="Soft-delete selected LoRAs")
     def soft_delete(self, request, queryset):
-        count = queryset.filter(deleted_at__isnull=True).update(deleted_at=timezone.now(), updated_at=timezone.now())
+        count = services.lora_soft_delete_many(lora_ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"{count} LoRA(s) deleted; their files are purged after the retention period.")
 
     @admin.action(description="Restore selected LoRAs")

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from lorasite.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, Unprocessable
+from lorasite.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied, Unprocessable
 from lorasite.object_store import get_object_store
 from loras.filenames import extension_of, sanitize_filename
 from loras.lora_inspect import LoraInspection, NotALoRA, inspect_lora
@@ -465,9 +465,19 @@ def lora_soft_delete(*, actor: Membership, lora: LoRA) -> None:
     """Hidden from lists and new jobs at once; jobs keep their reference; beat purges the object
     after LORASITE_PURGE_AFTER_DAYS."""
     _require_editor(actor, lora)
-    updated = LoRA.objects.filter(id=lora.id, deleted_at__isnull=True).update(deleted_at=timezone.now(), updated_at=timezone.now())
-    if not updated:
+    if not lora_soft_delete_many(lora_ids=[lora.id]):
         raise NotFound("LoRA not found.")
+
+
+def lora_soft_delete_many(*, lora_ids: list[int]) -> int:
+    """Soft-delete without a role check: for the member-checked service above and staff in the admin."""
+    now = timezone.now()
+    return LoRA.objects.filter(id__in=lora_ids, deleted_at__isnull=True).update(deleted_at=now, updated_at=now)
+
+
+def lora_set_active_many(*, lora_ids: list[int], active: bool) -> int:
+    """Staff action in the admin: (de)activate LoRAs in any workspace."""
+    return LoRA.objects.filter(id__in=lora_ids).update(is_active=active, updated_at=timezone.now())
 
 
 @transaction.atomic
@@ -530,3 +540,24 @@ def lora_ingest_uploaded_file(*, actor: Membership, uploaded_file, options: LoRA
             spill.write(chunk)
         spill.flush()
         return lora_ingest_local_file(actor=actor, path=Path(spill.name), filename=uploaded_file.name, options=options)
+
+
+# --- permissions as the dashboard shows them ------------------------------------------------------
+
+
+def lora_can_upload(*, actor: Membership) -> bool:
+    """Whether the page offers the upload button: the same rule the upload paths enforce."""
+    try:
+        _require_uploader(actor)
+    except PermissionDenied:
+        return False
+    return True
+
+
+def lora_can_edit(*, actor: Membership, lora: LoRA) -> bool:
+    """Whether the page offers edit and delete controls: the same rule `lora_update` enforces."""
+    try:
+        _require_editor(actor, lora)
+    except PermissionDenied:
+        return False
+    return True
