@@ -283,3 +283,16 @@ def test_formats_are_accepted_and_detected(api, workspace, tmp_path, family, key
     body = response.json()
     assert (body["base_model"], body["rank"], body["alpha"], body["expert"]) == (family, 8, 8.0, expected_expert)
     assert body["key_format"] == key_format
+
+
+def test_row_failure_deletes_the_stored_object(api, workspace, tmp_path, nothing_left, monkeypatch):
+    from loras import services
+
+    def broken_row(**kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(services, "_new_lora", broken_row)
+    path = write_lora(tmp_path / "a.safetensors")
+    with pytest.raises(RuntimeError):
+        upload(api, workspace, path)
+    nothing_left()
