@@ -16,7 +16,7 @@ from tests.runtime_fixtures import RUN_ARGS, assert_differs, assert_same
 
 
 @pytest.fixture(scope="module")
-def registry(demo_models: dict[str, Path]):  # noqa: F811
+def registry(demo_models: dict[str, Path]):
     registry = PipelineRegistry()
 
     def get(key: str):
@@ -31,7 +31,7 @@ def generate(pipe, kind: str = "video", on_step=lambda step, total: None, should
     return run_pipeline(pipe, kind=kind, on_step=on_step, should_cancel=should_cancel, **{**RUN_ARGS, **overrides})
 
 
-def test_demo_models_have_the_shapes_the_lora_library_detects(demo_models: dict[str, Path]) -> None:  # noqa: F811
+def test_demo_models_have_the_shapes_the_lora_library_detects(demo_models: dict[str, Path]) -> None:
     manifests = {key: json.loads((path / DEMO_MANIFEST).read_text()) for key, path in demo_models.items()}
     assert {key: (m["pipeline_class"], m["kind"], m["lora_family"], m["experts"]) for key, m in manifests.items()} == {
         "wan22-a14b-demo": ("WanPipeline", "video", "wan-demo", ["high", "low"]),
@@ -64,7 +64,7 @@ def test_build_is_idempotent_unless_forced(tmp_path: Path) -> None:
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(built)  # no staging folders left
 
 
-def test_registry_loads_once_and_only_allowed_classes(registry, demo_models) -> None:  # noqa: F811
+def test_registry_loads_once_and_only_allowed_classes(registry, demo_models) -> None:
     pipe = registry("wan22-a14b-demo")
     assert registry("wan22-a14b-demo") is pipe
     assert pipe.transformer.dtype == torch.float32 and pipe.device.type == "cpu"
