@@ -6,13 +6,14 @@ Each LoRA gets the adapter name `lora_<id>` and is loaded only into the expert(s
 
 What diffusers/PEFT do that this module relies on or works around:
 
-* `pipe.set_adapters(names, weights)` sets the active set on *every* LoRA-loadable component. A component that
-  lacks one of the names simply skips it (PEFT ignores unknown names in `set_adapter`/`set_scale`), so one call
-  activates high-only, low-only and "both" adapters together, each only where it was loaded.
-* `pipe.set_adapters([])` raises KeyError (diffusers only builds its per-component weight lists inside the loop
-  over adapter names), so "no adapter active" is expressed with `pipe.disable_lora()`: every LoRA layer then
-  computes exactly its base layer, which is what lets residency="cache" keep adapters loaded between jobs
-  without changing other jobs' outputs. `apply()` re-enables the layers after choosing the active set.
+* Activation sets, on each PEFT LoRA layer of both experts, the scale of every job adapter the layer holds,
+  its active list, and its disable flag — what `pipe.set_adapters` + `pipe.enable_lora` do, minus their walk
+  over every module and their `requires_grad` resets of every resident adapter (40 ms+ per job with a full
+  cache; see `_activate`). A layer holding none of the job's adapters is disabled. High-only, low-only and
+  "both" adapters are thereby active exactly where they were loaded.
+* A disabled LoRA layer computes exactly its base layer, which is what lets residency="cache" keep adapters
+  loaded between jobs without changing other jobs' outputs (`pipe.set_adapters([])` would raise KeyError
+  in diffusers, so "nothing active" is the disable flag).
 * PEFT's `delete_adapter` on a layer whose *active* adapter is deleted silently activates another loaded adapter
   in its place; harmless here because layers are disabled after every job and `apply()` always sets the
   active set explicitly.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .pipelines import EXPERT_COMPONENTS, expert_modules
 
@@ -101,6 +103,7 @@ class AdapterManager:
         # Least recently used first.
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
         self._active: list[str] = []
+        self._layers: list[BaseTunerLayer] | None = None
         # Adapters loaded by anyone else are unknown to this manager (and would clash with its names).
         pipe.unload_lora_weights()
 
@@ -124,8 +127,7 @@ class AdapterManager:
             for spec in specs:
                 self._ensure_loaded(spec)
             if specs:
-                self.pipe.set_adapters([spec.adapter_name for spec in specs], [spec.weight for spec in specs])
-                self.pipe.enable_lora()
+                self._activate({spec.adapter_name: spec.weight for spec in specs})
                 self._active = [spec.adapter_name for spec in specs]
         except BaseException:
             self.reset()
@@ -137,13 +139,39 @@ class AdapterManager:
         """Leave no adapter active; call after every job (success, failure, cancellation, time limit)."""
         self._active = []
         if self.residency == "cache" and self._resident:
-            self.pipe.disable_lora()
+            for layer in self._tuner_layers():
+                layer._disable_adapters = True
             self._evict_beyond_limits()
         else:
             self._resident.clear()
         if not self._resident:
             # Also removes the wrapper layers and any remains of a failed load: exactly the base model again.
             self.pipe.unload_lora_weights()
+            self._layers = None
+
+    def _tuner_layers(self) -> list[BaseTunerLayer]:
+        """The PEFT LoRA layers of every expert, found once after each load, delete or unload."""
+        if self._layers is None:
+            self._layers = [m for expert in self._experts.values() for m in expert.modules() if isinstance(m, BaseTunerLayer)]
+        return self._layers
+
+    def _activate(self, weights: dict[str, float]) -> None:
+        """Make exactly these adapters active, with these weights, in every layer that holds them.
+
+        What `pipe.set_adapters` + `pipe.enable_lora` do, without their cost: both walk every module of
+        both transformers and reset `requires_grad` of every resident adapter in every layer, which made
+        a reused adapter cost 40 ms+ with the cache full (bench/adapters.py). Setting the scale, the
+        active list and the disable flag directly touches only the LoRA layers and is flat in the number
+        of resident adapters. These are PEFT's own layer attributes (peft is pinned; the residency tests
+        compare this against freshly loaded pipelines bitwise).
+        """
+        for layer in self._tuner_layers():
+            present = [name for name in weights if name in layer.lora_A]
+            if present:
+                for name in present:
+                    layer.set_scale(name, weights[name])
+                layer._active_adapter = present
+            layer._disable_adapters = not present
 
     def _validate(self, specs: list[AdapterSpec]) -> None:
         seen: set[int] = set()
@@ -181,6 +209,7 @@ class AdapterManager:
     def _load_into(self, spec: AdapterSpec, expert: str) -> None:
         name = spec.adapter_name
         module = self._experts[expert]
+        self._layers = None  # loading wraps more layers
         try:
             if expert == "low":
                 self.pipe.load_lora_weights(
@@ -206,6 +235,7 @@ class AdapterManager:
     def _delete(self, name: str) -> None:
         self.pipe.delete_adapters(name)
         self._resident.pop(name, None)
+        self._layers = None
 
     def _evict_beyond_limits(self) -> None:
         while self._resident and (
