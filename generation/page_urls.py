@@ -8,4 +8,6 @@ urlpatterns = [
     path("w/<slug:slug>/generate/", pages.generate, name="generate"),
     path("w/<slug:slug>/jobs/", pages.jobs, name="jobs"),
     path("w/<slug:slug>/jobs/<uuid:job_id>/", pages.job_detail, name="job"),
+    path("w/<slug:slug>/jobs/<uuid:job_id>/cancel/", pages.job_cancel, name="job-cancel"),
+    path("w/<slug:slug>/jobs/<uuid:job_id>/retry/", pages.job_retry, name="job-retry"),
 ]

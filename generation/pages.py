@@ -1,28 +1,101 @@
-"""Server-rendered generation pages: the Generate form, the jobs list and a job's page."""
+"""Server-rendered generation pages: the Generate form, the jobs list and a job's page.
 
+htmx requests (a model switch, a poll) get the page's live partial instead of the whole page."""
+
+from uuid import UUID
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_http_methods, require_POST
 
-from generation import selectors
+from generation import selectors, services
+from generation.forms import GenerateForm, model_for
+from lorasite.errors import ApplicationError
+from workspaces.models import Membership, Role
 from workspaces.selectors import membership_for_user
 
 
+def _render(request: HttpRequest, full: str, partial: str, context: dict, status: int = 200) -> HttpResponse:
+    membership: Membership = context["membership"]
+    context = {**context, "workspace": membership.workspace, "can_run": membership.has_role(Role.MEMBER)}
+    response = render(request, partial if request.htmx else full, context, status=status)
+    patch_vary_headers(response, ("HX-Request",))  # the same URL answers a page or a partial
+    return response
+
+
 @login_required
+@require_http_methods(["GET", "POST"])
 def generate(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
-    return render(request, "generation/generate.html", {"membership": membership, "workspace": membership.workspace})
+    posted = request.POST if request.method == "POST" else None
+    model = model_for((posted or request.GET).get("model"))
+    choices = selectors.lora_choices(workspace=membership.workspace, model=model)
+    form = GenerateForm(posted, model=model, choices=choices, carry=request.GET if posted is None else None)
+    status = 200
+    if posted is not None:
+        status = 400
+        if form.is_valid():
+            try:
+                job = services.generation_create(actor=membership, **form.job_input())
+            except ApplicationError as error:
+                form.add_service_error(error)
+                status = error.status_code
+            else:
+                messages.success(request, "Job queued.")
+                return redirect("studio:job", slug=slug, job_id=job.id)
+    context = {"membership": membership, "form": form, "model": model}
+    return _render(request, "generation/generate.html", "generation/_generate_fields.html", context, status)
 
 
 @login_required
 def jobs(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
-    job_list = selectors.job_list(workspace=membership.workspace)
-    return render(request, "generation/jobs.html", {"membership": membership, "workspace": membership.workspace, "jobs": job_list})
+    job_page = selectors.job_card_page(workspace=membership.workspace, page_number=request.GET.get("page"))
+    return _render(request, "generation/jobs.html", "generation/_job_list.html", {"membership": membership, "jobs": job_page})
 
 
 @login_required
-def job_detail(request: HttpRequest, slug: str, job_id) -> HttpResponse:
+def job_detail(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    card = selectors.job_card_get(workspace=membership.workspace, job_id=job_id, with_download=True)
+    return _render(request, "generation/job_detail.html", "generation/_job_live.html", {"membership": membership, "card": card})
+
+
+def _back(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
+    """To the page the button was on (a same-site path only), else the job's page."""
+    target = request.POST.get("next", "")
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(target)
+    return redirect("studio:job", slug=slug, job_id=job_id)
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     job = selectors.job_get(workspace=membership.workspace, job_id=job_id)
-    return render(request, "generation/job_detail.html", {"membership": membership, "workspace": membership.workspace, "job": job})
+    try:
+        job = services.generation_cancel(actor=membership, job=job)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Job cancelled." if job.is_finished else "Cancelling: the worker stops after the current step.")
+    return _back(request, slug, job_id)
+
+
+@login_required
+@require_POST
+def job_retry(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    job = selectors.job_get(workspace=membership.workspace, job_id=job_id)
+    try:
+        retry = services.generation_retry(actor=membership, job=job)
+    except ApplicationError as error:
+        messages.error(request, f"Could not retry: {error.message}")
+        return _back(request, slug, job_id)
+    messages.success(request, "Queued again with the same inputs.")
+    return redirect("studio:job", slug=slug, job_id=retry.id)

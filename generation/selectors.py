@@ -1,12 +1,18 @@
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.core.paginator import Page, Paginator
+from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
-from generation.models import GenerationJob, JobLoRA
+from generation.model_registry import BaseModel, lora_fit_problem, model_registry
+from generation.models import GenerationJob, JobLoRA, JobStatus
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
+from loras.lora_inspect import FAMILIES
+from loras.models import LoRA, Status
 from workspaces.models import Workspace
 
 
@@ -41,3 +47,92 @@ def job_output_urls(*, job: GenerationJob) -> dict[str, str | datetime | None]:
         for name, key in (("output_url", job.output_key), ("poster_url", job.poster_key))
     }
     return {**urls, "expires_at": timezone.now() + timedelta(seconds=expires_in)}
+
+
+# --- reads for the dashboard pages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoRAChoice:
+    """One LoRA as the Generate page offers it for a model; `problem` says why it cannot be used."""
+
+    lora: LoRA
+    problem: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return not self.problem
+
+
+def _lora_problem(lora: LoRA, model: BaseModel) -> str:
+    """The same compatibility rules as `services._resolve_loras`, as a short label for the picker."""
+    if lora.base_model != "unknown" and lora.base_model not in model.families:
+        fitting = [m.display_name for m in model_registry().values() if m.enabled and lora.base_model in m.families]
+        return "Requires " + (" or ".join(fitting) if fitting else f"a {FAMILIES.get(lora.base_model, lora.base_model)} model")
+    misfit = lora_fit_problem(lora.module_shapes, model)
+    return f"Does not fit {model.display_name}: {misfit}" if misfit else ""
+
+
+def lora_choices(*, workspace: Workspace, model: BaseModel) -> list[LoRAChoice]:
+    """Ready, active LoRAs of the workspace for the picker: usable ones first, each group most
+    recently used first (never-used ones after, newest first)."""
+    loras = (
+        LoRA.objects.alive()
+        .filter(workspace=workspace, status=Status.READY, is_active=True)
+        .order_by(F("last_used_at").desc(nulls_last=True), "-created_at", "-id")
+    )
+    choices = [LoRAChoice(lora=lora, problem=_lora_problem(lora, model)) for lora in loras]
+    return sorted(choices, key=lambda choice: not choice.usable)  # stable: keeps the recency order
+
+
+@dataclass(frozen=True)
+class JobCard:
+    """A job with what its pages show besides its row: signed output URLs and its model's shape."""
+
+    job: GenerationJob
+    output_url: str | None
+    poster_url: str | None
+    two_experts: bool
+    download_url: str | None = None  # the output as an attachment (the others are served inline)
+
+
+def _job_card(job: GenerationJob, *, with_download: bool = False) -> JobCard:
+    urls = job_output_urls(job=job)
+    model = model_registry().get(job.model_key)
+    # A model removed from the registry since: the job's own LoRAs still tell whether it had two experts.
+    two_experts = model.two_experts if model else any(job_lora.expert == "low" for job_lora in job.job_loras.all())
+    download_url = None
+    if with_download and job.output_key:
+        extension = job.output_key.rsplit(".", 1)[-1]
+        download_url = get_object_store().download_url(
+            job.output_key, filename=f"lorasite-{job.id}.{extension}", expires_in=settings.LORASITE_SIGNED_URL_SECONDS
+        )
+    return JobCard(job=job, output_url=urls["output_url"], poster_url=urls["poster_url"], two_experts=two_experts, download_url=download_url)
+
+
+def job_card_get(*, workspace: Workspace, job_id: UUID | str, with_download: bool = False) -> JobCard:
+    return _job_card(job_get(workspace=workspace, job_id=job_id), with_download=with_download)
+
+
+@dataclass(frozen=True)
+class JobCardPage:
+    page: Page
+    cards: list[JobCard]
+
+    @property
+    def queued(self) -> int:
+        return sum(card.job.status == JobStatus.QUEUED for card in self.cards)
+
+    @property
+    def running(self) -> int:
+        return sum(card.job.status == JobStatus.RUNNING for card in self.cards)
+
+    @property
+    def live(self) -> bool:
+        """Whether a job shown is still queued or running, i.e. whether the page should keep polling."""
+        return bool(self.queued or self.running)
+
+
+def job_card_page(*, workspace: Workspace, page_number: str | int | None, per_page: int = 20) -> JobCardPage:
+    page = Paginator(job_list(workspace=workspace), per_page).get_page(page_number)
+    return JobCardPage(page=page, cards=[_job_card(job) for job in page.object_list])

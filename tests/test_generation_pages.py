@@ -1,0 +1,271 @@
+"""The Generate, jobs and job pages through the Django test client: model switch, LoRA pickers,
+job creation and errors next to their fields, viewers, cancel/retry, and 404 across workspaces."""
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from generation.models import GenerationJob, JobLoRA, JobStatus
+from loras import services as lora_services
+from loras.models import LoRA
+from tests.factories import MembershipFactory, WorkspaceFactory
+from tests.lora_files import write_lora
+from workspaces.models import Membership, Role
+
+pytestmark = pytest.mark.django_db
+
+WAN = "wan22-a14b-demo"
+
+
+@pytest.fixture(autouse=True)
+def models_built(demo_models):
+    return demo_models
+
+
+@pytest.fixture
+def owner(workspace) -> Membership:
+    return MembershipFactory(workspace=workspace, role=Role.OWNER)
+
+
+@pytest.fixture
+def web(client, owner):
+    client.force_login(owner.user)
+    return client
+
+
+@pytest.fixture
+def make_lora(owner, tmp_path):
+    seeds = iter(range(1000))
+
+    def make(name: str, *, family: str = "wan-demo", membership: Membership | None = None, **fields) -> LoRA:
+        seed = next(seeds)
+        path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family=family, blocks=2, std=0.3, seed=seed)
+        lora = lora_services.lora_ingest_local_file(
+            actor=membership or owner, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name)
+        )
+        if fields:
+            LoRA.objects.filter(id=lora.id).update(**fields)
+            lora.refresh_from_db()
+        return lora
+
+    return make
+
+
+def url(workspace, name: str = "generate", job=None) -> str:
+    path = f"/w/{workspace.slug}/{name}/"
+    return path if job is None else f"/w/{workspace.slug}/jobs/{job.id}/{'' if name == 'job' else name + '/'}"
+
+
+def form_data(**overrides) -> dict:
+    data = {"model": WAN, "prompt": "a lighthouse at dusk", "negative_prompt": "", "resolution": "32x32", "num_frames": "5",
+            "fps": "8", "steps": "4", "guidance": "4.0", "guidance_2": "3.0", "seed": "7"}
+    return {**data, **overrides}
+
+
+def option(html: str, lora: LoRA) -> str:
+    """The picker button of one LoRA."""
+    match = re.search(rf'<button type="button" class="lora-option" data-lora-id="{lora.id}".*?</button>', html, re.S)
+    assert match, f"no picker option for {lora.name}"
+    return match.group(0)
+
+
+def test_pages_render_for_a_member(web, workspace, make_lora):
+    make_lora("style")
+    page = web.get(url(workspace)).content.decode()
+    assert "Wan 2.2 A14B (demo)" in page and "FLUX (demo)" in page and "Wan single expert (demo)" in page
+    assert "Weights not installed" in page  # the real models' weights are not in the test environment
+    assert 'name="prompt"' in page and "High-noise" in page and "Low-noise" in page
+    assert 'type="submit"' in page and "0</span> of 5 LoRAs" in page
+    assert web.get(url(workspace, "jobs")).status_code == 200
+
+
+def test_model_switch_rerenders_the_pickers(web, workspace, make_lora):
+    lora = make_lora("style")
+    two = web.get(url(workspace), {"model": WAN}, HTTP_HX_REQUEST="true")
+    assert two.status_code == 200 and "<html" not in two.content.decode()
+    assert two.content.decode().count('class="lora-section"') == 2
+    assert 'data-expert="high"' in two.content.decode() and 'data-expert="low"' in two.content.decode()
+    assert two["Vary"] and "HX-Request" in two["Vary"]
+
+    # The prompt and the picked LoRA stay; the single-expert model has one list and no guidance 2.
+    one = web.get(url(workspace), {"model": "wan-ti2v-demo", "prompt": "kept", "lora_id": lora.id, "lora_weight": "0.7",
+                                     "lora_expert": "low"}, HTTP_HX_REQUEST="true").content.decode()
+    assert one.count('class="lora-section"') == 1 and 'data-expert=""' in one
+    assert "High-noise" not in one and 'name="guidance_2"' not in one
+    assert "kept</textarea>" in one and f'name="lora_id" value="{lora.id}"' in one and 'value="0.70"' in one
+
+    image = web.get(url(workspace), {"model": "flux-demo"}, HTTP_HX_REQUEST="true").content.decode()
+    assert 'name="num_frames"' not in image and '<option value="64x64">64 × 64</option>' in image
+
+
+def test_incompatible_loras_are_disabled_with_the_model_they_need(web, workspace, make_lora):
+    wan, flux = make_lora("wan style"), make_lora("portrait", family="flux-demo")
+    on_wan = web.get(url(workspace), {"model": WAN}).content.decode()
+    assert " disabled" not in option(on_wan, wan)
+    assert " disabled" in option(on_wan, flux) and "Requires FLUX (demo)" in option(on_wan, flux)
+    assert on_wan.index(f'data-lora-id="{wan.id}"') < on_wan.index(f'data-lora-id="{flux.id}"')  # usable ones first
+
+    on_flux = web.get(url(workspace), {"model": "flux-demo"}).content.decode()
+    assert " disabled" in option(on_flux, wan) and "Requires Wan 2.2 A14B (demo)" in option(on_flux, wan)
+
+
+def test_no_fitting_lora_means_the_base_model(web, workspace, make_lora):
+    make_lora("portrait", family="flux-demo")
+    page = web.get(url(workspace), {"model": WAN}).content.decode()
+    assert "None (base model)" in page and "the job runs on the base model alone" in page
+    assert re.search(r'data-add-lora data-expert="high"[^>]*disabled', page)
+
+
+def test_recently_used_loras_come_first(web, workspace, make_lora):
+    old, recent, never = make_lora("old"), make_lora("recent"), make_lora("never")
+    LoRA.objects.filter(id=old.id).update(last_used_at=timezone.now() - timezone.timedelta(days=3))
+    LoRA.objects.filter(id=recent.id).update(last_used_at=timezone.now())
+    page = web.get(url(workspace)).content.decode()
+    positions = [page.index(f'class="lora-option" data-lora-id="{lora.id}"') for lora in (recent, old, never)]
+    assert positions == sorted(positions)
+
+
+def test_posting_creates_the_job_with_experts_and_weights(web, workspace, make_lora):
+    high, low = make_lora("style"), make_lora("detail")
+    data = form_data(lora_id=[high.id, low.id], lora_weight=["0.8", "0.55"], lora_expert=["high", "low"])
+    response = web.post(url(workspace), data)
+    job = GenerationJob.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/w/{workspace.slug}/jobs/{job.id}/"
+    assert job.model_key == WAN and job.prompt == "a lighthouse at dusk"
+    assert job.params == {"width": 32, "height": 32, "steps": 4, "guidance": 4.0, "guidance_2": 3.0, "num_frames": 5, "fps": 8, "seed": 7}
+    rows = list(JobLoRA.objects.filter(job=job).values_list("lora_id", "weight", "expert"))
+    assert rows == [(high.id, 0.8, "high"), (low.id, 0.55, "low")]
+
+
+def test_single_expert_job_leaves_the_expert_to_the_service(web, workspace, make_lora):
+    lora = make_lora("style")
+    data = form_data(model="wan-ti2v-demo", lora_id=[lora.id], lora_weight=["1.25"], lora_expert=[""])
+    del data["guidance_2"]
+    assert web.post(url(workspace), data).status_code == 302
+    assert list(JobLoRA.objects.values_list("weight", "expert")) == [(1.25, "high")]
+
+
+def test_errors_are_shown_next_to_their_fields(web, workspace, make_lora):
+    good, flux = make_lora("style"), make_lora("portrait", family="flux-demo")
+    data = form_data(steps="99", lora_id=[good.id, flux.id], lora_weight=["0.8", "1"], lora_expert=["high", "low"])
+    response = web.post(url(workspace), data)
+    assert response.status_code == 400 and not GenerationJob.objects.exists()
+    page = response.content.decode()
+    steps_field = re.search(r'<div class="field has-error">\s*<label for="id_steps">.*?</div>', page, re.S).group(0)
+    assert "steps must be between 1 and 10" in steps_field
+    flux_row = re.search(rf'<li class="lora-row has-error" data-lora-id="{flux.id}">.*?</li>', page, re.S).group(0)
+    assert "is a FLUX demo (tiny) LoRA" in flux_row
+    good_row = re.search(rf'<li class="lora-row" data-lora-id="{good.id}">.*?</li>', page, re.S).group(0)
+    assert 'value="0.80"' in good_row and "error" not in good_row
+    assert "\na lighthouse at dusk</textarea>" in page  # the rest of the input is kept
+
+    too_many = [make_lora(f"extra {n}").id for n in range(5)] + [good.id]
+    page = web.post(url(workspace), form_data(lora_id=too_many, lora_weight=["1"] * 6, lora_expert=["high"] * 6)).content.decode()
+    assert "At most 5 LoRAs per job; 6 were given" in page
+
+    page = web.post(url(workspace), form_data(prompt="", resolution="999x999")).content.decode()
+    assert re.search(r'<label for="id_prompt">.*?This field is required', page, re.S)
+    assert re.search(r'<label for="id_resolution">.*?Select a valid choice', page, re.S)
+
+
+def test_viewer_cannot_run_jobs(client, workspace):
+    viewer = MembershipFactory(workspace=workspace, role=Role.VIEWER)
+    client.force_login(viewer.user)
+    page = client.get(url(workspace)).content.decode()
+    assert "you can look at the models and LoRAs here, but running jobs needs the member role" in page
+    assert 'type="submit">Generate' not in page and "data-add-lora" not in page
+    response = client.post(url(workspace), form_data())
+    assert response.status_code == 403 and "can run generations; your role is viewer" in response.content.decode()
+    assert not GenerationJob.objects.exists()
+
+
+def test_another_workspaces_pages_are_404(web, workspace, make_lora):
+    other = WorkspaceFactory()
+    stranger = MembershipFactory(workspace=other, role=Role.OWNER)
+    web.post(url(workspace), form_data())
+    mine = GenerationJob.objects.get()
+    for path in (url(other), url(other, "jobs"), f"/w/{other.slug}/jobs/{mine.id}/"):
+        assert web.get(path).status_code == 404, path
+    assert web.post(url(other), form_data()).status_code == 404
+    # My job, at its own URL and under the other workspace's slug, to the other workspace's owner.
+    web.force_login(stranger.user)
+    for slug in (workspace.slug, other.slug):
+        assert web.get(f"/w/{slug}/jobs/{mine.id}/").status_code == 404
+        for action in ("cancel", "retry"):
+            assert web.post(f"/w/{slug}/jobs/{mine.id}/{action}/").status_code == 404
+    assert GenerationJob.objects.get().status == JobStatus.QUEUED
+
+
+def test_jobs_list_shows_status_loras_and_deleted_marks(web, workspace, make_lora):
+    lora = make_lora("doomed")
+    web.post(url(workspace), form_data(lora_id=[lora.id], lora_weight=["0.8"], lora_expert=["high"]))
+    LoRA.objects.filter(id=lora.id).update(deleted_at=timezone.now())
+    page = web.get(url(workspace, "jobs")).content.decode()
+    assert "a lighthouse at dusk" in page and "Queued" in page and "Deleted LoRA" in page and "doomed" in page
+    assert 'hx-trigger="every 2s"' in page and "<progress" in page and "1 queued" in page
+
+    # The htmx poll answers the partial; once every job has finished it stops polling.
+    GenerationJob.objects.update(status=JobStatus.FAILED, error="out of memory")
+    partial = web.get(url(workspace, "jobs"), HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in partial and 'hx-trigger' not in partial and "out of memory" in partial
+
+
+def test_job_page_shows_inputs_timings_and_player(web, workspace, make_lora):
+    lora = make_lora("style")
+    web.post(url(workspace), form_data(lora_id=[lora.id], lora_weight=["0.8"], lora_expert=["low"]))
+    job = GenerationJob.objects.get()
+    page = web.get(url(workspace, "job", job)).content.decode()
+    assert "a lighthouse at dusk" in page and "style" in page and "0.80" in page and "Low noise" in page
+    assert 'hx-trigger="every 2s"' in page and "<video" not in page
+    key = f"workspaces/{workspace.id}/outputs/{job.id}/output.mp4"
+    GenerationJob.objects.filter(id=job.id).update(
+        status=JobStatus.SUCCEEDED, progress=100, output_key=key, poster_key=key.replace("output.mp4", "poster.png"),
+        timings={"queue_wait": 0.5, "model_load": 1.25, "inference": 2.0, "encode": 0.1},
+    )
+    page = web.get(url(workspace, "job", job), HTTP_HX_REQUEST="true").content.decode()
+    assert re.search(r'<video controls[^>]*src="http[^"]*output\.mp4[^"]*"[^>]*poster="http[^"]*poster\.png', page)
+    assert "Download MP4" in page and "attachment" in page  # the download link asks for a file, not a player
+    assert "Model load" in page and "1.25 s" in page and "hx-trigger" not in page
+
+
+def test_cancel_and_retry_buttons(web, workspace, make_lora):
+    web.post(url(workspace), form_data())
+    job = GenerationJob.objects.get()
+    jobs_page = url(workspace, "jobs")
+    assert f'id="cancel-{job.id}"' in web.get(jobs_page).content.decode()
+
+    response = web.post(url(workspace, "cancel", job), {"next": jobs_page}, follow=True)
+    assert response.redirect_chain[-1][0] == jobs_page and "Job cancelled." in response.content.decode()
+    assert GenerationJob.objects.get(id=job.id).status == JobStatus.CANCELLED
+    again = web.post(url(workspace, "cancel", job), {"next": "https://evil.example/"}, follow=True)
+    assert again.redirect_chain[-1][0] == url(workspace, "job", job)  # only same-site paths
+    assert "The job has already cancelled." in again.content.decode()
+
+    response = web.post(url(workspace, "retry", job))
+    retry = GenerationJob.objects.exclude(id=job.id).get()
+    assert response["Location"] == url(workspace, "job", retry) and retry.retry_of_id == job.id
+
+
+def test_retry_with_a_deleted_lora_says_why(web, workspace, make_lora):
+    lora = make_lora("gone")
+    web.post(url(workspace), form_data(lora_id=[lora.id], lora_weight=["1"], lora_expert=["high"]))
+    job = GenerationJob.objects.get()
+    GenerationJob.objects.update(status=JobStatus.FAILED)
+    LoRA.objects.filter(id=lora.id).update(deleted_at=timezone.now())
+    page = web.post(url(workspace, "retry", job), follow=True).content.decode()
+    assert "Could not retry: LoRA &#x27;gone&#x27; has been deleted" in page
+    assert GenerationJob.objects.count() == 1
+
+
+def test_members_cannot_cancel_someone_elses_job(client, web, workspace):
+    web.post(url(workspace), form_data())
+    job = GenerationJob.objects.get()
+    member = MembershipFactory(workspace=workspace, role=Role.MEMBER)
+    client.force_login(member.user)
+    page = client.post(url(workspace, "cancel", job), follow=True).content.decode()
+    assert "cancel someone else" in page and GenerationJob.objects.get().status == JobStatus.QUEUED
+
+
+def test_sign_in_required(client, workspace):
+    assert client.get(url(workspace))["Location"].startswith("/accounts/login/")
