@@ -1,10 +1,37 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from loras import pages
+
+
+class SectionConverter:
+    """An editable part of the detail page (see loras.forms.SECTION_FORMS)."""
+
+    regex = "name|details|active"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+class EditorConverter(SectionConverter):
+    """The parts that open an editor; the active switch saves at once."""
+
+    regex = "name|details"
+
+
+register_converter(SectionConverter, "lora_section")
+register_converter(EditorConverter, "lora_editor")
 
 app_name = "library"
 
 urlpatterns = [
     path("w/<slug:slug>/loras/", pages.library, name="list"),
     path("w/<slug:slug>/loras/<int:lora_id>/", pages.lora_detail, name="detail"),
+    path("w/<slug:slug>/loras/<int:lora_id>/card/", pages.lora_card, name="card"),
+    path("w/<slug:slug>/loras/<int:lora_id>/delete/", pages.lora_delete, name="delete"),
+    path("w/<slug:slug>/loras/<int:lora_id>/download/", pages.lora_download, name="download"),
+    path("w/<slug:slug>/loras/<int:lora_id>/<lora_section:section>/", pages.lora_section, name="section"),
+    path("w/<slug:slug>/loras/<int:lora_id>/<lora_editor:section>/edit/", pages.lora_section_editor, name="section-edit"),
 ]

@@ -1,22 +1,144 @@
-"""Server-rendered LoRA library pages."""
+"""Server-rendered LoRA library pages: the card grid (search, filters, sort, upload) and a LoRA's
+detail page with inline edits. Every lookup starts from the caller's membership, so another
+workspace's URL is a 404. Uploads go through the JSON API from static/js/upload.js."""
 
+from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.forms import Form
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
-from loras import selectors
+from lorasite.errors import ApplicationError
+from loras import selectors, services
+from loras.forms import SECTION_FORMS, LibraryFilterForm
+from loras.models import LoRA
+from workspaces.models import Membership
+from workspaces.pages import _apply_service_error
 from workspaces.selectors import membership_for_user
 
+PAGE_SIZE = 24
+
+
+def _page_context(membership: Membership, **extra) -> dict:
+    return {"membership": membership, "workspace": membership.workspace, **extra}
+
+
+def _require_editor(membership: Membership, lora: LoRA) -> None:
+    # The service enforces the rule as well; checking first turns a refusal into a plain 403
+    # before any form is parsed.
+    if not services.lora_can_edit(actor=membership, lora=lora):
+        raise PermissionDenied
+
 
 @login_required
+@require_GET
+@vary_on_headers("HX-Request", "HX-Target")  # the same URL answers with the page or with just the results
 def library(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
-    loras = selectors.lora_list(workspace=membership.workspace)
-    return render(request, "loras/library.html", {"membership": membership, "workspace": membership.workspace, "loras": loras})
+    form = LibraryFilterForm(request.GET)
+    loras = selectors.lora_library(workspace=membership.workspace, filters=form.filters())
+    context = _page_context(
+        membership, form=form, page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
+        can_upload=services.lora_can_upload(actor=membership),
+    )
+    if request.htmx and request.htmx.target == "library-results":  # the filter form's live update
+        return render(request, "loras/_results.html", context)
+    context.update(tags=selectors.lora_tags(workspace=membership.workspace), max_lora_bytes=settings.LORASITE_MAX_LORA_BYTES)
+    return render(request, "loras/library.html", context)
 
 
 @login_required
+@require_GET
+def lora_card(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
+    """One card: polled while the LoRA is processing, and fetched by the uploader for a new LoRA."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    lora = selectors.lora_library_get(workspace=membership.workspace, lora_id=lora_id)
+    return render(request, "loras/_card.html", _page_context(membership, lora=lora))
+
+
+def _detail_context(membership: Membership, lora: LoRA, *, editing: dict[str, Form] | None = None) -> dict:
+    return _page_context(
+        membership, lora=lora, editing=editing or {},
+        can_edit=services.lora_can_edit(actor=membership, lora=lora),
+        job_uses=selectors.lora_job_uses(lora=lora), purge_after_days=settings.LORASITE_PURGE_AFTER_DAYS,
+    )
+
+
+@login_required
+@require_GET
 def lora_detail(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
+    lora = selectors.lora_library_get(workspace=membership.workspace, lora_id=lora_id)
+    return render(request, "loras/detail.html", _detail_context(membership, lora))
+
+
+def _render_section(
+    request: HttpRequest, membership: Membership, lora: LoRA, section: str, *, form: Form | None = None,
+    status: int = 200, **flags: bool,
+) -> HttpResponse:
+    """One editable part of the detail page for htmx to swap; without htmx (no JavaScript) the
+    whole page, with that part open when there is a form."""
+    if request.htmx:
+        context = _page_context(membership, lora=lora, form=form, can_edit=services.lora_can_edit(actor=membership, lora=lora), **flags)
+        return render(request, f"loras/_{section}.html", context, status=status)
+    editing = {section: form} if form is not None else None
+    return render(request, "loras/detail.html", _detail_context(membership, lora, editing=editing), status=status)
+
+
+@login_required
+@require_GET
+def lora_section_editor(request: HttpRequest, slug: str, lora_id: int, section: str) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    lora = selectors.lora_library_get(workspace=membership.workspace, lora_id=lora_id)
+    _require_editor(membership, lora)
+    return _render_section(request, membership, lora, section, form=SECTION_FORMS[section].for_lora(lora))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def lora_section(request: HttpRequest, slug: str, lora_id: int, section: str) -> HttpResponse:
+    """GET: the part as shown (what Cancel and Escape go back to). POST: save it with `lora_update`;
+    errors, the service's included, are shown next to their field."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    lora = selectors.lora_library_get(workspace=membership.workspace, lora_id=lora_id)
+    if request.method == "GET":
+        return _render_section(request, membership, lora, section, focus=True)
+    _require_editor(membership, lora)
+    form = SECTION_FORMS[section](request.POST)
+    if form.is_valid():
+        try:
+            lora = services.lora_update(actor=membership, lora=lora, **form.cleaned_data)
+        except ApplicationError as error:
+            _apply_service_error(form, error)
+        else:
+            if not request.htmx:
+                messages.success(request, "Saved.")
+                return redirect("library:detail", slug=slug, lora_id=lora.id)
+            return _render_section(request, membership, lora, section, focus=True, saved=True)
+    return _render_section(request, membership, lora, section, form=form, status=400)
+
+
+@login_required
+@require_POST
+def lora_delete(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
     lora = selectors.lora_get(workspace=membership.workspace, lora_id=lora_id)
-    return render(request, "loras/detail.html", {"membership": membership, "workspace": membership.workspace, "lora": lora})
+    _require_editor(membership, lora)
+    services.lora_soft_delete(actor=membership, lora=lora)
+    messages.success(request, f"“{lora.name}” version {lora.version} was deleted.")
+    return redirect("library:list", slug=slug)
+
+
+@login_required
+@require_GET
+def lora_download(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
+    """Redirect to a signed URL for the file (S3 presigned, or the app's signed endpoint)."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    lora = selectors.lora_get(workspace=membership.workspace, lora_id=lora_id)
+    url, _expires_at = selectors.lora_download_url(lora=lora)
+    return redirect(url)

@@ -4,12 +4,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
+from generation.models import JobLoRA
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
-from loras.models import LoRA
+from loras.models import LoRA, Status
 from workspaces.models import Workspace
 
 ORDERINGS = {
@@ -76,3 +77,51 @@ def lora_download_url(*, lora: LoRA) -> tuple[str, datetime]:
     expires_in = settings.LORASITE_SIGNED_URL_SECONDS
     url = get_object_store().download_url(lora.file.name, filename=lora.original_filename, expires_in=expires_in)
     return url, timezone.now() + timedelta(seconds=expires_in)
+
+
+# --- dashboard pages ------------------------------------------------------------------------------
+
+
+def _with_duplicate_of(queryset: QuerySet[LoRA]) -> QuerySet[LoRA]:
+    """Annotate `duplicate_of_id`: for a LoRA that failed because its content is already in the
+    workspace (the ingest task keeps the hash on the failed row), the LoRA that holds the content.
+    A subquery, so a page of cards stays one query."""
+    holder = (
+        LoRA.objects.alive()
+        .filter(workspace_id=OuterRef("workspace_id"), sha256=OuterRef("sha256"))
+        .exclude(status=Status.FAILED)
+        .exclude(id=OuterRef("id"))
+        .values("id")[:1]
+    )
+    return queryset.annotate(
+        duplicate_of_id=Case(When(Q(status=Status.FAILED) & ~Q(sha256=""), then=Subquery(holder)), default=None)
+    )
+
+
+def lora_library(*, workspace: Workspace, filters: LoRAFilters = LoRAFilters()) -> QuerySet[LoRA]:
+    """`lora_list` for the library page's cards: each row also knows the LoRA it duplicates."""
+    return _with_duplicate_of(lora_list(workspace=workspace, filters=filters))
+
+
+def lora_library_get(*, workspace: Workspace, lora_id: int) -> LoRA:
+    """One alive LoRA of the workspace as a card or detail page shows it (with `duplicate_of_id`)."""
+    lora = _with_duplicate_of(LoRA.objects.alive().select_related("created_by")).filter(id=lora_id, workspace=workspace).first()
+    if lora is None:
+        raise NotFound("LoRA not found.")
+    return lora
+
+
+def lora_tags(*, workspace: Workspace) -> list[str]:
+    """Every tag used by the workspace's alive LoRAs, sorted case-insensitively (the tag filter's choices)."""
+    tags = {tag for row in LoRA.objects.alive().filter(workspace=workspace).values_list("tags", flat=True) for tag in row}
+    return sorted(tags, key=str.casefold)
+
+
+def lora_job_uses(*, lora: LoRA, limit: int = 20) -> list[JobLoRA]:
+    """The latest generation jobs of the LoRA's workspace that used it, as their JobLoRA snapshots
+    (weight and expert as the job had them), newest first."""
+    return list(
+        JobLoRA.objects.filter(lora_ref=lora.id, job__workspace_id=lora.workspace_id)
+        .select_related("job")
+        .order_by("-job__created_at", "position")[:limit]
+    )

@@ -561,3 +561,8 @@ def lora_can_edit(*, actor: Membership, lora: LoRA) -> bool:
     except PermissionDenied:
         return False
     return True
+
+
+def human_size(size: int) -> str:
+    """A size as the server's messages word it ("5 GiB"), so that pages and messages agree."""
+    return _human(size)

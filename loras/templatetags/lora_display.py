@@ -1,0 +1,53 @@
+"""Display helpers for LoRA pages."""
+
+import json
+import re
+
+from django import template
+from django.utils.html import conditional_escape
+from django.utils.safestring import mark_safe
+
+from loras.lora_inspect import FAMILIES
+from loras.services import human_size
+
+register = template.Library()
+
+
+@register.filter
+def base_model_label(family: str) -> str:
+    """The readable name of a detected model family ("wan-14b" → "Wan 2.1/2.2 14B (A14B)")."""
+    return FAMILIES.get(family, family)
+
+
+@register.filter
+def pretty_json(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+@register.filter
+def field_label(key: str) -> str:
+    """A metadata key as a label ("learning_rate" → "Learning rate")."""
+    return key.replace("_", " ").capitalize()
+
+
+@register.filter
+def field_value(value: object) -> str:
+    """A metadata value as text: mappings as "key: value" pairs, lists comma-separated."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}: {item}" for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value))
+    return str(value)
+
+
+@register.filter(needs_autoescape=True)
+def soft_breaks(text: str, autoescape: bool = True) -> str:
+    """Let long file-like names ("golden_hour_high_noise") wrap after _ - . instead of mid-word."""
+    escape = conditional_escape if autoescape else str
+    return mark_safe(re.sub(r"([_.\-])", r"\1<wbr>", escape(text)))
+
+
+@register.filter
+def file_size(size: int) -> str:
+    """A size in the words of the server's upload messages ("5.8 MiB"), which the upload dialog repeats."""
+    return human_size(size)

@@ -1,0 +1,286 @@
+// The library's upload dialog. Every file goes straight to storage with the API's multipart
+// protocol: presigned S3 part URLs, or the app's signed part URLs with local storage (one code path
+// for both). Each file gets a progress bar; a failed part is retried; the new LoRA's card is added
+// to the grid, and while the card polls its way from processing to ready or failed, the file's row
+// shows the same status.
+(() => {
+  "use strict";
+
+  const dialog = document.querySelector("[data-uploader]");
+  if (!dialog) return;
+
+  const PART_RETRIES = 3; // after the first attempt, with 1 s, 2 s, 4 s pauses
+  const PARALLEL_PARTS = 3; // per file: browsers open about 6 connections per host
+  const PICKLE_EXTENSIONS = [".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"];
+  const PROCESSING = "Processing: checking and hashing the file…";
+
+  const uploadsUrl = dialog.dataset.uploadsUrl;
+  const maxBytes = Number(dialog.dataset.maxBytes);
+  const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+  const list = dialog.querySelector("[data-upload-list]");
+  const itemTemplate = dialog.querySelector("template[data-upload-item]");
+  const input = dialog.querySelector('input[type="file"]');
+  const dropzone = dialog.querySelector("[data-dropzone]");
+  const rowsByLora = new Map(); // LoRA id → its row, until the card is ready or failed
+  let inFlight = 0;
+  // data-card-url is LoRA 0's card; every LoRA's page URLs follow the same pattern.
+  const loraUrl = (id, suffix = "") => dialog.dataset.cardUrl.replace(/\/0\/card\/$/, `/${id}/${suffix}`);
+
+  // --- the server's checks, with its words (loras/services.py check_declared_file) -------------
+
+  // Python formats with round-half-even; toFixed rounds ties up. Sizes are binary fractions, so
+  // ties are exact here and must go the way Python's do.
+  function fixed1(value) {
+    let tenths = Math.floor(value * 10);
+    const rest = value * 10 - tenths;
+    if (rest > 0.5 || (rest === 0.5 && tenths % 2 === 1)) tenths += 1;
+    return (tenths / 10).toFixed(1);
+  }
+
+  function humanSize(size) {
+    for (const unit of ["bytes", "KiB", "MiB", "GiB", "TiB"]) {
+      if (size < 1024 || unit === "TiB") {
+        return unit === "bytes" ? `${Math.round(size)} bytes` : `${fixed1(size)} ${unit}`.replace(".0 ", " ");
+      }
+      size /= 1024;
+    }
+  }
+
+  function extensionOf(name) {
+    const base = name.split(/[/\\]/).pop().replace(/^\.+/, "");
+    const match = /\.([A-Za-z0-9]{1,16})$/.exec(base);
+    return match ? `.${match[1].toLowerCase()}` : "";
+  }
+
+  function declaredFileProblem(file) {
+    const extension = extensionOf(file.name);
+    if (PICKLE_EXTENSIONS.includes(extension)) {
+      return `'${file.name}' is a pickle checkpoint (${extension}). Pickle files can run code when loaded, so lorasite ` +
+        "only stores .safetensors. Convert it on a trusted machine: " +
+        "python -c \"import torch, safetensors.torch as st; " +
+        "st.save_file(torch.load('in.pt', weights_only=True), 'out.safetensors')\"";
+    }
+    if (extension !== ".safetensors") return `'${file.name}' is not a .safetensors file.`;
+    if (file.size < 1) return "This is not a LoRA: the file is empty.";
+    if (file.size > maxBytes) return `The file is ${humanSize(file.size)}; the limit is ${humanSize(maxBytes)} (LORASITE_MAX_LORA_BYTES).`;
+    return "";
+  }
+
+  // --- the JSON API (session cookie + CSRF header) ---------------------------------------------
+
+  class ApiError extends Error {
+    constructor(body, status) {
+      super(body.message || `The server answered ${status}.`);
+      this.body = body;
+    }
+  }
+
+  async function api(method, url, body) {
+    const response = await fetch(url, {
+      method,
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new ApiError(data, response.status);
+    return data;
+  }
+
+  // --- one row per file --------------------------------------------------------------------------
+
+  function addRow(file) {
+    const row = itemTemplate.content.firstElementChild.cloneNode(true);
+    row.querySelector(".upload-name").textContent = file.name;
+    row.querySelector(".upload-size").textContent = humanSize(file.size);
+    row.querySelector("progress").setAttribute("aria-label", `Upload of ${file.name}`);
+    list.append(row);
+    return row;
+  }
+
+  function setProgress(row, fraction) {
+    const percent = Math.min(100, Math.round(fraction * 100));
+    row.querySelector("progress").value = percent;
+    row.querySelector(".upload-percent").textContent = `${percent}%`;
+  }
+
+  function setState(row, state, message, link) {
+    row.dataset.state = state;
+    row.querySelector(".upload-cancel").hidden = state !== "uploading";
+    const status = row.querySelector(".upload-status");
+    status.replaceChildren(message);
+    if (link) status.append(" ", link);
+  }
+
+  function link(href, text) {
+    return Object.assign(document.createElement("a"), { href, textContent: text });
+  }
+
+  // --- parts ---------------------------------------------------------------------------------------
+
+  const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  // XHR rather than fetch: only XHR reports upload progress.
+  function putPart(url, blob, signal, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const abort = () => xhr.abort();
+      xhr.open("PUT", url);
+      xhr.upload.onprogress = (event) => onProgress(event.loaded);
+      xhr.onload = () => {
+        const etag = xhr.getResponseHeader("ETag");
+        if (xhr.status >= 200 && xhr.status < 300 && etag) return resolve(etag);
+        const error = new Error(etag || xhr.status >= 300
+          ? `storage answered ${xhr.status}`
+          : "storage did not expose the part's ETag (the bucket's CORS rule must expose ETag)");
+        error.status = xhr.status;
+        reject(error);
+      };
+      xhr.onerror = () => reject(new Error("the connection to storage failed"));
+      xhr.onabort = () => reject(new DOMException("Cancelled", "AbortError"));
+      xhr.onloadend = () => signal.removeEventListener("abort", abort);
+      signal.addEventListener("abort", abort, { once: true });
+      xhr.send(blob);
+    });
+  }
+
+  async function sendParts(file, started, row, cancelled) {
+    let urls = new Map(started.parts.map((part) => [part.part_number, part.url]));
+    const queue = [...urls.keys()];
+    const sent = new Map(); // part number → bytes sent
+    const done = [];
+    const failed = new AbortController(); // one part giving up stops the others
+    const signal = AbortSignal.any([cancelled, failed.signal]);
+
+    const report = (number, bytes) => {
+      sent.set(number, bytes);
+      setProgress(row, [...sent.values()].reduce((a, b) => a + b, 0) / file.size);
+    };
+
+    async function sendPart(number) {
+      const blob = file.slice((number - 1) * started.part_size, number * started.part_size);
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          const etag = await putPart(urls.get(number), blob, signal, (bytes) => report(number, bytes));
+          report(number, blob.size);
+          return { part_number: number, etag };
+        } catch (error) {
+          report(number, 0);
+          if (signal.aborted) throw error;
+          if (attempt === PART_RETRIES) throw new Error(`Part ${number} failed ${attempt + 1} times: ${error.message}.`);
+          // Part URLs expire (LORASITE_SIGNED_URL_SECONDS); storage then answers 403.
+          if (error.status === 403) {
+            const fresh = await api("GET", `${uploadsUrl}${started.upload_id}/`);
+            urls = new Map(fresh.parts.map((part) => [part.part_number, part.url]));
+          }
+          await pause(1000 * 2 ** attempt);
+        }
+      }
+    }
+
+    async function worker() {
+      while (queue.length) done.push(await sendPart(queue.shift()));
+    }
+
+    try {
+      await Promise.all(Array.from({ length: Math.min(PARALLEL_PARTS, queue.length) }, worker));
+    } catch (error) {
+      failed.abort();
+      throw error;
+    }
+    return done.sort((a, b) => a.part_number - b.part_number);
+  }
+
+  // --- a file, start to finish ---------------------------------------------------------------------
+
+  function duplicateLink(error) {
+    const existing = error.body && error.body.existing_lora_id;
+    return existing ? link(loraUrl(existing), "Open the existing LoRA") : null;
+  }
+
+  async function showCard(loraId, row) {
+    rowsByLora.set(String(loraId), row);
+    // Re-render the results with the page's filters, so that the count, order and pages stay right;
+    // a card the filters leave out goes on top anyway, for the row follows the card (see htmx:load).
+    await htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" });
+    if (!document.getElementById(`lora-${loraId}`)) {
+      await htmx.ajax("GET", loraUrl(loraId, "card/"), { target: "#lora-grid", swap: "afterbegin" });
+    }
+  }
+
+  async function upload(file) {
+    const row = addRow(file);
+    const problem = declaredFileProblem(file);
+    if (problem) {
+      setState(row, "failed", problem);
+      return;
+    }
+    const cancel = new AbortController();
+    row.querySelector(".upload-cancel").addEventListener("click", () => cancel.abort(), { once: true });
+    setState(row, "uploading", "Uploading…");
+    inFlight += 1;
+    let open = null; // the upload while storage holds parts that need an abort on failure
+    try {
+      open = await api("POST", uploadsUrl, { filename: file.name, size: file.size });
+      const parts = await sendParts(file, open, row, cancel.signal);
+      setState(row, "processing", PROCESSING);
+      const lora = await api("POST", `${uploadsUrl}${open.upload_id}/complete/`, { parts });
+      open = null;
+      await showCard(lora.id, row);
+    } catch (error) {
+      if (open) api("DELETE", `${uploadsUrl}${open.upload_id}/`).catch(() => {}); // nothing left behind
+      if (cancel.signal.aborted) setState(row, "cancelled", "Cancelled.");
+      else setState(row, "failed", error.message, duplicateLink(error));
+    } finally {
+      inFlight -= 1;
+    }
+  }
+
+  // Each card htmx loads (the results, a single card, a card's poll) updates its file's row.
+  function mirror(card) {
+    const row = rowsByLora.get(card.dataset.loraId);
+    if (!row) return;
+    if (card.dataset.status === "ready") {
+      setState(row, "ready", "Ready.", link(card.querySelector(".lora-card-title a").href, "Open it"));
+    } else if (card.dataset.status === "failed") {
+      const existing = card.querySelector("[data-duplicate-link]");
+      setState(row, "failed", card.querySelector("[data-error]").textContent, existing && existing.cloneNode(true));
+    } else {
+      setState(row, "processing", PROCESSING);
+      return;
+    }
+    rowsByLora.delete(card.dataset.loraId);
+  }
+
+  document.body.addEventListener("htmx:load", (event) => {
+    const root = event.detail.elt;
+    const cards = root.matches("[data-lora-id]") ? [root] : root.querySelectorAll("[data-lora-id]");
+    cards.forEach(mirror);
+  });
+
+  function uploadAll(files) {
+    for (const file of files) upload(file);
+  }
+
+  input.addEventListener("change", () => {
+    uploadAll(input.files);
+    input.value = ""; // choosing the same file again fires "change" again
+  });
+  for (const type of ["dragenter", "dragover"]) {
+    dropzone.addEventListener(type, (event) => {
+      event.preventDefault();
+      dropzone.classList.add("dragging");
+    });
+  }
+  dropzone.addEventListener("dragleave", () => dropzone.classList.remove("dragging"));
+  dropzone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    dropzone.classList.remove("dragging");
+    uploadAll(event.dataTransfer.files);
+  });
+  // Leaving the page would cut the uploads off half-way.
+  window.addEventListener("beforeunload", (event) => {
+    if (inFlight) event.preventDefault();
+  });
+})();
