@@ -14,11 +14,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 
 from lorasite.errors import ApplicationError
+from lorasite.forms import show_service_error
 from loras import selectors, services
 from loras.forms import SECTION_FORMS, LibraryFilterForm
 from loras.models import LoRA
 from workspaces.models import Membership
-from workspaces.pages import _apply_service_error
 from workspaces.selectors import membership_for_user
 
 PAGE_SIZE = 24
@@ -114,7 +114,7 @@ def lora_section(request: HttpRequest, slug: str, lora_id: int, section: str) ->
         try:
             lora = services.lora_update(actor=membership, lora=lora, **form.cleaned_data)
         except ApplicationError as error:
-            _apply_service_error(form, error)
+            show_service_error(form, error)
         else:
             if not request.htmx:
                 messages.success(request, "Saved.")

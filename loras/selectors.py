@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from generation.models import JobLoRA
@@ -20,8 +20,9 @@ ORDERINGS = {
     "-created": ("-created_at", "-id"),
     "size": ("file_size", "id"),
     "-size": ("-file_size", "-id"),
-    "last_used": ("last_used_at", "id"),
-    "-last_used": ("-last_used_at", "-id"),
+    # Never-used LoRAs sort as the least recently used, on PostgreSQL as on SQLite.
+    "last_used": (F("last_used_at").asc(nulls_first=True), "id"),
+    "-last_used": (F("last_used_at").desc(nulls_last=True), "-id"),
 }
 
 

@@ -7,21 +7,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from lorasite.errors import ApplicationError
+from lorasite.forms import show_service_error
 from workspaces import selectors, services
 from workspaces.forms import MemberAddForm, MemberRoleForm, WorkspaceForm
 from workspaces.models import Role
-
-
-def _apply_service_error(form, error: ApplicationError) -> None:
-    """Show a service error next to the field it names, or at the top of the form."""
-    placed = False
-    for field, problems in error.errors.items():
-        if field in form.fields:
-            for problem in problems:
-                form.add_error(field, problem)
-            placed = True
-    if not placed:
-        form.add_error(None, error.message)
 
 
 @login_required
@@ -38,7 +27,7 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
         try:
             workspace = services.workspace_create(creator=request.user, **form.cleaned_data)
         except ApplicationError as error:
-            _apply_service_error(form, error)
+            show_service_error(form, error)
         else:
             messages.success(request, f"Workspace “{workspace.name}” created.")
             return redirect("dashboard:workspace", slug=workspace.slug)
@@ -63,7 +52,7 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
             try:
                 added = services.membership_add(actor=membership, **form.cleaned_data)
             except ApplicationError as error:
-                _apply_service_error(form, error)
+                show_service_error(form, error)
             else:
                 messages.success(request, f"{added.user.username} added as {added.role}.")
                 return redirect("dashboard:members", slug=slug)
