@@ -199,14 +199,21 @@
     return existing ? link(loraUrl(existing), "Open the existing LoRA") : null;
   }
 
-  async function showCard(loraId, row) {
+  // Several uploads finish close together: their re-renders of the results run one after another,
+  // or one swap would replace the grid while another is adding a card to it.
+  let rendering = Promise.resolve();
+
+  function showCard(loraId, row) {
     rowsByLora.set(String(loraId), row);
-    // Re-render the results with the page's filters, so that the count, order and pages stay right;
-    // a card the filters leave out goes on top anyway, for the row follows the card (see htmx:load).
-    await htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" });
-    if (!document.getElementById(`lora-${loraId}`)) {
-      await htmx.ajax("GET", loraUrl(loraId, "card/"), { target: "#lora-grid", swap: "afterbegin" });
-    }
+    rendering = rendering.catch(() => {}).then(async () => {
+      // Re-render the results with the page's filters, so that the count, order and pages stay right;
+      // a card the filters leave out goes on top anyway, for the row follows the card (see htmx:load).
+      await htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" });
+      if (!document.getElementById(`lora-${loraId}`)) {
+        await htmx.ajax("GET", loraUrl(loraId, "card/"), { target: "#lora-grid", swap: "afterbegin" });
+      }
+    });
+    return rendering;
   }
 
   async function upload(file) {
