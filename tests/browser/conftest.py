@@ -26,7 +26,10 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="session")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # A 2-core CI machine also runs the worker and the servers: give assertions time to settle.
+    expect.set_options(timeout=15_000)
 
     if not Path(CHROMIUM).exists():
         if settings.CI:
