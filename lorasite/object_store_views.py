@@ -3,9 +3,11 @@ multipart part and downloading an object. The signature is the authorisation, as
 
 import hashlib
 import mimetypes
+import re
+from collections.abc import Iterator
 
 from django.core import signing
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -59,7 +61,44 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     if store is None or not store.exists(payload["key"]):
         return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
     content_type = mimetypes.guess_type(payload["filename"])[0] or "application/octet-stream"
-    return FileResponse(
-        store.open_stream(payload["key"]), as_attachment=not payload.get("inline"), filename=payload["filename"],
-        content_type=content_type,
-    )
+    size = store.size(payload["key"])
+    byte_range = _requested_range(request.headers.get("Range", ""), size)
+    if byte_range is None:
+        response = FileResponse(
+            store.open_stream(payload["key"]), as_attachment=not payload.get("inline"), filename=payload["filename"],
+            content_type=content_type,
+        )
+    else:
+        # Browsers seek in a video with ranged requests, as they do against S3.
+        start, end = byte_range
+        response = StreamingHttpResponse(_read_slice(store, payload["key"], start, end), status=206, content_type=content_type)
+        response["Content-Range"] = f"bytes {start}-{end}/{size}"
+        response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    return response
+
+
+def _requested_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single `bytes=` range; None for no, several or unsatisfiable ranges,
+    which are answered with the whole object (allowed by RFC 9110)."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header.strip())
+    if not match or match.groups() == ("", "") or size == 0:
+        return None
+    first, last = match.groups()
+    if first == "":  # a suffix: the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last) if last else size - 1, size - 1)
+    return (start, end) if start <= end else None
+
+
+def _read_slice(store: LocalObjectStore, key: str, start: int, end: int) -> Iterator[bytes]:
+    with store.open_stream(key) as handle:
+        handle.seek(start)
+        remaining = end - start + 1
+        while remaining > 0:
+            chunk = handle.read(min(COPY_CHUNK, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk

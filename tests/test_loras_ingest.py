@@ -296,3 +296,21 @@ def test_row_failure_deletes_the_stored_object(api, workspace, tmp_path, nothing
     with pytest.raises(RuntimeError):
         upload(api, workspace, path)
     nothing_left()
+
+
+def test_local_signed_download_answers_byte_ranges(api, workspace, tmp_path, client):
+    """With local storage the signed download endpoint stands in for S3, ranges included (video seeking)."""
+    storages = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    path = write_lora(tmp_path / "ranged.safetensors")
+    data = path.read_bytes()
+    with override_settings(STORAGES=storages, VAR_DIR=tmp_path):
+        lora_id = upload(api, workspace, path).json()["id"]
+        url = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora_id}/download/").json()["url"].replace("http://testserver", "")
+        whole = client.get(url)
+        assert whole.status_code == 200 and b"".join(whole.streaming_content) == data and whole["Accept-Ranges"] == "bytes"
+        for header, expected in [("bytes=0-7", data[:8]), ("bytes=100-", data[100:]), ("bytes=-16", data[-16:])]:
+            part = client.get(url, HTTP_RANGE=header)
+            assert part.status_code == 206, header
+            assert b"".join(part.streaming_content) == expected
+            assert part["Content-Range"].endswith(f"/{len(data)}")
+        assert client.get(url, HTTP_RANGE="bytes=999999999-").status_code == 200  # unsatisfiable: the whole object
