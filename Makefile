@@ -10,9 +10,9 @@ STAMP := $(VENV)/.requirements-installed
 
 .PHONY: run test bench
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
