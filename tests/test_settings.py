@@ -108,3 +108,16 @@ def test_celery_configuration_for_long_gpu_tasks():
     assert app.conf.task_reject_on_worker_lost is True
     assert app.conf.task_soft_time_limit < app.conf.task_time_limit
     assert settings.LORASITE_TASK_MAX_ATTEMPTS >= 1
+
+
+def test_the_web_process_never_imports_torch():
+    """URLs, views, API, admin and the GPU task module load without torch: only the worker needs it."""
+    code = (
+        "import sys, django; django.setup();"
+        "import lorasite.urls, generation.tasks, generation.apis, generation.pages, loras.apis, lorasite.wsgi;"
+        "from django.test import Client; Client().get('/healthz');"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
+    result = run_python(code, {})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "False False"
