@@ -22,6 +22,7 @@ from workspaces.models import Membership
 from workspaces.selectors import membership_for_user
 
 PAGE_SIZE = 24
+SAVED_MESSAGES = {"name": "Renamed.", "details": "Details saved.", "active": "Saved."}
 
 
 def _page_context(membership: Membership, **extra) -> dict:
@@ -116,8 +117,8 @@ def lora_section(request: HttpRequest, slug: str, lora_id: int, section: str) ->
         except ApplicationError as error:
             show_service_error(form, error)
         else:
-            if not request.htmx:
-                messages.success(request, "Saved.")
+            if not request.htmx:  # no JavaScript yet (or at all): the whole page, saying the same as the part would
+                messages.success(request, SAVED_MESSAGES[section])
                 return redirect("library:detail", slug=slug, lora_id=lora.id)
             return _render_section(request, membership, lora, section, focus=True, saved=True)
     return _render_section(request, membership, lora, section, form=form, status=400)
