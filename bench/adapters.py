@@ -659,6 +659,18 @@ def random_wan_transformer(config: dict, *, device: str, dtype, seed: int):
     return model.eval()
 
 
+def bare_wan_pipeline(transformer, transformer_2=None):
+    """A `WanPipeline` of only its transformer(s) and a scheduler (no VAE, text encoder or tokenizer): enough for
+    `load_lora_weights` and `AdapterManager`, and buildable where the demo models are not (the GPU machine)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(),
+                       transformer=transformer, transformer_2=transformer_2,
+                       boundary_ratio=0.875 if transformer_2 is not None else None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def _pipeline_with(models: dict[str, Path], key: str, **experts):
     """A demo WanPipeline (tiny VAE, text encoder, tokenizer, scheduler) with its experts replaced."""
     from diffusers import WanPipeline
