@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from lorasite.errors import InvalidInput
 
@@ -53,6 +54,21 @@ class LayerDims:
 
 
 @dataclass(frozen=True)
+class DeclaredComponent:
+    """A component's published parameter count, used by the memory planner when its weights are not on disk."""
+
+    params: int
+    blocks: int = 0  # top-level transformer blocks (group offload moves one at a time); 0: the component moves whole
+    largest_block_params: int = 0  # when blocks differ in size (Flux double vs single blocks); 0: params / blocks
+
+
+# Values `placement:` and `storage_dtype:` accept ("" = let the planner choose / keep the compute dtype); the
+# planner in generation/runtime/memory_plan.py documents what each means.
+PLACEMENT_CHOICES = ("", "gpu", "model_offload", "group_offload", "sequential")
+STORAGE_DTYPE_CHOICES = ("", "bf16", "fp8")
+
+
+@dataclass(frozen=True)
 class BaseModel:
     key: str
     display_name: str
@@ -67,6 +83,11 @@ class BaseModel:
     demo: bool = False
     description: str = ""
     compatible_families: tuple[str, ...] = field(default=())
+    placement: str = ""  # "" = the fastest that fits (memory_plan.plan)
+    storage_dtype: str = ""  # "fp8": transformers stored in float8 through diffusers' layerwise casting
+    component_params: dict[str, DeclaredComponent] = field(default_factory=dict)  # used when weights are absent
+    vae_scale: int = 8  # pixels per latent pixel along each side
+    vae_decode_channels: int = 96  # feature channels per output pixel in the VAE decoder's last stage
 
     @property
     def two_experts(self) -> bool:
@@ -100,6 +121,12 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
                 frame_counts=(33, 49, 81, 121), fps=(16, 24), default_fps=16,
             ),
             dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
+            component_params={
+                "transformer": DeclaredComponent(14_290_000_000, blocks=40),
+                "transformer_2": DeclaredComponent(14_290_000_000, blocks=40),
+                "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
+                "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
+            },
             description="Two experts: high-noise LoRAs go into transformer, low-noise into transformer_2.",
         ),
         BaseModel(
@@ -116,6 +143,13 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
                 frame_counts=(49, 81, 121), fps=(24,), default_fps=24,
             ),
             dims=LayerDims("wan", hidden=3072, ffn=14336, layers=30),
+            component_params={
+                "transformer": DeclaredComponent(5_000_000_000, blocks=30),
+                "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
+                "vae": DeclaredComponent(705_000_000),  # Wan 2.2 VAE (16x16x4 compression)
+            },
+            vae_scale=16,
+            vae_decode_channels=64,  # 256 channels at half resolution, unpatchified 2x2
         ),
         BaseModel(
             key="flux1-dev",
@@ -130,6 +164,13 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
                 steps=(1, 50), default_steps=28, default_guidance=3.5,
             ),
             dims=LayerDims("flux", hidden=3072, ffn=12288, layers=19, single_layers=38),
+            component_params={
+                "transformer": DeclaredComponent(11_900_000_000, blocks=57, largest_block_params=340_000_000),
+                "text_encoder_2": DeclaredComponent(4_760_000_000),  # T5-XXL encoder
+                "text_encoder": DeclaredComponent(123_000_000),  # CLIP-L
+                "vae": DeclaredComponent(84_000_000),
+            },
+            vae_decode_channels=128,
             description="Also FLUX.1 Krea [dev]: point the path at its snapshot.",
         ),
         BaseModel(
@@ -191,8 +232,25 @@ def _apply_overrides(models: dict[str, BaseModel], overrides: dict) -> dict[str,
             values["capabilities"] = replace(base, **caps) if base else Capabilities(**caps)
         if "dims" in values:
             values["dims"] = LayerDims(**values["dims"])
+        if "component_params" in values:
+            values["component_params"] = {
+                name: DeclaredComponent(**declared) if isinstance(declared, dict) else DeclaredComponent(int(declared))
+                for name, declared in values["component_params"].items()
+            }
+        _check_choice(key, values, "placement", PLACEMENT_CHOICES)
+        _check_choice(key, values, "storage_dtype", STORAGE_DTYPE_CHOICES)
         models[key] = replace(models[key], **values) if key in models else BaseModel(key=key, **values)
     return models
+
+
+def _check_choice(key: str, values: dict, name: str, choices: tuple[str, ...]) -> None:
+    if name in values:
+        values[name] = values[name] or ""  # YAML `placement:` with no value means "not forced"
+        if values[name] not in choices:
+            raise ImproperlyConfigured(
+                f"LORASITE_MODELS_FILE: {key}.{name} is {values[name]!r}; expected one of "
+                f"{', '.join(repr(c) for c in choices if c)} (or leave it out)."
+            )
 
 
 @functools.cache

@@ -1,0 +1,211 @@
+"""The memory planner: component bytes from headers or declared counts, placement per device size, forced
+placement and storage dtype from the models file, the nothing-fits message, and the LoRA cost estimate."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from generation.model_registry import _apply_overrides, _defaults, model_registry
+from generation.runtime import memory_plan
+from generation.runtime.memory_plan import GiB, PlacementError, plan
+from tests.lora_files import write_tensors
+
+GB = 10**9
+
+
+def shipped(key: str):
+    return {model.key: model for model in _defaults(Path("/nonexistent"))}[key]
+
+
+def test_sizes_come_from_the_demo_models_headers(demo_models) -> None:
+    from generation.runtime.pipelines import PipelineRegistry
+
+    model = model_registry()["wan22-a14b-demo"]
+    sizes = {c.name: c for c in memory_plan.component_sizes(model)}
+    pipe = PipelineRegistry().get(model.key, path=demo_models[model.key], pipeline_class=model.pipeline_class)
+    for name, size in sizes.items():
+        module = getattr(pipe, name)
+        # Tied weights (T5's shared embedding) are stored once, as they are held in memory once.
+        unique = {tensor.data_ptr(): tensor.numel() for tensor in module.state_dict().values()}
+        assert size.params == sum(unique.values()), name
+        assert size.source == "headers"
+        assert size.largest_tensor_params == max(t.numel() for t in module.state_dict().values())
+    assert set(sizes) == {"transformer", "transformer_2", "text_encoder", "vae"}
+    assert {name: size.dtype for name, size in sizes.items()} == {
+        "transformer": "bf16", "transformer_2": "bf16", "text_encoder": "bf16", "vae": "fp32",
+    }
+    assert sizes["vae"].nbytes == sizes["vae"].params * 4 and sizes["transformer"].nbytes == sizes["transformer"].params * 2
+    # Group offload moves the transformer's top-level blocks one at a time; the text encoder (no top-level
+    # ModuleList) moves whole, as diffusers does.
+    block = sum(t.numel() for t in pipe.transformer.blocks[0].state_dict().values())
+    assert sizes["transformer"].largest_block_params == block
+    assert sizes["text_encoder"].largest_block_params == 0
+    assert sizes["text_encoder"].group_offload_bytes == sizes["text_encoder"].nbytes
+
+
+def test_flux_vae_runs_in_bf16_and_wan_vae_in_fp32(demo_models) -> None:
+    flux = {c.name: c.dtype for c in memory_plan.component_sizes(model_registry()["flux-demo"])}
+    assert flux == {"transformer": "bf16", "text_encoder": "bf16", "text_encoder_2": "bf16", "vae": "bf16"}
+
+
+def test_sharded_components_are_read_through_their_index(tmp_path: Path) -> None:
+    model_dir = tmp_path / "sharded"
+    component = model_dir / "transformer"
+    component.mkdir(parents=True)
+    (model_dir / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline",
+                                                            "transformer": ["diffusers", "WanTransformer3DModel"],
+                                                            "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
+    zero = lambda *shape: ("F32", shape, bytes(4 * math.prod(shape)))  # noqa: E731
+    write_tensors(component / "diffusion_pytorch_model-00001-of-00002.safetensors",
+                  {"blocks.0.attn.weight": zero(8, 8), "patch_embedding.weight": zero(3, 4)})
+    write_tensors(component / "diffusion_pytorch_model-00002-of-00002.safetensors",
+                  {"blocks.1.attn.weight": zero(8, 4)})
+    weight_map = {"blocks.0.attn.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                  "patch_embedding.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                  "blocks.1.attn.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}
+    (component / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    model = replace(shipped("wan22-ti2v-5b"), path=model_dir)
+    (size,) = memory_plan.component_sizes(model)
+    assert (size.name, size.params, size.source) == ("transformer", 64 + 12 + 32, "headers")
+    assert (size.largest_block_params, size.block_params, size.largest_tensor_params) == (64, 96, 64)
+    # bf16 at run time, whatever the file stores; non-block weights + the two blocks in flight.
+    assert size.nbytes == 108 * 2 and size.group_offload_bytes == (12 + 2 * 64) * 2
+
+
+def test_shipped_models_without_weights_use_declared_counts() -> None:
+    model = shipped("wan22-t2v-a14b")
+    sizes = memory_plan.component_sizes(model)
+    assert {c.name: (c.params, c.source) for c in sizes} == {
+        "transformer": (14_290_000_000, "declared"), "transformer_2": (14_290_000_000, "declared"),
+        "text_encoder": (5_680_000_000, "declared"), "vae": (127_000_000, "declared"),
+    }
+    with pytest.raises(memory_plan.MemoryPlanError, match="no component_params declared"):
+        memory_plan.component_sizes(replace(model, component_params={}))
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    ("wan22-t2v-a14b", {24: "group_offload", 48: "model_offload", 80: "model_offload", 141: "gpu"}),
+    ("wan22-ti2v-5b", {24: "model_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
+    ("flux1-dev", {24: "group_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
+])
+def test_the_fastest_placement_that_fits(key: str, expected: dict[int, str]) -> None:
+    model = shipped(key)
+    plans = {gb: plan(model, gb * GB) for gb in expected}
+    assert {gb: p.placement for gb, p in plans.items()} == expected
+    for gb, p in plans.items():
+        assert p.fits and p.peak_bytes <= gb * GB and not p.forced
+        faster = memory_plan.PLACEMENTS[:memory_plan.PLACEMENTS.index(p.placement)]
+        assert all(p.peaks[other] > gb * GB for other in faster)
+
+
+def test_peaks_follow_the_documented_formulas() -> None:
+    model = shipped("wan22-t2v-a14b")
+    p = plan(model, 48 * GB)
+    sizes = {c.name: c for c in p.components}
+    reserve = p.reserve
+    assert (reserve.width, reserve.height, reserve.frames) == (1280, 720, 121)
+    # 31 latent frames x (720 / 16) x (1280 / 16) tokens.
+    assert reserve.denoise_bytes == 31 * 45 * 80 * (6 * 5120 + 13824) * 2
+    overhead = memory_plan.DEVICE_OVERHEAD_BYTES
+    assert p.peaks["gpu"] == sum(c.nbytes for c in p.components) + reserve.largest + overhead
+    # One expert at a time under model offload.
+    assert p.peaks["model_offload"] == sizes["transformer"].nbytes + reserve.denoise_bytes + overhead
+    assert p.resident_device_bytes == 0 and p.weight_bytes == sum(c.nbytes for c in p.components)
+    assert plan(model, 141 * GB).resident_device_bytes == p.weight_bytes
+
+
+def test_nothing_fits_names_the_gib_needed_and_available() -> None:
+    model = shipped("wan22-t2v-a14b")
+    needed = plan(model, None).peaks["sequential"]
+    with pytest.raises(PlacementError) as error:
+        plan(model, 4 * GiB)
+    assert str(error.value) == (
+        f"Wan 2.2 T2V-A14B does not fit this device: it needs at least {needed / GiB:.1f} GiB (sequential offload "
+        "at 1280x720, 121 frames) but 4.0 GiB is available."
+    )
+
+
+def test_no_accelerator_means_cpu_placement() -> None:
+    p = plan(shipped("flux1-dev"), None)
+    assert p.placement == "cpu" and p.fits and p.peak_bytes == p.peaks["gpu"] and p.resident_device_bytes == 0
+    assert "no accelerator" in p.describe()[0]
+
+
+def test_models_file_forces_placement_and_fp8_storage() -> None:
+    models = {model.key: model for model in _defaults(Path("/nonexistent"))}
+    models = _apply_overrides(models, {"flux1-dev": {"placement": "sequential", "storage_dtype": "fp8"},
+                                       "wan22-ti2v-5b": {"placement": None}})
+    forced = plan(models["flux1-dev"], 141 * GB)
+    assert (forced.placement, forced.forced, forced.storage_dtype) == ("sequential", True, "fp8")
+    sizes = {c.name: c for c in forced.components}
+    assert sizes["transformer"].storage_dtype == "fp8" and sizes["transformer"].nbytes == 11_900_000_000
+    assert sizes["text_encoder_2"].storage_dtype == "bf16"  # layerwise casting is for the transformers only
+    assert plan(models["wan22-ti2v-5b"], 141 * GB).placement == "gpu"  # `placement:` with no value: not forced
+    # A forced placement is used even when the estimate says it does not fit; the plan says so.
+    tight = plan(replace(models["flux1-dev"], placement="gpu"), 16 * GB)
+    assert tight.placement == "gpu" and not tight.fits and "DOES NOT FIT" in tight.describe()[-1]
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("placement", "offload", "'gpu', 'model_offload', 'group_offload', 'sequential'"),
+    ("storage_dtype", "int4", "'bf16', 'fp8'"),
+])
+def test_bad_placement_or_storage_dtype_is_a_clear_error(field: str, value: str, expected: str) -> None:
+    models = {model.key: model for model in _defaults(Path("/nonexistent"))}
+    with pytest.raises(ImproperlyConfigured, match=f"flux1-dev.{field} is '{value}'; expected one of {expected}"):
+        _apply_overrides(models, {"flux1-dev": {field: value}})
+
+
+def test_declared_params_can_be_given_in_the_models_file() -> None:
+    models = _apply_overrides({}, {"custom": {
+        "display_name": "Custom", "family": "wan-14b", "kind": "video", "pipeline_class": "WanPipeline",
+        "path": "/nonexistent", "experts": {"high": "transformer"},
+        "capabilities": {"resolutions": [[832, 480]], "steps": [1, 50], "default_steps": 30, "default_guidance": 5.0,
+                         "frame_counts": [81]},
+        "dims": {"architecture": "wan", "hidden": 5120, "ffn": 13824, "layers": 40},
+        "component_params": {"transformer": {"params": 14_000_000_000, "blocks": 40}, "vae": 127_000_000},
+    }})
+    sizes = {c.name: c for c in memory_plan.component_sizes(models["custom"])}
+    assert sizes["transformer"].largest_block_params == 350_000_000 and sizes["vae"].params == 127_000_000
+
+
+def test_plan_describe_lists_every_component() -> None:
+    lines = plan(shipped("wan22-t2v-a14b"), 80 * GB).describe()
+    assert lines[0] == "wan22-t2v-a14b (Wan 2.2 T2V-A14B): device memory 74.5 GiB"
+    assert [line.split()[0] for line in lines[1:5]] == ["transformer", "transformer_2", "text_encoder", "vae"]
+    assert "(declared)" in lines[1] and "fp32" in lines[4]
+    assert lines[-1].startswith("  placement model_offload (chosen), estimated peak ")
+
+
+def test_lora_cost_fused_and_unfused() -> None:
+    shapes = {"blocks.0.attn1.to_q": [5120, 5120], "blocks.0.ffn.net.0.proj": [5120, 13824]}
+    unfused = memory_plan.lora_cost(file_size=400_000_000, file_dtype="F32", module_shapes=shapes,
+                                    placement="model_offload", apply_mode="unfused")
+    assert unfused.adapter_bytes == 200_000_000  # rescaled to bf16
+    assert (unfused.extra_device_bytes, unfused.extra_host_bytes) == (200_000_000, 0)
+    assert unfused.load_seconds == pytest.approx(200_000_000 / memory_plan.ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S)
+    fused = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
+                                  apply_mode="fused")
+    touched = (5120 * 5120 + 5120 * 13824) * 2
+    assert (fused.adapter_bytes, fused.extra_device_bytes, fused.extra_host_bytes) == (200_000_000, 0, touched)
+    on_cpu = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="cpu",
+                                   apply_mode="unfused")
+    assert (on_cpu.extra_device_bytes, on_cpu.extra_host_bytes) == (0, 200_000_000)
+    assert set(on_cpu.as_dict()) == {"adapter_bytes", "extra_device_bytes", "extra_host_bytes", "load_seconds"}
+    with pytest.raises(ValueError, match="apply_mode must be"):
+        memory_plan.lora_cost(file_size=1, file_dtype="BF16", module_shapes={}, placement="gpu", apply_mode="merged")
+
+
+def test_the_planner_imports_no_torch() -> None:
+    code = "import sys, generation.runtime.memory_plan; print('torch' in sys.modules, 'django' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.stdout.split() == ["False", "False"]
