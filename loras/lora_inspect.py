@@ -14,13 +14,10 @@ Key formats (``LoraInspection.key_format``):
 - ``"comfyui"``: the original model's module names, bare or under ``diffusion_model.``, with
   ``lora_down``/``lora_up`` or ``lora_A``/``lora_B`` (ComfyUI, lightx2v, musubi's ComfyUI export).
 
-Module names in ``target_modules`` and ``module_shapes`` are normalized so that LoRAs in any format can
-be compared with a model's layers: component prefixes are stripped (text-encoder modules keep
-``text_encoder.`` / ``text_encoder_2.``), kohya names become dotted paths again, and Wan modules use
-the names of diffusers' ``WanTransformer3DModel``, which the worker loads. ``_WAN_BLOCK_RENAMES`` and
-``_WAN_TOP_RENAMES`` hold the mapping from the original Wan names, e.g. ``blocks.0.self_attn.q`` ->
-``blocks.0.attn1.to_q``, ``self_attn.o`` -> ``attn1.to_out.0``, ``cross_attn.*`` -> ``attn2.*``,
-``ffn.0`` -> ``ffn.net.0.proj``, ``ffn.2`` -> ``ffn.net.2``, ``head.head`` -> ``proj_out``.
+``target_modules`` and ``module_shapes`` name modules as the file spells them (the key minus its
+``.lora_A.weight``-style suffix). Which model layers they become is diffusers' business: the ingest task runs
+diffusers' own key converters on the header (``generation/runtime/lora_keys.py``) and stores the converted names,
+and ``detect_family`` reads either spelling.
 
 ``hidden_size`` is the width that decided the family: the transformer width for Wan and Flux, the
 cross-attention context width (768, 2048) for Stable Diffusion UNets.
@@ -70,90 +67,50 @@ _MAX_ALPHA_SPAN_BYTES = 256
 _PAIR_KEY = re.compile(r"^(?P<module>.+)[._]lora(?P<separator>[._])(?P<part>A|B|down|up)\.weight$")
 _KOHYA_MODULE = re.compile(r"^lora_(unet|te\d?)_")
 _DOWN_PARTS = {"A", "down"}
-_KOHYA_PREFIXES = {
-    "lora_unet_": "",
-    "lora_te_": "text_encoder.",
-    "lora_te1_": "text_encoder.",
-    "lora_te2_": "text_encoder_2.",
-}
-_STRIPPED_PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "transformer.", "unet.")
-
-# Kohya flattens dotted paths with underscores, so names that contain underscores themselves must be
-# known to turn `blocks_0_self_attn_q` back into `blocks.0.self_attn.q`.
-_UNDERSCORED_NAMES = frozenset(
-    {
-        # Wan (original and diffusers)
-        "self_attn", "cross_attn", "k_img", "v_img", "text_embedding", "time_embedding", "time_projection",
-        "img_emb", "patch_embedding", "to_q", "to_k", "to_v", "to_out", "add_k_proj", "add_v_proj",
-        "add_q_proj", "to_add_out", "condition_embedder", "text_embedder", "time_embedder", "image_embedder",
-        "time_proj", "linear_1", "linear_2", "proj_out", "proj_in",
-        # Flux (original and diffusers)
-        "double_blocks", "single_blocks", "img_attn", "txt_attn", "img_mlp", "txt_mlp", "img_mod", "txt_mod",
-        "img_in", "txt_in", "time_in", "vector_in", "guidance_in", "in_layer", "out_layer", "final_layer",
-        "adaLN_modulation", "transformer_blocks", "single_transformer_blocks", "proj_mlp", "ff_context",
-        "norm1_context", "x_embedder", "context_embedder", "time_text_embed", "timestep_embedder",
-        "guidance_embedder", "norm_out",
-        # Stable Diffusion UNets and CLIP text encoders
-        "down_blocks", "up_blocks", "mid_block", "input_blocks", "output_blocks", "middle_block", "in_layers",
-        "out_layers", "emb_layers", "skip_connection", "time_embed", "label_emb", "conv_in", "conv_out",
-        "conv_shortcut", "time_emb_proj", "text_model", "q_proj", "k_proj", "v_proj", "out_proj",
-    }
+# Family detection reads module names in a spelling-neutral form: known prefixes become the component (kohya's
+# `lora_te2_` and diffusers' `text_encoder_2.` alike), the rest loses its prefix and every "_" becomes ".", so
+# kohya's flattened `blocks_0_self_attn_q`, the original `blocks.0.self_attn.q` and diffusers'
+# `blocks.0.attn1.to_q` are all matched by the same probes without a rename table.
+_COMPONENT_PREFIXES = (
+    ("lora_unet_", ""),
+    ("lora_te_", "text.encoder."),
+    ("lora_te1_", "text.encoder."),
+    ("lora_te2_", "text.encoder.2."),
+    ("text_encoder_2.", "text.encoder.2."),
+    ("text_encoder.", "text.encoder."),
+    ("base_model.model.", ""),
+    ("model.diffusion_model.", ""),
+    ("diffusion_model.", ""),
+    ("transformer.", ""),
+    ("unet.", ""),
 )
-_LONGEST_UNDERSCORED = max(name.count("_") + 1 for name in _UNDERSCORED_NAMES)
-
-# Original Wan names -> diffusers WanTransformer3DModel names (the same mapping as diffusers'
-# _convert_non_diffusers_wan_lora_to_diffusers). Block renames apply after `blocks.N.`.
-_WAN_BLOCK_RENAMES = {
-    "self_attn.q": "attn1.to_q",
-    "self_attn.k": "attn1.to_k",
-    "self_attn.v": "attn1.to_v",
-    "self_attn.o": "attn1.to_out.0",
-    "cross_attn.q": "attn2.to_q",
-    "cross_attn.k": "attn2.to_k",
-    "cross_attn.v": "attn2.to_v",
-    "cross_attn.o": "attn2.to_out.0",
-    "cross_attn.k_img": "attn2.add_k_proj",
-    "cross_attn.v_img": "attn2.add_v_proj",
-    "ffn.0": "ffn.net.0.proj",
-    "ffn.2": "ffn.net.2",
-}
-_WAN_TOP_RENAMES = {
-    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
-    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
-    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
-    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
-    "time_projection.1": "condition_embedder.time_proj",
-    "img_emb.proj.1": "condition_embedder.image_embedder.ff.net.0.proj",
-    "img_emb.proj.3": "condition_embedder.image_embedder.ff.net.2",
-    "head.head": "proj_out",
-}
-_WAN_BLOCK = re.compile(r"^blocks\.(?P<index>\d+)\.(?P<rest>.+)$")
-_WAN_LAYOUT = re.compile(r"^blocks\.\d+\.(self_attn|cross_attn|attn1|attn2|ffn)\.")
+_WAN_LAYOUT = re.compile(r"^blocks\.\d+\.(self\.attn|cross\.attn|attn1|attn2|ffn)\.")
 _FLUX_LAYOUT = re.compile(
-    r"^((double_blocks|single_blocks|single_transformer_blocks)\.\d+\."
-    r"|transformer_blocks\.\d+\.(attn|ff|ff_context)\.)"
+    r"^((double\.blocks|single\.blocks|single\.transformer\.blocks)\.\d+\."
+    r"|transformer\.blocks\.\d+\.(attn|ff|ff\.context)\.)"
 )
-_SD_UNET_LAYOUT = re.compile(r"^(down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block)\.")
-_SD_CONTEXT_PROBE = re.compile(r"\.attn2\.to_[kv]$")
-_TEXT_ENCODER_2_PROBE = re.compile(r"^text_encoder_2\..*\.self_attn\.[qkv]_proj$")
+_SD_UNET_LAYOUT = re.compile(r"^(down\.blocks|up\.blocks|mid\.block|input\.blocks|output\.blocks|middle\.block)\.")
+_SD_CONTEXT_PROBE = re.compile(r"\.attn2\.to\.[kv]$")
+_TEXT_ENCODER_2_PROBE = re.compile(r"^text\.encoder\.2\..*\.self\.attn\.[qkv]\.proj$")
 
 # (pattern, side): side 0 reads the module's in_features, 1 its out_features; both equal the model width.
+# Each pattern takes the original and the diffusers spelling of the same layer.
 _WAN_WIDTH_PROBES = (
-    (re.compile(r"^blocks\.\d+\.attn[12]\.to_q$|^blocks\.\d+\.attn1\.to_[kv]$"), 0),
-    (re.compile(r"^blocks\.\d+\.attn[12]\.to_out\.0$"), 1),
-    (re.compile(r"^blocks\.\d+\.ffn\.net\.0\.proj$"), 0),
-    (re.compile(r"^blocks\.\d+\.ffn\.net\.2$"), 1),
+    (re.compile(r"^blocks\.\d+\.(attn[12]\.to\.q|attn1\.to\.[kv]|(self|cross)\.attn\.q|self\.attn\.[kv])$"), 0),
+    (re.compile(r"^blocks\.\d+\.(attn[12]\.to\.out\.0|(self|cross)\.attn\.o)$"), 1),
+    (re.compile(r"^blocks\.\d+\.ffn\.(net\.0\.proj|0)$"), 0),
+    (re.compile(r"^blocks\.\d+\.ffn\.(net\.2|2)$"), 1),
 )
 _FLUX_WIDTH_PROBES = (
-    (re.compile(r"^double_blocks\.\d+\.(img|txt)_attn\.(qkv|proj)$|^single_blocks\.\d+\.linear1$"), 0),
-    (re.compile(r"^double_blocks\.\d+\.(img|txt)_mlp\.0$"), 0),
-    (re.compile(r"^double_blocks\.\d+\.(img|txt)_mlp\.2$|^single_blocks\.\d+\.linear2$"), 1),
-    (re.compile(r"^(single_)?transformer_blocks\.\d+\.attn\.(to_[qkv]|add_[qkv]_proj)$"), 0),
-    (re.compile(r"^transformer_blocks\.\d+\.attn\.(to_out\.0|to_add_out)$"), 1),
-    (re.compile(r"^transformer_blocks\.\d+\.ff(_context)?\.net\.0\.proj$"), 0),
-    (re.compile(r"^transformer_blocks\.\d+\.ff(_context)?\.net\.2$"), 1),
-    (re.compile(r"^single_transformer_blocks\.\d+\.proj_mlp$"), 0),
-    (re.compile(r"^single_transformer_blocks\.\d+\.proj_out$"), 1),
+    (re.compile(r"^double\.blocks\.\d+\.(img|txt)\.attn\.(qkv|proj)$|^single\.blocks\.\d+\.linear1$"), 0),
+    (re.compile(r"^double\.blocks\.\d+\.(img|txt)\.mlp\.0$"), 0),
+    (re.compile(r"^double\.blocks\.\d+\.(img|txt)\.mlp\.2$|^single\.blocks\.\d+\.linear2$"), 1),
+    (re.compile(r"^(single\.)?transformer\.blocks\.\d+\.attn\.(to\.[qkv]|add\.[qkv]\.proj)$"), 0),
+    (re.compile(r"^transformer\.blocks\.\d+\.attn\.(to\.out\.0|to\.add\.out)$"), 1),
+    (re.compile(r"^transformer\.blocks\.\d+\.ff(\.context)?\.net\.0\.proj$"), 0),
+    (re.compile(r"^transformer\.blocks\.\d+\.ff(\.context)?\.net\.2$"), 1),
+    (re.compile(r"^single\.transformer\.blocks\.\d+\.proj\.mlp$"), 0),
+    (re.compile(r"^single\.transformer\.blocks\.\d+\.proj\.out$"), 1),
 )
 
 _EXPERT_METADATA_KEYS = ("ss_output_name", "modelspec.title")
@@ -205,11 +162,8 @@ def inspect_lora(
     if not pairs:
         raise NotALoRA(_no_pairs_message(header.tensors))
 
-    names = {pair.raw_module: _dotted_name(pair.raw_module) for pair in pairs}
-    if any(_WAN_LAYOUT.match(name) for name in names.values()):
-        names = {raw: _wan_name(name) for raw, name in names.items()}
-    module_shapes = {names[p.raw_module]: (p.down.shape[1], p.up.shape[0]) for p in pairs}
-    family, hidden_size = _detect_family(module_shapes, raw_modules=[p.raw_module for p in pairs])
+    module_shapes = {pair.raw_module: (pair.down.shape[1], pair.up.shape[0]) for pair in pairs}
+    family, hidden_size = detect_family(module_shapes)
 
     metadata = header.metadata
     alpha = _alpha_from_tensors(header, pairs, read_range) if read_range else None
@@ -297,68 +251,46 @@ def _pair_format(pair: _Pair) -> str:
     return "comfyui"
 
 
-def _dotted_name(raw_module: str) -> str:
-    for prefix, replacement in _KOHYA_PREFIXES.items():
+def _probe_name(raw_module: str) -> str:
+    """The spelling-neutral form family detection reads (see _COMPONENT_PREFIXES)."""
+    for prefix, component in _COMPONENT_PREFIXES:
         if raw_module.startswith(prefix):
-            return replacement + _undo_kohya_flattening(raw_module.removeprefix(prefix))
-    name = raw_module
-    for prefix in _STRIPPED_PREFIXES:
-        name = name.removeprefix(prefix)
+            raw_module = component + raw_module.removeprefix(prefix)
+            break
     # diffusers' old attention-processor LoRAs hang off `attn1.processor.to_q`, which is `attn1.to_q`.
-    return name.replace(".processor.", ".")
+    return raw_module.replace(".processor.", ".").replace("_", ".")
 
 
-def _undo_kohya_flattening(flat: str) -> str:
-    parts = flat.split("_")
-    segments, i = [], 0
-    while i < len(parts):
-        for width in range(min(_LONGEST_UNDERSCORED, len(parts) - i), 0, -1):
-            candidate = "_".join(parts[i : i + width])
-            if width == 1 or candidate in _UNDERSCORED_NAMES:
-                segments.append(candidate)
-                i += width
-                break
-    return ".".join(segments)
+def detect_family(module_shapes: dict[str, tuple[int, int]]) -> tuple[str, int | None]:
+    """(family, the width that decided it) from module names in any spelling and their (in, out) features.
 
-
-def _wan_name(name: str) -> str:
-    if name in _WAN_TOP_RENAMES:
-        return _WAN_TOP_RENAMES[name]
-    match = _WAN_BLOCK.match(name)
-    if match and match["rest"] in _WAN_BLOCK_RENAMES:
-        return f"blocks.{match['index']}.{_WAN_BLOCK_RENAMES[match['rest']]}"
-    return name
-
-
-def _detect_family(module_shapes: dict[str, tuple[int, int]], *, raw_modules: list[str]) -> tuple[str, int | None]:
-    names = list(module_shapes)
+    The upload check reads the file's own names; the ingest task calls it again with diffusers' converted names.
+    """
+    shapes = {_probe_name(module): tuple(shape) for module, shape in module_shapes.items()}
+    names = list(shapes)
     if any(_WAN_LAYOUT.match(name) for name in names):
-        width = _width(module_shapes, _WAN_WIDTH_PROBES)
+        width = _width(shapes, _WAN_WIDTH_PROBES)
         return _WAN_FAMILY_BY_WIDTH.get(width, "unknown"), width
     if any(_FLUX_LAYOUT.match(name) for name in names):
-        width = _width(module_shapes, _FLUX_WIDTH_PROBES)
+        width = _width(shapes, _FLUX_WIDTH_PROBES)
         return _FLUX_FAMILY_BY_WIDTH.get(width, "unknown"), width
     context = _most_common(
-        shape[0]
-        for name, shape in module_shapes.items()
-        if _SD_UNET_LAYOUT.match(name) and _SD_CONTEXT_PROBE.search(name)
+        shape[0] for name, shape in shapes.items() if _SD_UNET_LAYOUT.match(name) and _SD_CONTEXT_PROBE.search(name)
     )
     if context is not None:
         return _SD_FAMILY_BY_CONTEXT_WIDTH.get(context, "unknown"), context
     # No UNet cross-attention targeted: fall back on the text encoders, which differ between SD 1.5
     # (one CLIP, kohya calls it lora_te_) and SDXL (a second, 1280-wide encoder).
-    text_encoder_2_widths = {shape[0] for name, shape in module_shapes.items() if _TEXT_ENCODER_2_PROBE.match(name)}
+    text_encoder_2_widths = {shape[0] for name, shape in shapes.items() if _TEXT_ENCODER_2_PROBE.match(name)}
     if _SDXL_TEXT_ENCODER_2_WIDTH in text_encoder_2_widths:
         return "sdxl", None
-    if any(raw.startswith("lora_te_") for raw in raw_modules):
+    if any(module.startswith("lora_te_") for module in module_shapes):
         return "sd15", None
     return "unknown", None
 
 
-def _width(module_shapes: dict[str, tuple[int, int]], probes: Iterable[tuple[re.Pattern[str], int]]) -> int | None:
-    return _most_common(
-        shape[side] for name, shape in module_shapes.items() for pattern, side in probes if pattern.match(name)
-    )
+def _width(shapes: dict[str, tuple[int, ...]], probes: Iterable[tuple[re.Pattern[str], int]]) -> int | None:
+    return _most_common(shape[side] for name, shape in shapes.items() for pattern, side in probes if pattern.match(name))
 
 
 def _alpha_from_tensors(
