@@ -31,7 +31,8 @@ def parse_input(serializer_class: type[serializers.Serializer], data: Any, *, pa
     return dict(serializer.validated_data)
 
 
-def paginated(request: Request, view: Any, queryset: QuerySet, serializer_class: type, **context: Any) -> Response:
+def paginated(request: Request, view: Any, queryset: QuerySet, serializer_class: type, /, **context: Any) -> Response:
+    """One page of `queryset`; `context` goes to the serializer (positional-only above, so it may hold `request`)."""
     paginator = PageNumberPagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True, context=context).data)
