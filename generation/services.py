@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.queues import gpu_queue
 from lorasite.errors import Conflict, InvalidInput
 from loras.lora_inspect import FAMILIES
 from loras.models import LoRA, Status
@@ -192,7 +193,8 @@ def generation_create(
             job=job, lora=lora, position=position, lora_ref=lora.id, name=lora.name, version=lora.version,
             sha256=lora.sha256, file_key=lora.file.name, file_size=lora.file_size, weight=weight, expert=expert,
         )
-    generation_run.delay_on_commit(str(job.id))
+    # One queue per model: only a worker that serves this model receives the job.
+    generation_run.apply_async_on_commit(args=[str(job.id)], queue=gpu_queue(base.key))
     return job
 
 

@@ -217,8 +217,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     for _folder in ("queue", "control", "processed"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_QUEUES = (Queue("default"), Queue("gpu"))
-CELERY_TASK_ROUTES = {"generation.tasks.generation_run": {"queue": "gpu"}}
+CELERY_TASK_QUEUES = (Queue("default"),)
+# Generation jobs go to one queue per model, `gpu.<model key>` (generation/queues.py), named when
+# each job is sent; Celery creates such a queue where it is first published or consumed.
+CELERY_TASK_CREATE_MISSING_QUEUES = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # job state lives in the database, not in a result backend
@@ -270,6 +272,9 @@ if LORASITE_LORA_RESIDENCY not in ("unload", "cache"):
     raise ImproperlyConfigured("LORASITE_LORA_RESIDENCY must be 'unload' or 'cache'.")
 LORASITE_RESIDENT_ADAPTERS = env_int("LORASITE_RESIDENT_ADAPTERS", 8)
 LORASITE_RESIDENT_ADAPTER_BYTES = env_int("LORASITE_RESIDENT_ADAPTER_BYTES", 4 * 1024**3)
+# The models a GPU worker serves (comma-separated keys; empty: every enabled model whose weights
+# are present). It consumes exactly their queues: `python manage.py gpu_worker`.
+LORASITE_WORKER_MODELS = env_list("LORASITE_WORKER_MODELS")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

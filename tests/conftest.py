@@ -104,8 +104,9 @@ def outsider(db):
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_factory):
-    """A real Celery worker process (queues gpu and default) on the real Redis broker, using the
-    test database and the S3 API server — what production runs, on the demo pipelines."""
+    """A real Celery worker process (the default queue and the queue of every demo model) on the real
+    Redis broker, using the test database and the S3 API server — what production runs, on the demo
+    pipelines."""
     import os
     import subprocess
     import sys
@@ -114,6 +115,7 @@ def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_fact
     import redis as redis_client
     from django.db import connection
 
+    from generation.queues import worker_models, worker_queues
     from lorasite.celery import app
 
     if not settings.USING_POSTGRES or not settings.USING_REDIS:
@@ -135,8 +137,9 @@ def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_fact
         "HF_HUB_OFFLINE": "1",
     }
     log = open(tmp_path_factory.getbasetemp() / "celery-worker.log", "w")
+    queues = ",".join(["default", *worker_queues(worker_models())])
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "lorasite", "worker", "-Q", "gpu,default", "-c", "1", "-P", "solo",
+        [sys.executable, "-m", "celery", "-A", "lorasite", "worker", "-Q", queues, "-c", "1", "-P", "solo",
          "--without-gossip", "--without-mingle", "-n", "e2e@%h", "--loglevel", "INFO"],
         cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

@@ -101,7 +101,9 @@ def test_celery_configuration_for_long_gpu_tasks():
 
     from lorasite.celery import app
 
-    assert [q.name for q in app.conf.task_queues] == ["default", "gpu"]
+    # GPU queues (gpu.<model key>) are created where they are used: tests/test_worker_queues.py.
+    assert [q.name for q in app.conf.task_queues] == ["default"]
+    assert app.conf.task_create_missing_queues is True
     assert app.conf.task_default_queue == "default"
     assert app.conf.task_acks_late is True
     assert app.conf.worker_prefetch_multiplier == 1

@@ -7,7 +7,10 @@ import sys
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from generation.queues import worker_models, worker_queues
 
 
 class Command(BaseCommand):
@@ -19,15 +22,25 @@ class Command(BaseCommand):
     def handle(self, *args, addr: str, **options) -> None:
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         python = sys.executable
+        try:
+            models = worker_models()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from None
+        # One worker does everything here: the default queue and the queue of every model it can load.
+        queues = ",".join(["default", *worker_queues(models)])
         commands = {
             "web": [python, "manage.py", "runserver", addr, "--noreload"],
             "worker": [
-                python, "-m", "celery", "-A", "lorasite", "worker", "-Q", "default,gpu", "-c", "1", "-P", "solo",
+                python, "-m", "celery", "-A", "lorasite", "worker", "-Q", queues, "-c", "1", "-P", "solo",
                 "-B", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"), "--loglevel", "INFO",
             ],
         }
         processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
         self.stdout.write(self.style.SUCCESS(f"lorasite is running at http://{addr}/  (Ctrl-C stops the web server and the worker)"))
+        if not models:
+            self.stderr.write(
+                "No model has its weights installed, so the worker serves none. Run `python manage.py build_demo_models`."
+            )
         try:
             while all(p.poll() is None for p in processes.values()):
                 time.sleep(0.5)
