@@ -3,8 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation import selectors, services
-from generation.model_registry import model_as_dict, model_registry
+from generation import selectors, services, worker_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from lorasite.api import error_responses, paginated, parse_input
 from loras.models import Expert
@@ -25,13 +24,16 @@ class ModelOutput(serializers.Serializer):
     enabled = serializers.BooleanField()
     demo = serializers.BooleanField()
     description = serializers.CharField()
+    served = serializers.BooleanField(
+        allow_null=True,
+        help_text="Whether a live GPU worker serves this model now; null when the worker registry cannot be read.",
+    )
 
 
 class ModelListAPI(APIView):
     @extend_schema(responses={200: ModelOutput(many=True), **error_responses(401)}, tags=["generation"], summary="Base models")
     def get(self, request):
-        models = [model_as_dict(m) for m in model_registry().values() if m.enabled]
-        return Response(ModelOutput(models, many=True).data)
+        return Response(ModelOutput(selectors.model_list(), many=True).data)
 
 
 class JobLoRAOutput(serializers.ModelSerializer):
@@ -52,12 +54,17 @@ class JobOutput(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None)
     output_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
+    waiting_reason = serializers.SerializerMethodField(
+        help_text="For a queued job: why no worker picks it up, e.g. 'No worker serves Wan 2.2 T2V-A14B right now'; "
+        "else empty.",
+    )
 
     class Meta:
         model = GenerationJob
         fields = [
             "id", "model", "model_name", "kind", "prompt", "negative_prompt", "params", "loras", "status", "progress",
-            "current_step", "total_steps", "error", "timings", "attempts", "output_url", "poster_url", "retry_of",
+            "current_step", "total_steps", "error", "waiting_reason", "timings", "attempts", "output_url", "poster_url",
+            "retry_of",
             "created_by", "created_at", "started_at", "finished_at",
         ]
 
@@ -70,6 +77,13 @@ class JobOutput(serializers.ModelSerializer):
     def _absolute(self, url: str | None) -> str | None:
         request = self.context.get("request")
         return request.build_absolute_uri(url) if url and request and not url.startswith("http") else url
+
+    def get_waiting_reason(self, job: GenerationJob) -> str:
+        if job.status != JobStatus.QUEUED:
+            return ""
+        if "_served" not in self.context:  # once per response, however many jobs it lists
+            self.context["_served"] = worker_registry.models_served()
+        return selectors.job_waiting_reason(job=job, served=self.context["_served"])
 
     def get_output_url(self, job: GenerationJob) -> str | None:
         return self._absolute(self._urls(job)["output_url"])

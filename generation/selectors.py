@@ -7,7 +7,8 @@ from django.core.paginator import Page, Paginator
 from django.db.models import F, Prefetch, QuerySet
 from django.utils import timezone
 
-from generation.model_registry import BaseModel, lora_fit_problem, model_registry
+from generation import worker_registry
+from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
@@ -34,6 +35,26 @@ def job_get(*, workspace: Workspace, job_id) -> GenerationJob:
         return job_list(workspace=workspace).get(id=job_id)
     except (GenerationJob.DoesNotExist, ValueError):
         raise NotFound("Job not found.") from None
+
+
+def model_list() -> list[dict]:
+    """The enabled base models, each with `served`: whether a live worker serves it (None: unknown)."""
+    served = worker_registry.models_served()
+    return [
+        {**model_as_dict(model), "served": None if served is None else model.key in served}
+        for model in model_registry().values()
+        if model.enabled
+    ]
+
+
+def job_waiting_reason(*, job: GenerationJob, served: set[str] | None) -> str:
+    """Why a queued job is not being picked up, when that is known; "" otherwise. `served` is
+    `worker_registry.models_served()`, read once for a whole page of jobs."""
+    if job.status != JobStatus.QUEUED:
+        return ""
+    if served is None:
+        return f"Cannot tell whether a worker serves {job.model_name}: the worker registry is unreachable"
+    return "" if job.model_key in served else f"No worker serves {job.model_name} right now"
 
 
 def job_output_urls(*, job: GenerationJob) -> dict[str, str | datetime | None]:
@@ -94,9 +115,10 @@ class JobCard:
     poster_url: str | None
     two_experts: bool
     download_url: str | None = None  # the output as an attachment (the others are served inline)
+    waiting_reason: str = ""  # see job_waiting_reason
 
 
-def _job_card(job: GenerationJob, *, with_download: bool = False) -> JobCard:
+def _job_card(job: GenerationJob, *, served: set[str] | None, with_download: bool = False) -> JobCard:
     urls = job_output_urls(job=job)
     model = model_registry().get(job.model_key)
     # A model removed from the registry since: the job's own LoRAs still tell whether it had two experts.
@@ -107,11 +129,20 @@ def _job_card(job: GenerationJob, *, with_download: bool = False) -> JobCard:
         download_url = get_object_store().download_url(
             job.output_key, filename=f"lorasite-{job.id}.{extension}", expires_in=settings.LORASITE_SIGNED_URL_SECONDS
         )
-    return JobCard(job=job, output_url=urls["output_url"], poster_url=urls["poster_url"], two_experts=two_experts, download_url=download_url)
+    return JobCard(
+        job=job, output_url=urls["output_url"], poster_url=urls["poster_url"], two_experts=two_experts,
+        download_url=download_url, waiting_reason=job_waiting_reason(job=job, served=served),
+    )
+
+
+def _served_if_queued(jobs: list[GenerationJob]) -> set[str] | None:
+    """`models_served()` for a page of jobs, asked only when one of them is queued (no other job waits)."""
+    return worker_registry.models_served() if any(job.status == JobStatus.QUEUED for job in jobs) else set()
 
 
 def job_card_get(*, workspace: Workspace, job_id: UUID | str, with_download: bool = False) -> JobCard:
-    return _job_card(job_get(workspace=workspace, job_id=job_id), with_download=with_download)
+    job = job_get(workspace=workspace, job_id=job_id)
+    return _job_card(job, served=_served_if_queued([job]), with_download=with_download)
 
 
 @dataclass(frozen=True)
@@ -135,4 +166,6 @@ class JobCardPage:
 
 def job_card_page(*, workspace: Workspace, page_number: str | int | None, per_page: int = 20) -> JobCardPage:
     page = Paginator(job_list(workspace=workspace), per_page).get_page(page_number)
-    return JobCardPage(page=page, cards=[_job_card(job) for job in page.object_list])
+    jobs = list(page.object_list)
+    served = _served_if_queued(jobs)
+    return JobCardPage(page=page, cards=[_job_card(job, served=served) for job in jobs])
