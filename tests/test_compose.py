@@ -25,26 +25,42 @@ def command_of(service: str) -> str:
     return command if isinstance(command, str) else " ".join(command)
 
 
+GPU_WORKERS = ("worker-gpu-wan", "worker-gpu-flux")
+
+
 def test_services_present():
-    assert {"web", "worker-gpu", "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
+    assert {"web", *GPU_WORKERS, "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
 
 
 def test_worker_commands_match_the_celery_queues():
     from lorasite.celery import app
 
     queues = {q.name for q in app.conf.task_queues}
-    assert re.search(r"-Q gpu -c 1\b", command_of("worker-gpu"))
-    assert "-Q default" in command_of("worker")
-    for service in ("worker-gpu", "worker"):
-        named = set(re.search(r"-Q (\S+)", command_of(service)).group(1).split(","))
-        assert named <= queues
+    named = set(re.search(r"-Q (\S+)", command_of("worker")).group(1).split(","))
+    assert named == {"default"} <= queues
     assert "celery -A lorasite beat" in command_of("beat")
     assert "gunicorn lorasite.wsgi:application" in command_of("web")
 
 
-def test_gpu_worker_reserves_an_nvidia_device():
-    devices = SERVICES["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
-    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+def test_gpu_workers_serve_different_known_models_through_gpu_worker():
+    from generation.model_registry import model_registry
+
+    served = [SERVICES[service]["environment"]["LORASITE_WORKER_MODELS"].split(",") for service in GPU_WORKERS]
+    assert served == [["wan22-t2v-a14b"], ["flux1-dev"]]
+    assert all(model_registry()[key].enabled for keys in served for key in keys)
+    for service in GPU_WORKERS:
+        # gpu_worker computes -Q from LORASITE_WORKER_MODELS; a fixed -Q would contradict it.
+        assert command_of(service).startswith("python manage.py gpu_worker -- ") and "-Q" not in command_of(service)
+        node = re.search(r"-n (\S+)@%h", command_of(service)).group(1)
+        assert f"{node}@$$HOSTNAME" in SERVICES[service]["healthcheck"]["test"]
+        assert SERVICES[service]["environment"]["LORASITE_MODELS_DIR"] == "/models"
+        assert "./models:/models:ro" in SERVICES[service]["volumes"]
+
+
+def test_each_gpu_worker_reserves_an_nvidia_device():
+    for service in GPU_WORKERS:
+        devices = SERVICES[service]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices[0]["driver"] == "nvidia" and devices[0]["count"] == 1 and "gpu" in devices[0]["capabilities"]
 
 
 def test_healthchecks_and_volumes():
