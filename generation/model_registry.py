@@ -281,42 +281,38 @@ def model_as_dict(model: BaseModel) -> dict:
 
 
 # --- does a LoRA fit the model's layers? --------------------------------------------------------
-
-_WAN_LAYERS = [
-    (re.compile(r"^blocks\.(\d+)\.attn[12]\.(to_q|to_k|to_v|to_out\.0|add_k_proj|add_v_proj)$"), lambda d: (d.hidden, d.hidden)),
-    (re.compile(r"^blocks\.(\d+)\.ffn\.net\.0\.proj$"), lambda d: (d.hidden, d.ffn)),
-    (re.compile(r"^blocks\.(\d+)\.ffn\.net\.2$"), lambda d: (d.ffn, d.hidden)),
-]
-_FLUX_LAYERS = [
-    (re.compile(r"^transformer_blocks\.(\d+)\.attn\.(to_q|to_k|to_v|to_out\.0|add_q_proj|add_k_proj|add_v_proj|to_add_out)$"), lambda d: (d.hidden, d.hidden)),
-    (re.compile(r"^transformer_blocks\.(\d+)\.ff(_context)?\.net\.0\.proj$"), lambda d: (d.hidden, d.ffn)),
-    (re.compile(r"^transformer_blocks\.(\d+)\.ff(_context)?\.net\.2$"), lambda d: (d.ffn, d.hidden)),
-]
-_FLUX_SINGLE_LAYERS = [
-    (re.compile(r"^single_transformer_blocks\.(\d+)\.attn\.(to_q|to_k|to_v)$"), lambda d: (d.hidden, d.hidden)),
-    (re.compile(r"^single_transformer_blocks\.(\d+)\.proj_mlp$"), lambda d: (d.hidden, d.ffn)),
-    (re.compile(r"^single_transformer_blocks\.(\d+)\.proj_out$"), lambda d: (d.hidden + d.ffn, d.hidden)),
-]
+# The LoRA's modules are diffusers' own names after its key conversion, stored per component by the ingest
+# task (generation/runtime/lora_keys.py), so no name table is needed here: only which block stacks the model
+# has, how many blocks each, and how wide their layers read.
+_BLOCK_STACK = re.compile(r"^(?P<stack>blocks|transformer_blocks|single_transformer_blocks)\.(?P<index>\d+)\.")
 
 
-def lora_fit_problem(module_shapes: dict[str, list[int]], model: BaseModel) -> str | None:
-    """The first layer of the LoRA that cannot fit the model, as a sentence; None when all fit.
+def lora_fit_problem(module_shapes: dict[str, dict[str, list[int]]], model: BaseModel) -> str | None:
+    """The first transformer layer of the LoRA that cannot fit the model, as a sentence; None when all fit.
 
-    Layers this check does not know are left to the loader (diffusers skips unmatched keys)."""
+    Every LoRA'd linear layer inside a block reads the residual stream (`hidden` features), the feed-forward's
+    inner width (`ffn`) or, in Flux's single blocks, both concatenated. Layers outside the blocks (embedders,
+    output projection) and other components are left to the loader, which skips what does not match.
+    """
     dims = model.dims
-    tables = [(_WAN_LAYERS, dims.layers)] if dims.architecture == "wan" else [(_FLUX_LAYERS, dims.layers), (_FLUX_SINGLE_LAYERS, dims.single_layers)]
-    for module, shape in sorted(module_shapes.items()):
-        for patterns, block_count in tables:
-            for pattern, expected_of in patterns:
-                match = pattern.match(module)
-                if not match:
-                    continue
-                if int(match.group(1)) >= block_count:
-                    return f"it targets {module} but {model.display_name} has {block_count} blocks"
-                expected = expected_of(dims)
-                if tuple(shape) != expected:
-                    return (
-                        f"{module} is {shape[0]}→{shape[1]} in the LoRA but {expected[0]}→{expected[1]} "
-                        f"in {model.display_name}"
-                    )
+    if dims.architecture == "wan":
+        block_counts, in_widths = {"blocks": dims.layers}, (dims.hidden, dims.ffn)
+    else:
+        block_counts = {"transformer_blocks": dims.layers, "single_transformer_blocks": dims.single_layers}
+        in_widths = (dims.hidden, dims.ffn, dims.hidden + dims.ffn)
+    for module, shape in sorted(module_shapes.get("transformer", {}).items()):
+        match = _BLOCK_STACK.match(module)
+        if not match:
+            continue
+        count = block_counts.get(match["stack"])
+        if count is None:
+            return f"it targets {module} but {model.display_name} has no {match['stack']}"
+        if int(match["index"]) >= count:
+            return f"it targets {module} but {model.display_name} has {count} blocks"
+        if shape[0] not in in_widths:
+            widths = " or ".join(map(str, in_widths))
+            return (
+                f"{module} is {shape[0]}→{shape[1]} in the LoRA but the block layers of {model.display_name} "
+                f"read {widths} features"
+            )
     return None

@@ -2,7 +2,7 @@ import copy
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -15,9 +15,25 @@ from loras.models import Expert, LoRA, Status
 from workspaces.scoping import WorkspaceScopedAPIView
 
 
+class CoverageOutput(serializers.Serializer):
+    """What diffusers makes of the file's tensors; computed by the ingest task (null before, or for families
+    diffusers has no loader for)."""
+
+    text = serializers.CharField(help_text='"300 of 302 tensors map to transformer layers; 2 ignored (dora_scale)"')
+    tensors = serializers.IntegerField(help_text="Tensors in the file.")
+    mapped = serializers.IntegerField(help_text="Tensors diffusers turns into LoRA weights of a pipeline component.")
+    components = serializers.DictField(child=serializers.IntegerField(), help_text="Component → mapped tensors.")
+    ignored = serializers.DictField(child=serializers.IntegerField(), help_text="Reason → tensors diffusers drops.")
+    ignored_tensors = serializers.ListField(
+        child=serializers.ListField(child=serializers.CharField(), min_length=2, max_length=2),
+        help_text="[tensor name, reason] for the first 20 ignored tensors.",
+    )
+
+
 class LoRAOutput(serializers.ModelSerializer):
     adapter_name = serializers.CharField(read_only=True)
     base_model_display = serializers.SerializerMethodField()
+    coverage = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.username", default=None)
 
     class Meta:
@@ -25,12 +41,18 @@ class LoRAOutput(serializers.ModelSerializer):
         fields = [
             "id", "adapter_name", "name", "version", "original_filename", "file_size", "sha256", "status", "error",
             "base_model", "base_model_display", "expert", "rank", "alpha", "key_format", "tensor_count", "dtype",
-            "header_metadata", "training_metadata", "trigger_words", "tags", "description", "preferred_weight",
-            "is_active", "created_by", "created_at", "updated_at", "last_used_at", "use_count",
+            "coverage", "header_metadata", "training_metadata", "trigger_words", "tags", "description",
+            "preferred_weight", "is_active", "created_by", "created_at", "updated_at", "last_used_at", "use_count",
         ]
 
     def get_base_model_display(self, lora: LoRA) -> str:
         return FAMILIES.get(lora.base_model, lora.base_model)
+
+    @extend_schema_field(CoverageOutput(allow_null=True))
+    def get_coverage(self, lora: LoRA) -> dict | None:
+        if not lora.coverage:
+            return None
+        return CoverageOutput({**lora.coverage, "text": lora.coverage_text}).data
 
 
 class StringList(serializers.ListField):

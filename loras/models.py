@@ -47,7 +47,15 @@ class LoRA(models.Model):
     dtype = models.CharField(max_length=12, blank=True)
     header_metadata = models.JSONField(default=dict, blank=True, help_text="The file's safetensors __metadata__.")
     training_metadata = models.JSONField(default=dict, blank=True, help_text="Readable kohya ss_* training fields.")
-    module_shapes = models.JSONField(default=dict, blank=True, help_text="Target module → [in, out] features.")
+    module_shapes = models.JSONField(
+        default=dict, blank=True,
+        help_text="Component → {module → [in, out] features}, in diffusers' names after its own key conversion.",
+    )
+    coverage = models.JSONField(
+        default=dict, blank=True,
+        help_text="What diffusers makes of the file's tensors (generation/runtime/lora_keys.lora_coverage); "
+        "empty until the ingest task ran, or for families diffusers has no loader for.",
+    )
     trigger_words = models.JSONField(default=list, blank=True)
     tags = models.JSONField(default=list, blank=True)
     description = models.TextField(blank=True, max_length=5000)
@@ -90,6 +98,23 @@ class LoRA(models.Model):
     @property
     def adapter_name(self) -> str:
         return f"lora_{self.id}"
+
+    @property
+    def coverage_text(self) -> str:
+        """ "300 of 300 tensors map to transformer layers; 2 ignored (dora_scale)", or "" before the ingest task."""
+        return coverage_text(self.coverage)
+
+
+def coverage_text(coverage: dict) -> str:
+    if not coverage:
+        return ""
+    components = " and ".join(sorted(coverage.get("components") or {})) or "no"
+    text = f"{coverage['mapped']} of {coverage['tensors']} tensors map to {components} layers"
+    ignored = coverage.get("ignored") or {}
+    if ignored:
+        reasons = ", ".join(f"{reason} ×{count}" if len(ignored) > 1 else reason for reason, count in sorted(ignored.items()))
+        text += f"; {sum(ignored.values())} ignored ({reasons})"
+    return text
 
 
 class UploadStatus(models.TextChoices):

@@ -2,8 +2,11 @@
 
 Every path ends in the same pipeline: validate what the client declared (extension, size), read
 only the safetensors header to decide it is a LoRA and what for, deduplicate by sha256, store the
-object, then create the row. Storage comes first and the row second; when the row cannot be
-written the object is deleted, so a failure leaves nothing behind.
+object, then create the row as `processing`. Storage comes first and the row second; when the row
+cannot be written the object is deleted, so a failure leaves nothing behind. The `lora_ingest` task
+then finishes every path the same way (`lora_finish_ingest`): hash when not yet known, deduplicate,
+and compute the coverage with diffusers' own key converters — which needs torch, so it never runs in
+the web process. A file diffusers would load nothing of becomes `failed` with the reason.
 """
 
 import hashlib
@@ -23,7 +26,7 @@ from django.utils import timezone
 from lorasite.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied, Unprocessable
 from lorasite.object_store import get_object_store
 from loras.filenames import extension_of, sanitize_filename
-from loras.lora_inspect import LoraInspection, NotALoRA, inspect_lora
+from loras.lora_inspect import FAMILIES, LoraInspection, NotALoRA, detect_family, inspect_lora
 from loras.models import Expert, LoRA, LoRAUpload, Status
 from loras.safetensors_header import HeaderError, read_header
 from workspaces.models import Membership, Role
@@ -187,7 +190,7 @@ def _new_lora(*, actor: Membership, filename: str, key: str, size: int, inspecti
         dtype=inspection.dtype,
         header_metadata=inspection.metadata,
         training_metadata=inspection.training,
-        module_shapes={module: list(shape) for module, shape in inspection.module_shapes.items()},
+        module_shapes={},  # diffusers' converted names, from the ingest task
         trigger_words=trigger_words,
         tags=_clean_list(options.tags, field="tags"),
         description=options.description,
@@ -236,7 +239,10 @@ def _local_read_range(path: Path) -> Callable[[int, int], bytes]:
 
 def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, options: LoRAOptions = LoRAOptions()) -> LoRA:
     """Ingest a file that is on this machine: an upload through the app (Django's temporary file)
-    or a server-path import. Everything is decided before anything is stored."""
+    or a server-path import. The header checks, hash and duplicate check answer here (422, 409);
+    the row is `processing` until the `lora_ingest` task has computed its coverage."""
+    from loras.tasks import lora_ingest
+
     _require_uploader(actor)
     size = path.stat().st_size
     check_declared_file(filename=filename, size=size)
@@ -247,11 +253,17 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
         raise _duplicate_conflict(existing)
     key = lora_object_key(workspace_id=actor.workspace_id, filename=filename)
     get_object_store().save_file(key, path)
-    lora = _save_row_or_delete_object(
-        key,
-        lambda: _new_lora(actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options, sha256=sha256, status=Status.READY),
-    )
-    logger.info("LoRA %s ingested as '%s' v%s (%s, %s)", lora.id, lora.name, lora.version, lora.base_model, _human(size))
+
+    def create() -> LoRA:
+        lora = _new_lora(
+            actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
+            sha256=sha256, status=Status.PROCESSING,
+        )
+        lora_ingest.delay_on_commit(lora.id)
+        return lora
+
+    lora = _save_row_or_delete_object(key, create)
+    logger.info("LoRA %s stored as '%s' v%s (%s, %s)", lora.id, lora.name, lora.version, lora.base_model, _human(size))
     return lora
 
 
@@ -399,30 +411,72 @@ def lora_upload_complete(*, actor: Membership, upload_id: uuid.UUID, parts: list
 
 
 def lora_finish_ingest(*, lora_id: int) -> LoRA:
-    """Hash a LoRA uploaded straight to storage and mark it ready, or failed with the reason."""
+    """The ingest task's work for every path: hash (multipart uploads only), deduplicate, compute the coverage,
+    and mark the LoRA ready, or failed with the reason (its stored copy deleted)."""
     lora = LoRA.objects.get(id=lora_id)
     if lora.status != Status.PROCESSING:
         return lora
     store = get_object_store()
-    digest = hashlib.sha256()
-    with store.open_stream(lora.file.name) as stream:
-        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    sha256 = digest.hexdigest()
+    sha256 = lora.sha256 or _sha256_of_stored(store, lora.file.name)
+    coverage, refusal = _coverage_or_refusal(store, lora)
     with transaction.atomic():
         lora = LoRA.objects.select_for_update().get(id=lora_id)
+        if lora.status != Status.PROCESSING:
+            return lora
         existing = _existing_duplicate(lora.workspace_id, sha256)
         if existing and existing.id != lora.id:
-            # Nothing is stored twice: the copy goes, the row stays as the explanation.
+            refusal = _duplicate_conflict(existing).message
+        if refusal:
+            # Nothing useless is kept: the copy goes, the row stays as the explanation.
             key = lora.file.name
-            lora.status, lora.file, lora.sha256 = Status.FAILED, "", sha256
-            lora.error = _duplicate_conflict(existing).message
+            lora.status, lora.file, lora.sha256, lora.error = Status.FAILED, "", sha256, refusal
             lora.save(update_fields=["status", "file", "sha256", "error", "updated_at"])
             transaction.on_commit(lambda: store.delete(key))
             return lora
         lora.sha256, lora.status, lora.error = sha256, Status.READY, ""
-        lora.save(update_fields=["sha256", "status", "error", "updated_at"])
+        update_fields = ["sha256", "status", "error", "updated_at"]
+        if coverage is not None:
+            lora.coverage, lora.module_shapes = coverage, coverage.pop("module_shapes")
+            lora.base_model = _family_from_converted(lora.module_shapes) or lora.base_model
+            update_fields += ["coverage", "module_shapes", "base_model"]
+        lora.save(update_fields=update_fields)
     return lora
+
+
+def _sha256_of_stored(store, key: str) -> str:
+    digest = hashlib.sha256()
+    with store.open_stream(key) as stream:
+        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
+    """(coverage, "") or (None, why diffusers would load nothing of it); (None, "") for families without a loader."""
+    # Worker-only: torch and diffusers are imported here, never by the web process.
+    from generation.runtime.lora_keys import CoverageError, lora_coverage
+
+    key = lora.file.name
+    header = read_header(lambda offset, length: store.read_range(key, offset, length), file_size=lora.file_size)
+    family = FAMILIES.get(lora.base_model, lora.base_model)
+    try:
+        coverage = lora_coverage({t.name: (t.dtype, t.shape) for t in header.tensors.values()}, family=lora.base_model)
+    except CoverageError as error:
+        return None, f"This LoRA cannot be loaded into a {family} pipeline: {error}."
+    if coverage is not None and not coverage["mapped"]:
+        ignored = ", ".join(sorted(coverage["ignored"])) or "none"
+        return None, (
+            f"None of its {coverage['tensors']} tensors map to a layer of a {family} pipeline "
+            f"(diffusers ignores them: {ignored})."
+        )
+    return coverage, ""
+
+
+def _family_from_converted(module_shapes: dict[str, dict[str, list[int]]]) -> str | None:
+    """The family read again from diffusers' converted denoiser names; None when they do not tell."""
+    denoiser = {**module_shapes.get("transformer", {}), **module_shapes.get("unet", {})}
+    family, _ = detect_family({module: tuple(shape) for module, shape in denoiser.items()})
+    return None if family == "unknown" else family
 
 
 # --- edits, delete, purge, cleanup ---------------------------------------------------------------

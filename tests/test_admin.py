@@ -33,7 +33,9 @@ def test_lora_admin_filters_search_and_actions(admin_client, tmp_path):
 
     membership = MembershipFactory(role="owner")
     path = write_lora(tmp_path / "a.safetensors")
-    lora = services.lora_ingest_local_file(actor=membership, path=path, filename=path.name)
+    from tests.ingest import ingest_ready
+
+    lora = ingest_ready(actor=membership, path=path)
     for query in ("?q=" + lora.sha256[:12], "?status__exact=ready&base_model__exact=wan-demo", "?deleted=yes", f"?workspace__id__exact={membership.workspace_id}"):
         assert admin_client.get("/admin/loras/lora/" + query).status_code == 200
     change = admin_client.get(f"/admin/loras/lora/{lora.id}/change/").content.decode()

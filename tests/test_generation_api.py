@@ -10,6 +10,7 @@ from generation.models import GenerationJob, JobStatus
 from loras import services as lora_services
 from loras.models import LoRA
 from tests.factories import MembershipFactory, WorkspaceFactory
+from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
 
@@ -31,7 +32,7 @@ def make_lora(workspace, owner, tmp_path):
         seed = next(counter)
         path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family=family, blocks=blocks, seed=seed)
         actor = workspace.memberships.get(user=owner)
-        lora = lora_services.lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name))
+        lora = ingest_ready(actor=actor, path=path, options=lora_services.LoRAOptions(name=name))
         if fields:
             LoRA.objects.filter(id=lora.id).update(**fields)
             lora.refresh_from_db()
@@ -104,7 +105,7 @@ class TestEveryProblemIs400:
         other = WorkspaceFactory()
         stranger = MembershipFactory(workspace=other, role=Role.OWNER)
         path = write_lora(Path(f"/tmp/x-{other.id}.safetensors"), seed=999)
-        foreign = lora_services.lora_ingest_local_file(actor=stranger, path=path, filename="x.safetensors")
+        foreign = ingest_ready(actor=stranger, path=path, filename="x.safetensors")
         errors = problems(create(api, workspace, loras=[{"lora_id": foreign.id}]))
         assert errors["loras.0.lora_id"] == [f"LoRA {foreign.id} is not in this workspace"]
 
@@ -131,9 +132,9 @@ class TestEveryProblemIs400:
         message = problems(create(api, workspace, loras=[{"lora_id": too_deep.id}]))["loras.0.lora_id"][0]
         assert "does not fit" in message and "has 2 blocks" in message
         wrong_width = make_lora("wide")
-        LoRA.objects.filter(id=wrong_width.id).update(module_shapes={"blocks.0.attn1.to_q": [48, 48]})
+        LoRA.objects.filter(id=wrong_width.id).update(module_shapes={"transformer": {"blocks.0.attn1.to_q": [48, 48]}})
         message = problems(create(api, workspace, loras=[{"lora_id": wrong_width.id}]))["loras.0.lora_id"][0]
-        assert "48→48 in the LoRA but 24→24" in message
+        assert "48→48 in the LoRA but the block layers of Wan 2.2 A14B (demo) read 24 or 32 features" in message
 
     def test_params_outside_capabilities(self, api, workspace):
         errors = problems(create(api, workspace, params={"width": 1280, "height": 720, "steps": 500, "num_frames": 4, "fps": 60}))

@@ -10,6 +10,7 @@ from generation.models import GenerationJob, JobLoRA, JobStatus
 from loras import services as lora_services
 from loras.models import LoRA
 from tests.factories import MembershipFactory, WorkspaceFactory
+from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Membership, Role
 
@@ -41,9 +42,7 @@ def make_lora(owner, tmp_path):
     def make(name: str, *, family: str = "wan-demo", membership: Membership | None = None, **fields) -> LoRA:
         seed = next(seeds)
         path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family=family, blocks=2, std=0.3, seed=seed)
-        lora = lora_services.lora_ingest_local_file(
-            actor=membership or owner, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name)
-        )
+        lora = ingest_ready(actor=membership or owner, path=path, options=lora_services.LoRAOptions(name=name))
         if fields:
             LoRA.objects.filter(id=lora.id).update(**fields)
             lora.refresh_from_db()

@@ -20,6 +20,7 @@ from generation.selectors import job_output_urls
 from lorasite.object_store import get_object_store
 from loras import services as lora_services
 from loras.models import LoRA
+from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
 
@@ -48,7 +49,7 @@ def make_lora(actor, tmp_path):
     def make(name: str, **kwargs) -> LoRA:
         seed = next(counter)
         path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family="wan-demo", blocks=2, seed=seed, std=0.3, **kwargs)
-        return lora_services.lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name))
+        return ingest_ready(actor=actor, path=path, options=lora_services.LoRAOptions(name=name))
 
     return make
 

@@ -17,6 +17,7 @@ from lorasite.object_store import get_object_store
 from loras import services
 from loras.models import LoRA, LoRAUpload
 from tests.factories import MembershipFactory, WorkspaceFactory
+from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
 
@@ -27,7 +28,7 @@ def ingest(workspace, user, tmp_path: Path, *, seed: int, filename: str = "", **
     actor = workspace.memberships.get(user=user)
     family = options.pop("family", "wan-demo")
     path = write_lora(tmp_path / (filename or f"lora{seed}.safetensors"), seed=seed, family=family, blocks=1)
-    return services.lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=services.LoRAOptions(**options))
+    return ingest_ready(actor=actor, path=path, options=services.LoRAOptions(**options))
 
 
 @pytest.fixture

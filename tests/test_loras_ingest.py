@@ -49,12 +49,16 @@ def upload(api, workspace, path: Path, **fields):
 
 
 class TestThroughTheApp:
-    def test_upload_detects_and_stores_under_workspace_prefix(self, api, workspace, tmp_path, s3_keys):
+    def test_upload_detects_and_stores_under_workspace_prefix(self, api, workspace, tmp_path, s3_keys, eager_tasks):
         path = write_lora(tmp_path / "wan22_anime_HIGH_noise.safetensors", family="wan-14b", key_format="kohya", rank=8, alpha=4.0, kohya_metadata=True, blocks=1)
-        response = upload(api, workspace, path, name="Anime style", tags="anime, style")
+        with eager_tasks():
+            response = upload(api, workspace, path, name="Anime style", tags="anime, style")
         assert response.status_code == 201, response.json()
-        body = response.json()
+        # The header checks answered in the request; the ingest task computes the coverage.
+        assert response.json()["status"] == "processing" and response.json()["coverage"] is None
+        body = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{response.json()['id']}/").json()
         assert body["status"] == "ready" and body["base_model"] == "wan-14b" and body["expert"] == "high"
+        assert body["coverage"]["text"] == "30 of 30 tensors map to transformer layers"
         assert body["rank"] == 8 and body["alpha"] == 4.0 and body["key_format"] == "kohya"
         assert body["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         assert body["tags"] == ["anime", "style"] and body["version"] == "1" and body["adapter_name"] == f"lora_{body['id']}"

@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 from generation.models import GenerationJob, JobLoRA
 from loras import services as lora_services
 from tests.factories import MembershipFactory
+from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
 
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 
 def ingest(membership, tmp_path, name: str, *, family: str = "wan-demo", seed: int):
     path = write_lora(tmp_path / f"{name}.safetensors", family=family, blocks=2, std=0.3, seed=seed)
-    return lora_services.lora_ingest_local_file(actor=membership, path=path, filename=path.name, options=lora_services.LoRAOptions(name=name))
+    return ingest_ready(actor=membership, path=path, options=lora_services.LoRAOptions(name=name))
 
 
 def test_generate_with_a_lora_per_expert_and_watch_it_run(page, sign_in, screenshot, celery_worker, tmp_path):

@@ -39,6 +39,9 @@ class Command(BaseCommand):
                 self.stderr.write(f"{path}: {error.message}")
                 failures += 1
             else:
-                self.stdout.write(f"{path}: imported as #{lora.id} '{lora.name}' v{lora.version} ({lora.base_model}, expert {lora.expert})")
+                self.stdout.write(
+                    f"{path}: imported as #{lora.id} '{lora.name}' v{lora.version} ({lora.base_model}, expert "
+                    f"{lora.expert}); {lora.status} until a worker has checked what diffusers loads of it"
+                )
         if failures:
             raise CommandError(f"{failures} of {len(paths)} files were not imported.")

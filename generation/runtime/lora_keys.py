@@ -1,0 +1,174 @@
+"""What diffusers makes of a LoRA file's keys: its own converters, run on meta tensors built from the header.
+
+`lora_coverage` hands a state dict of meta tensors (names and shapes from the safetensors header, no weights
+read) to the pipeline's own `lora_state_dict` classmethod — the conversion `load_lora_weights` runs — and
+reports which of the file's tensors end up as LoRA weights of which pipeline component, which are dropped
+and why, and the converted modules' (in, out) features. So what the library accepts is what diffusers loads.
+
+`with_component_prefix` is the one step lorasite adds before diffusers, for loading and for coverage alike:
+diffusers only loads keys under a component (`transformer.`) or a known format prefix (`diffusion_model.`,
+`lora_unet_`), so a file of bare module names (PEFT's `save_pretrained` of a transformer, native Wan keys)
+gets the prefix its names call for.
+
+Plain Python with torch and diffusers: imported by the GPU worker and, lazily, by the LoRA ingest task.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from diffusers.loaders.lora_pipeline import FluxLoraLoaderMixin, WanLoraLoaderMixin
+from safetensors.torch import load_file
+
+# Family (LoRA.base_model vocabulary) prefix -> the pipeline's LoRA loader, whose `lora_state_dict` converts.
+_LOADERS = {"wan": WanLoraLoaderMixin, "flux": FluxLoraLoaderMixin}
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_KNOWN_PREFIXES = (
+    "transformer.", "transformer_2.", "text_encoder.", "text_encoder_2.", "unet.", "diffusion_model.",
+    "model.diffusion_model.", "base_model.model.", "lora_unet_", "lora_te", "lora_transformer_",
+)
+# Original Wan module names (what `_convert_non_diffusers_wan_lora_to_diffusers` reads after `diffusion_model.`).
+_ORIGINAL_WAN_NAME = re.compile(r"^(blocks\.\d+\.(self_attn|cross_attn|ffn\.\d)|head\.head|text_embedding|time_)")
+_LORA_WEIGHT = re.compile(r"^(?P<module>.+)\.lora_(?P<side>A|B)\.weight$")
+# Why a tensor diffusers drops was dropped, by how its name ends; anything else is "not converted".
+_DROP_REASONS = (("dora_scale", "dora_scale"), (".diff_b", "diff_b"), (".diff", "diff"), (".alpha", "alpha"))
+
+logger = logging.getLogger(__name__)
+
+
+class CoverageError(ValueError):
+    """diffusers cannot convert the file's keys; the message says what it objected to."""
+
+
+def with_component_prefix(keys: Sequence[str]) -> str:
+    """The prefix to put before every key so diffusers loads the file: "" when the keys already carry one."""
+    if not keys or any(key.startswith(_KNOWN_PREFIXES) for key in keys):
+        return ""
+    return "diffusion_model." if any(_ORIGINAL_WAN_NAME.match(key) for key in keys) else "transformer."
+
+
+def load_for_diffusers(path: Path) -> dict[str, torch.Tensor]:
+    """A LoRA file's tensors, keyed the way diffusers' `load_lora_weights` needs them (see module docstring)."""
+    state_dict = load_file(str(path))
+    prefix = with_component_prefix(list(state_dict))
+    return {prefix + key: value for key, value in state_dict.items()} if prefix else state_dict
+
+
+class _Traced(torch.Tensor):
+    """A meta tensor that remembers which file tensors it was made from, through diffusers' reshapes and scales."""
+
+    sources: frozenset[str] = frozenset()
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        result = super().__torch_function__(func, types, args, kwargs or {})
+        if isinstance(result, _Traced):
+            inputs = [*args, *(kwargs or {}).values()]
+            flat = [t for a in inputs for t in (a if isinstance(a, (list, tuple)) else (a,))]
+            result.sources = frozenset().union(*(t.sources for t in flat if isinstance(t, _Traced)))
+        return result
+
+
+def _traced(name: str, dtype: str, shape: Sequence[int]) -> torch.Tensor:
+    torch_dtype = _DTYPES.get(dtype, torch.float32)
+    if not shape:
+        # Scalars (kohya `.alpha`) are read with `.item()`, which meta tensors refuse; the value only scales
+        # weights, it never changes which keys come out.
+        base = torch.ones((), dtype=torch_dtype if torch_dtype.is_floating_point else torch.float32)
+    else:
+        base = torch.empty(tuple(shape), dtype=torch_dtype, device="meta")
+    tensor = base.as_subclass(_Traced)
+    tensor.sources = frozenset({name})
+    return tensor
+
+
+def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: str) -> dict | None:
+    """Coverage of a file given as {tensor name: (safetensors dtype, shape)}; None for a family without a loader.
+
+    Returns {"tensors", "mapped", "components": {component: tensor count}, "ignored": {reason: count},
+    "ignored_tensors": [[name, reason], ...] (the first 20), "module_shapes": {component: {module: [in, out]}}}.
+    Raises CoverageError when diffusers refuses the keys.
+    """
+    loader = _LOADERS.get(family.split("-")[0])
+    if loader is None:
+        return None
+    prefix = with_component_prefix(list(tensors))
+    state_dict = {prefix + name: _traced(name, dtype, shape) for name, (dtype, shape) in tensors.items()}
+    diffusers_logger = logging.getLogger("diffusers")
+    level = diffusers_logger.level
+    diffusers_logger.setLevel(logging.ERROR)  # its DoRA warning is reported as coverage instead
+    try:
+        converted = loader.lora_state_dict(state_dict)
+    except Exception as error:  # diffusers' converters raise ValueError, KeyError, IndexError on unknown layouts
+        raise CoverageError(f"diffusers cannot convert its keys ({type(error).__name__}: {_compact(error)})") from None
+    finally:
+        diffusers_logger.setLevel(level)
+    if isinstance(converted, tuple):  # loaders that also return network alphas
+        converted = converted[0]
+    # load_lora_weights' own format check, which refuses the whole file.
+    not_lora = sorted(source for key, value in converted.items() if "lora" not in key for source in value.sources)
+    if not_lora:
+        raise CoverageError(
+            f"diffusers refuses it: {len(not_lora)} tensor(s) are not LoRA weights after conversion, e.g. '{not_lora[0]}'"
+        )
+
+    loadable = set(loader._lora_loadable_modules)
+    components: Counter[str] = Counter()
+    module_shapes: dict[str, dict[str, list[int]]] = {}
+    mapped: set[str] = set()
+    halves: dict[tuple[str, str], dict[str, Sequence[int]]] = {}
+    for key, value in converted.items():
+        component, _, rest = key.partition(".")
+        match = _LORA_WEIGHT.match(rest)
+        if component not in loadable or "lora" not in rest:
+            continue
+        sources = getattr(value, "sources", frozenset())
+        mapped |= sources
+        components[component] += len(sources)
+        if match:
+            halves.setdefault((component, match["module"]), {})[match["side"]] = tuple(value.shape)
+    for (component, module), sides in halves.items():
+        if "A" in sides and "B" in sides:
+            module_shapes.setdefault(component, {})[module] = [sides["A"][-1], sides["B"][0]]
+
+    # Alphas are folded into the weights (read with .item()), so they count as mapped with their module.
+    mapped_modules = {_module_of(name) for name in mapped}
+    for name in tensors:
+        if name.endswith(".alpha") and name.removesuffix(".alpha") in mapped_modules and name not in mapped:
+            mapped.add(name)
+            component = next(iter(components), "transformer")
+            components[component] += 1
+    ignored = [(name, _drop_reason(name)) for name in tensors if name not in mapped]
+    return {
+        "tensors": len(tensors),
+        "mapped": len(mapped),
+        "components": dict(components),
+        "ignored": dict(Counter(reason for _, reason in ignored)),
+        "ignored_tensors": [list(item) for item in ignored[:20]],
+        "module_shapes": module_shapes,
+    }
+
+
+def _module_of(tensor_name: str) -> str:
+    for marker in (".lora_A.", ".lora_B.", ".lora_down.", ".lora_up.", ".lora.down.", ".lora.up."):
+        if marker in tensor_name:
+            return tensor_name.split(marker)[0]
+    return tensor_name.rsplit(".", 1)[0]
+
+
+def _drop_reason(name: str) -> str:
+    return next((reason for marker, reason in _DROP_REASONS if name.endswith(marker) or marker in name), "not converted")
+
+
+def _compact(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
