@@ -1,9 +1,11 @@
 """Per-job LoRA adapter overhead of the GPU worker (download, load + set, unload) against the naive
 per-request approach (`load_lora_weights` from the file, `set_adapters`, `unload_lora_weights` every job).
 
-Three sections: the demo Wan 2.2 A14B pipeline (two tiny experts, a job with one high- and one low-noise LoRA);
-a Wan 2.1 1.3B-shaped transformer with random bf16 weights on the CPU (a rank-32 LoRA of 88 MB); and the real-size
-A14B pair with rank-64 LoRAs, which needs CUDA and is only measured where there is a GPU.
+Two sections: the demo Wan 2.2 A14B pipeline (two tiny experts, a job with one high- and one low-noise LoRA), and
+a Wan 2.1 1.3B-shaped transformer with random bf16 weights on the CPU (a rank-32 LoRA of 88 MB). The worker routes
+apply unfused (`apply_mode="unfused"`), so that their outputs match naive's exactly; fused application, the
+host-memory tier and per-step cost are measured by `bench.lora_switch` and `bench.lora_step`, the real-size A14B
+pair on a GPU by `bench.gpu` (`python -m bench gpu`).
 
 Every route runs against the same long-lived pipeline object, one route after the other, each leaving the pipeline
 without adapters. LoRA files are served by a real S3 API (moto's server on 127.0.0.1) through the worker's own
@@ -29,7 +31,7 @@ from bench.report import Section
 
 MB = 1000**2
 TARGET_RATIO = 10.0
-DEMO_REPEATS, MID_REPEATS, GPU_REPEATS = 15, 7, 5
+DEMO_REPEATS, MID_REPEATS = 15, 7
 WARMUP = 1
 
 # Wan 2.1 T2V 1.3B and Wan 2.2 A14B (each expert) transformer shapes, as in their diffusers configs.
@@ -45,8 +47,6 @@ PROBE_MODULE = "blocks.0.attn1.to_q"
 
 
 def run() -> list[Section]:
-    import torch
-
     from bench.lora_ingest import moto_s3
 
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-adapters-") as tmp, moto_s3() as (store, _):
@@ -55,9 +55,7 @@ def run() -> list[Section]:
 
         with _quiet():
             models = build_demo_models(root / "models")
-        sections = [demo_section(root, store, models), midsize_section(root, store, models)]
-        sections.append(gpu_section(root, store, models) if torch.cuda.is_available() else gpu_not_run())
-    return sections
+        return [demo_section(root, store, models), midsize_section(root, store, models)]
 
 
 # --- the LoRAs of a job and the routes that apply them ----------------------------------------------------------
@@ -85,7 +83,6 @@ class Setup:
     store: object
     rank: int
     sync: Callable[[], None] = lambda: None
-    pin: bool = False  # keep in-RAM state dicts in pinned host memory (CUDA only)
 
     def lora_cache(self):
         from generation.runtime.lora_cache import LoRACache
@@ -158,7 +155,7 @@ class Worker(Route):
         from generation.runtime.adapters import AdapterManager
 
         self.cache = self.s.lora_cache()
-        self.manager = AdapterManager(self.s.pipe, residency=self.residency, **self.bounds())
+        self.manager = AdapterManager(self.s.pipe, residency=self.residency, apply_mode="unfused", **self.bounds())
         self.specs: list = []
 
     def bounds(self) -> dict:
@@ -257,8 +254,7 @@ class Hotswap(Route):
         self.s.pipe.disable_lora()
 
     def _in_ram(self, path: Path) -> dict:
-        state_dict = self.s.pipe.lora_state_dict(str(path), use_safetensors=True)  # already converted
-        return {k: v.pin_memory() for k, v in state_dict.items()} if self.s.pin else state_dict
+        return self.s.pipe.lora_state_dict(str(path), use_safetensors=True)  # already converted
 
     def variant(self, i: int) -> int:
         return (i + 1) % 2  # job 0 is in the slots already: start with the other one
@@ -755,89 +751,5 @@ def midsize_section(root: Path, store, models: dict[str, Path]) -> Section:
         notes=notes,
     )
     del setup, pipe, transformer
-    gc.collect()
-    return section
-
-
-# --- 3. real-size Wan 2.2 A14B pair on a GPU ---------------------------------------------------------------------
-
-
-def gpu_not_run() -> Section:
-    import torch
-
-    return Section(
-        title="Wan 2.2 A14B-shaped transformer pair (random bf16) on a GPU: not run",
-        method=(
-            "Would build two `WanTransformer3DModel`s with the A14B expert config (hidden 5120, FFN 13824, 40 blocks, "
-            "bf16, random) on CUDA in the demo A14B pipeline, a job with one rank-64 LoRA per expert (about 613 MB "
-            "each, bf16), and time the same routes with a CUDA sync after each phase; floor: host-to-device copy of "
-            "the job's LoRA bytes from pinned memory."
-        ),
-        header=["route", "per-job ms"],
-        rows=[["(not run)", "-"]],
-        verdict=f"not run: needs CUDA; torch.cuda.is_available() is {torch.cuda.is_available()} on this machine "
-                f"(torch {torch.__version__}), so no GPU figures exist for this block",
-        passed=None,
-        notes=["Run `python -m bench adapters` on a GPU worker (about 60 GiB of GPU memory) to fill this section."],
-    )
-
-
-def gpu_section(root: Path, store, models: dict[str, Path], *, device: str = "cuda", config: dict = WAN_A14B,
-                rank: int = 64, repeats: int = GPU_REPEATS) -> Section:
-    """The A14B pair on CUDA. `device`/`config`/`rank` exist only so the code path can be smoke-tested small on a CPU."""
-    import torch
-
-    started = time.monotonic()
-    cuda = device == "cuda"
-    hidden = config["num_attention_heads"] * config["attention_head_dim"]
-    dtype = torch.bfloat16
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    with _quiet():
-        high = random_wan_transformer(config, device=device, dtype=dtype, seed=0)
-        low = random_wan_transformer(config, device=device, dtype=dtype, seed=1)
-        pipe = _pipeline_with(models, "wan22-a14b-demo", transformer=high, transformer_2=low)
-        folder = root / "gpu-loras"
-        folder.mkdir()
-        loras = []
-        for n in range(4):  # jobs: (1 high, 2 low) and (3 high, 4 low)
-            path = write_wan_lora(folder / f"a14b-r{rank}-{n + 1}.safetensors", hidden=hidden, ffn=config["ffn_dim"],
-                                  blocks=config["num_layers"], rank=rank, seed=n + 1, dtype=dtype)
-            loras.append(publish(store, path, lora_id=n + 1, expert="high" if n % 2 == 0 else "low", weight=0.8))
-        # Fillers reuse the same files under other ids; the byte bound (4 GiB) caps how many stay resident.
-        extra = [publish(store, loras[n % 4].path, lora_id=10 + n, expert=loras[n % 4].expert, weight=0.8)
-                 for n in range(6)]
-        setup = Setup(pipe=pipe, jobs=[loras[0:2], loras[2:4]], extra=extra, cache_root=root / "cache-gpu",
-                      store=store, rank=rank, sync=sync, pin=cuda)
-        results = measure_routes(setup, ROUTES, repeats=repeats)
-    job_bytes = sum(_lora_tensor_bytes(lora.path) for lora in setup.jobs[0])
-    floor = copy_floor(job_bytes, device=device)
-    layers = 2 * config["num_layers"] * len(LORA_MODULES)
-    modules = sum(1 for m in (high, low) for _ in m.modules())
-    verdict, passed = _verdict(results, f"Wan 2.2 A14B-shaped pair, {device}")
-    memory = f"Peak GPU memory {torch.cuda.max_memory_allocated() / 1024**3:.1f} GiB; " if cuda else ""
-    section = Section(
-        title="Wan 2.2 A14B-shaped transformer pair (random bf16) on a GPU: per-job adapter overhead, rank-64 LoRAs",
-        method=(
-            f"Two `WanTransformer3DModel`s with the A14B expert config (hidden {hidden}, FFN {config['ffn_dim']}, "
-            f"{config['num_layers']} blocks), random bf16 weights on the GPU, as `transformer` / `transformer_2` of the "
-            f"demo A14B pipeline. A job uses one rank-{rank} bf16 LoRA per expert. Same routes as above; every phase "
-            "ends with `torch.cuda.synchronize()`; the in-RAM hotswap state dicts are in pinned host memory. Median of "
-            f"{repeats} jobs per route after {WARMUP} warm-up job. Floor: host-to-device copy of the job's LoRA "
-            "bytes from pinned memory."
-        ),
-        header=HEADER,
-        rows=_rows(results, floor, f"floor: host-to-device copy of {job_bytes / MB:.0f} MB (pinned)" if cuda
-                   else f"floor: memory copy of {job_bytes / MB:.1f} MB"),
-        verdict=verdict,
-        passed=passed,
-        notes=[
-            f"LoRA files {loras[0].size / MB:.0f} MB each; {layers} LoRA layers per job.",
-            _breakdown_note(results, layers, modules),
-            _full_note(results),
-            f"{memory}section time {time.monotonic() - started:.0f} s.",
-        ],
-        machine={"GPU": torch.cuda.get_device_name(0), "CUDA": str(torch.version.cuda)} if cuda else {},
-    )
-    del setup, pipe, high, low
     gc.collect()
     return section

@@ -121,46 +121,49 @@ def step_configs(fused: bool) -> list[tuple[str, int]]:
 
 
 def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_per_config: int = 1,
-                  forward=None, sync=lambda: None) -> StepTimings:
-    """Time `steps_per_config` calls of `forward(pipe, inputs)` (default: one forward of `pipe.transformer`) per
-    configuration, all configurations in turn, `repeats` rounds. Each configuration is applied by its own
-    `AdapterManager` (residency "unload", so that reset leaves exactly the base model) outside the timing."""
+                  step=None, sync=lambda: None) -> StepTimings:
+    """Time `steps_per_config` denoising steps `step(pipe, inputs, index)` (default: one forward of
+    `pipe.transformer`) per configuration, all configurations in turn, `repeats` rounds. Each configuration is
+    applied outside the timing by the `AdapterManager` of its apply mode (residency "unload", so that reset leaves
+    exactly the base model); every LoRA targets every expert the pipeline has."""
     import torch
 
     from generation.runtime.adapters import AdapterManager, AdapterSpec
 
-    forward = forward or (lambda p, x: p.transformer(**x))
+    step = step or (lambda p, x, index: p.transformer(**x))
     fused = fused_supported()
     experts = "both" if getattr(pipe, "transformer_2", None) is not None else "high"
     specs = [AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert=experts)
              for n, path in enumerate(paths)]
+    # One manager per apply mode for the whole run, so that fused mode backs the pristine weights up once.
+    managers = {mode: AdapterManager(pipe, residency="unload", **({"apply_mode": mode} if fused else {}))
+                for mode in (("unfused", "fused") if fused else ("unfused",))}
     timings = StepTimings()
     with torch.no_grad():
-        forward(pipe, inputs)  # warm-up: first-call allocations and kernel selection
+        for index in range(steps_per_config):  # warm-up: first-call allocations and kernel selection
+            step(pipe, inputs, index)
         sync()
         for _ in range(repeats):
             for mode, count in step_configs(fused):
                 key = (mode, count)
-                manager = None
+                manager = managers.get(mode)
                 if count:
-                    options = {"apply_mode": mode} if fused else {}
-                    manager = AdapterManager(pipe, residency="unload", **options)
                     applied = time.perf_counter()
                     manager.apply(specs[:count])
                     sync()
                     timings.apply_seconds.setdefault(key, []).append(time.perf_counter() - applied)
                 timings.merged[key] = merged_layers(pipe)
                 try:
-                    for _ in range(steps_per_config):
+                    for index in range(steps_per_config):
                         t0 = time.perf_counter()
-                        output = forward(pipe, inputs)
+                        output = step(pipe, inputs, index)
                         sync()
                         timings.samples.setdefault(key, []).append(time.perf_counter() - t0)
                     if key not in timings.outputs:
                         timings.outputs[key] = output[0].float().cpu()
                 finally:
-                    if manager is not None:
-                        manager.reset()
+                    if count:
+                        manager.reset()  # residency "unload": exactly the base model again
     return timings
 
 
