@@ -1,4 +1,5 @@
-"""LoRA application on the demo pipelines: expert routing, weights, cleanup after jobs, residency="cache"."""
+"""LoRA application on the demo pipelines: expert routing, weights, cleanup after jobs, residency="cache", each in
+both apply modes (fused and unfused)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRALoadError, adapter_name
+from generation.runtime.adapters import APPLY_MODES, AdapterManager, AdapterSpec, LoRALoadError, adapter_name
 from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.pipelines import PipelineRegistry, expert_modules
 from tests.runtime_fixtures import (
@@ -34,6 +35,17 @@ def load(demo_models: dict[str, Path]) -> Callable:  # noqa: F811
         return PipelineRegistry().get(key, path=demo_models[key], pipeline_class=pipeline_classes[key])
 
     return load
+
+
+@pytest.fixture(params=APPLY_MODES)
+def make_manager(request: pytest.FixtureRequest) -> Callable[..., AdapterManager]:
+    """make_manager(pipe, **options): every test here runs once per apply mode, and with residency "unload" unless
+    it names one (the tests were written against unloading, which lets them check the wrappers are gone)."""
+
+    def make(pipe, **options) -> AdapterManager:
+        return AdapterManager(pipe, **{"residency": "unload", "apply_mode": request.param, **options})
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -90,9 +102,9 @@ def test_adapter_name_and_description() -> None:
     assert anime.describe() == "'anime_style' as lora_12, weight 0.8, expert high"
 
 
-def test_one_lora_changes_the_output_and_reset_restores_the_base_model(wan, loras, caplog) -> None:
+def test_one_lora_changes_the_output_and_reset_restores_the_base_model(wan, loras, caplog, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     caplog.set_level("INFO", logger="generation.runtime.adapters")
 
     manager.apply([spec(1, loras["wan1"], 0.8)])
@@ -113,9 +125,9 @@ def test_one_lora_changes_the_output_and_reset_restores_the_base_model(wan, lora
         ("both", {"transformer": ["lora_1"], "transformer_2": ["lora_1"]}),
     ],
 )
-def test_expert_routing(wan, loras, expert: str, expected: dict) -> None:
+def test_expert_routing(wan, loras, expert: str, expected: dict, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     manager.apply([spec(1, loras["wan1"], expert=expert)])
     # Only the targeted expert(s) hold the adapter (a two-step run visits both experts, so each one matters).
     assert pipe.get_list_adapters() == expected
@@ -124,18 +136,18 @@ def test_expert_routing(wan, loras, expert: str, expected: dict) -> None:
     assert_base_model(pipe, base)
 
 
-def test_high_low_and_both_give_different_results(wan, loras) -> None:
+def test_high_low_and_both_give_different_results(wan, loras, make_manager) -> None:
     pipe, _ = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     outputs = {expert: run_job(manager, [spec(1, loras["wan1"], expert=expert)]) for expert in ("high", "low", "both")}
     assert_differs(outputs["high"], outputs["low"])
     assert_differs(outputs["high"], outputs["both"])
     assert_differs(outputs["low"], outputs["both"])
 
 
-def test_five_loras_with_distinct_weights(wan, loras) -> None:
+def test_five_loras_with_distinct_weights(wan, loras, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     weights = [0.2, 0.4, 0.6, 0.8, 1.0]
     experts = ["high", "low", "both", "high", "low"]
     specs = [spec(i, loras[f"wan{i}"], weight, expert) for i, weight, expert in zip(range(1, 6), weights, experts)]
@@ -156,21 +168,21 @@ def test_five_loras_with_distinct_weights(wan, loras) -> None:
     assert_base_model(pipe, base)
 
 
-def test_weight_zero_gives_the_base_output(wan, loras) -> None:
+def test_weight_zero_gives_the_base_output(wan, loras, make_manager) -> None:
     pipe, base = wan
-    output = run_job(AdapterManager(pipe), [spec(1, loras["wan1"], 0.0, "both")])
+    output = run_job(make_manager(pipe), [spec(1, loras["wan1"], 0.0, "both")])
     np.testing.assert_allclose(output, base, rtol=0, atol=1e-6)
 
 
-def test_different_weights_give_different_outputs(wan, loras) -> None:
+def test_different_weights_give_different_outputs(wan, loras, make_manager) -> None:
     pipe, _ = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     assert_differs(run_job(manager, [spec(1, loras["wan1"], 0.5)]), run_job(manager, [spec(1, loras["wan1"], 1.0)]))
 
 
-def test_cancelled_job_leaves_the_base_model(wan, loras) -> None:
+def test_cancelled_job_leaves_the_base_model(wan, loras, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe)
+    manager = make_manager(pipe)
     with pytest.raises(GenerationCancelled):
         try:
             manager.apply([spec(1, loras["wan1"], expert="both")])
@@ -188,9 +200,11 @@ def _after_first_check() -> Callable[[], bool]:
 
 @pytest.mark.parametrize("bad", ["corrupt", "mismatched"])
 @pytest.mark.parametrize("residency", ["unload", "cache"])
-def test_a_broken_lora_fails_clearly_and_leaves_nothing_active(wan, loras, bad: str, residency: str) -> None:
+def test_a_broken_lora_fails_clearly_and_leaves_nothing_active(
+    wan, loras, bad: str, residency: str, make_manager
+) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe, residency=residency)
+    manager = make_manager(pipe, residency=residency)
     broken = AdapterSpec(lora_id=12, display_name="anime_style", path=loras[bad], weight=0.8, expert="high")
 
     with pytest.raises(LoRALoadError) as failure:
@@ -218,16 +232,16 @@ def test_a_broken_lora_fails_clearly_and_leaves_nothing_active(wan, loras, bad: 
         ("text_encoder_only", "no LoRA weights for transformer"),
     ],
 )
-def test_a_lora_for_another_model_is_rejected(wan, loras, lora: str, reason: str) -> None:
+def test_a_lora_for_another_model_is_rejected(wan, loras, lora: str, reason: str, make_manager) -> None:
     pipe, base = wan
     with pytest.raises(LoRALoadError, match=reason):
-        AdapterManager(pipe).apply([spec(3, loras[lora])])
+        make_manager(pipe).apply([spec(3, loras[lora])])
     assert_base_model(pipe, base)
 
 
-def test_unknown_or_missing_experts_are_rejected(load, loras) -> None:
+def test_unknown_or_missing_experts_are_rejected(load, loras, make_manager) -> None:
     single = load("wan-ti2v-demo")
-    manager = AdapterManager(single)
+    manager = make_manager(single)
     with pytest.raises(ValueError, match="targets the low expert"):
         manager.apply([spec(1, loras["wan1"], expert="low")])
     with pytest.raises(ValueError, match="expert must be one of"):
@@ -237,18 +251,18 @@ def test_unknown_or_missing_experts_are_rejected(load, loras) -> None:
     assert single.get_list_adapters() == {}
 
 
-def test_apply_without_reset_is_refused(wan, loras) -> None:
-    manager = AdapterManager(wan[0])
+def test_apply_without_reset_is_refused(wan, loras, make_manager) -> None:
+    manager = make_manager(wan[0])
     manager.apply([spec(1, loras["wan1"])])
     with pytest.raises(RuntimeError, match="reset"):
         manager.apply([spec(2, loras["wan2"])])
 
 
-def test_single_expert_wan_and_flux(load, loras) -> None:
+def test_single_expert_wan_and_flux(load, loras, make_manager) -> None:
     for key, lora in (("wan-ti2v-demo", loras["wan1"]), ("flux-demo", loras["flux"])):
         pipe = load(key)
         base = generate(pipe)
-        manager = AdapterManager(pipe)
+        manager = make_manager(pipe)
         assert_differs(run_job(manager, [spec(1, lora)]), base)
         assert pipe.get_list_adapters() == {}
         assert_same(generate(pipe), base)
@@ -268,10 +282,12 @@ class LoadSpy:
         monkeypatch.setattr(pipe, "load_lora_weights", spy)
 
 
-def test_cache_residency_reuses_adapters_and_matches_a_fresh_pipeline(load, loras, monkeypatch) -> None:
+def test_cache_residency_reuses_adapters_and_matches_a_fresh_pipeline(
+    load, loras, monkeypatch, make_manager
+) -> None:
     pipe = load(WAN22)
     base = generate(pipe)
-    manager = AdapterManager(pipe, residency="cache")
+    manager = make_manager(pipe, residency="cache")
     loads = LoadSpy(pipe, monkeypatch)
     first_job = [spec(1, loras["wan1"], 0.7, "both"), spec(2, loras["wan2"], 0.5, "low")]
     second_job = [spec(3, loras["wan3"], 0.9, "high"), spec(1, loras["wan1"], 0.3, "both")]
@@ -285,13 +301,13 @@ def test_cache_residency_reuses_adapters_and_matches_a_fresh_pipeline(load, lora
 
     assert loads.calls == ["lora_3"]  # lora_1 was reused, not loaded again
     fresh_pipe = load(WAN22)
-    fresh = run_job(AdapterManager(fresh_pipe), second_job)
+    fresh = run_job(make_manager(fresh_pipe), second_job)
     assert_same(reused, fresh)  # bitwise: inactive adapters and load order leave no trace
 
 
-def test_cache_residency_evicts_least_recently_used_beyond_the_count(wan, loras, monkeypatch) -> None:
+def test_cache_residency_evicts_least_recently_used_beyond_the_count(wan, loras, monkeypatch, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe, residency="cache", max_resident=2)
+    manager = make_manager(pipe, residency="cache", max_resident=2)
     for lora_id in (1, 2, 1, 3):  # lora_1 used again after lora_2, so lora_2 is the least recently used
         run_job(manager, [spec(lora_id, loras[f"wan{lora_id}"])])
     assert manager.resident_adapters == ["lora_1", "lora_3"]
@@ -299,30 +315,36 @@ def test_cache_residency_evicts_least_recently_used_beyond_the_count(wan, loras,
     assert_same(generate(pipe), base)
 
 
-def test_cache_residency_evicts_beyond_the_byte_budget(wan, loras) -> None:
+def test_cache_residency_evicts_beyond_the_byte_budget(wan, loras, make_manager) -> None:
     pipe, base = wan
-    manager = AdapterManager(pipe, residency="cache", max_resident_bytes=1)
+    manager = make_manager(pipe, residency="cache", max_resident_bytes=1)
     run_job(manager, [spec(1, loras["wan1"])])
     # Nothing fits in one byte: the adapter is dropped after the job and the wrappers are unloaded too.
     assert manager.resident_adapters == []
     assert_base_model(pipe, base)
 
 
-def test_cache_residency_reloads_when_the_file_or_expert_changes(load, loras, monkeypatch) -> None:
+def test_cache_residency_reloads_when_the_file_or_expert_changes(load, loras, monkeypatch, make_manager) -> None:
     pipe = load(WAN22)
-    manager = AdapterManager(pipe, residency="cache")
+    manager = make_manager(pipe, residency="cache")
     loads = LoadSpy(pipe, monkeypatch)
     run_job(manager, [spec(1, loras["wan1"], expert="high")])
     run_job(manager, [spec(1, loras["wan1"], expert="low")])  # same file, other expert
     new_version = run_job(manager, [spec(1, loras["wan2"], expert="low")])  # new file version
     assert loads.calls == ["lora_1", "lora_1", "lora_1"]
     assert pipe.get_list_adapters() == {"transformer_2": ["lora_1"]}
-    assert_same(new_version, run_job(AdapterManager(load(WAN22)), [spec(1, loras["wan2"], expert="low")]))
+    assert_same(new_version, run_job(make_manager(load(WAN22)), [spec(1, loras["wan2"], expert="low")]))
 
 
-def test_a_new_manager_takes_over_a_pipeline_with_leftover_adapters(wan, loras) -> None:
+def test_a_new_manager_takes_over_a_pipeline_with_leftover_adapters(wan, loras, make_manager) -> None:
     pipe, base = wan
-    AdapterManager(pipe, residency="cache").apply([spec(1, loras["wan1"])])  # never reset: lora_1 stays active
-    manager = AdapterManager(pipe, residency="cache")
-    assert_base_model(pipe, base)
+    abandoned = make_manager(pipe, residency="cache")
+    abandoned.apply([spec(1, loras["wan1"])])  # never reset: lora_1 stays active (and merged, when fused)
+    manager = make_manager(pipe, residency="cache")
+    if abandoned.apply_mode == "unfused":
+        assert_base_model(pipe, base)
+    else:
+        # The new manager has no pristine copy of the abandoned merge: PEFT's unmerge subtracts, so only close.
+        assert pipe.get_list_adapters() == {} and lora_layer_count(pipe) == 0
+        np.testing.assert_allclose(generate(pipe), base, rtol=0, atol=1e-5)
     assert_differs(run_job(manager, [spec(1, loras["wan1"])]), base)  # and the name can be loaded again

@@ -1,0 +1,417 @@
+"""Applying a job's LoRA adapters to a shared pipeline, and returning it to the base model afterwards.
+
+Each LoRA gets the adapter name `lora_<id>`. Its expert choice routes it: Wan 2.2 A14B "high-noise" LoRAs load
+with the pipeline's default (`pipe.transformer`, plus any other component the file has keys for, such as a FLUX
+LoRA's `lora_te1_` text-encoder keys), "low-noise" ones into `pipe.transformer_2` (diffusers'
+`load_lora_weights(..., load_into_transformer_2=True)`), "both" into each.
+
+Everything below acts on every LoRA-loadable component of the pipeline (`lora_components`), not only the experts.
+
+What diffusers/PEFT do that this module relies on or works around:
+
+* Activation sets, on each PEFT LoRA layer, the scale of every job adapter the layer holds, its active list, and
+  its disable flag — what `pipe.set_adapters` + `pipe.enable_lora` do, minus their walk over every module and
+  their `requires_grad` resets of every resident adapter (40 ms+ per job with a full cache; see `_activate`).
+  A layer holding none of the job's adapters is disabled.
+* apply_mode="fused" then merges the active adapters into the base weights (`fusing.FusedWeights`); a merged
+  layer must stay *enabled*: PEFT's forward on a disabled merged layer calls `unmerge()`, which subtracts.
+* A disabled, unmerged LoRA layer computes exactly its base layer, which is what lets residency="cache" keep
+  adapters loaded between jobs without changing other jobs' outputs (`pipe.set_adapters([])` would raise
+  KeyError in diffusers, so "nothing active" is the disable flag).
+* PEFT's `delete_adapter` on a layer whose *active* adapter is deleted silently activates another loaded adapter
+  in its place; harmless here because unmerged layers are disabled after every job and `apply()` always sets
+  the active set explicitly.
+* A failed `load_lora_weights` (corrupt file, shape mismatch) can leave some layers of the adapter injected;
+  diffusers' own cleanup only covers layers where the adapter was active. The adapter is therefore deleted from
+  every component by name after any failure.
+* Files are read with `use_safetensors=True`: diffusers otherwise falls back to `torch.load` (pickle), and
+  user-uploaded files must never be unpickled.
+* `pipe.lora_state_dict(path)` is the parse-and-convert step of `load_lora_weights`; its result, kept in the
+  host tier, is what `load_lora_weights(state_dict)` loads without the file. A state dict passed in memory loses
+  the file's diffusers adapter metadata (`lora_adapter_metadata`: alpha, rank patterns), so such files are not
+  tiered and always load from the file.
+* `unload_lora_weights()` removes the LoRA wrapper layers themselves, restoring the exact base modules.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from ..pipelines import EXPERT_COMPONENTS, expert_modules
+from .fusing import FusedWeights, MergeKey
+from .host_tier import HostTier, StateDict
+
+logger = logging.getLogger(__name__)
+
+RESIDENCY_MODES = ("unload", "cache")
+APPLY_MODES = ("fused", "unfused")
+EXPERT_CHOICES = ("high", "low", "both")
+DEFAULT_HOST_TIER_BYTES = 8 * 1024**3
+
+
+def adapter_name(lora_id: int) -> str:
+    return f"lora_{lora_id}"
+
+
+def lora_components(pipe: DiffusionPipeline) -> dict[str, torch.nn.Module]:
+    """Every component of `pipe` that `load_lora_weights` can load into: {"transformer": ..., "text_encoder": ...}.
+
+    `_lora_loadable_modules` is diffusers' own per-pipeline list (what its get_list_adapters, delete_adapters and
+    unload_lora_weights iterate); diffusers has no public accessor for it (tests pin it against get_list_adapters).
+    """
+    names = getattr(pipe, "_lora_loadable_modules", None)
+    if names is None:
+        raise TypeError(f"{type(pipe).__name__} cannot load LoRA adapters")
+    return {name: module for name in names if isinstance(module := getattr(pipe, name, None), torch.nn.Module)}
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    lora_id: int
+    display_name: str
+    path: Path
+    weight: float
+    expert: str  # "high" | "low" | "both"; single-expert models only accept "high"
+
+    @property
+    def adapter_name(self) -> str:
+        return adapter_name(self.lora_id)
+
+    def describe(self) -> str:
+        return f"'{self.display_name}' as {self.adapter_name}, weight {self.weight:g}, expert {self.expert}"
+
+
+class LoRALoadError(RuntimeError):
+    """A LoRA file could not be loaded into the model; nothing of it stays loaded."""
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    """What the last `apply()` did, for logs and benchmarks.
+
+    sources: adapter name -> "resident" (already on the device), "host_tier" (loaded from host RAM, no file read)
+    or "file" (parsed and converted from its file). merge: "kept" (identical set and weights as the job before:
+    merged weights reused), "merged", "unfused" or "none" (no LoRA). Seconds are wall time of each phase.
+    """
+
+    sources: dict[str, str] = field(default_factory=dict)
+    merge: str = "none"
+    merged_layers: int = 0
+    load_seconds: float = 0.0
+    merge_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Resident:
+    path: Path
+    experts: tuple[str, ...]
+    nbytes: int
+
+
+class AdapterManager:
+    """Owns the LoRA state of one pipeline: `apply()` before a job, `reset()` after it, whatever its outcome.
+
+    residency="cache" (default): `reset()` keeps up to `max_resident` most recently used adapters (and at most
+    `max_resident_bytes` of their weights) loaded but inactive, so a later job using them skips the load.
+    residency="unload": `reset()` unloads every adapter, so between jobs the pipeline is exactly the base model.
+
+    apply_mode="fused" (default): the job's adapters are merged into the base weights before inference (no
+    per-step LoRA cost) and the pristine weights are copied back by `reset()`; `reset(keep_merged=True)`, for a
+    job that succeeded, leaves them merged so that an identical next job (same adapters, files, weights,
+    experts) skips both the restore and the merge, while any other next job restores first.
+    apply_mode="unfused": PEFT computes the LoRA branches at every step.
+
+    host_tier_bytes: converted LoRA state dicts kept in host RAM (pinned on CUDA), so a LoRA evicted from the
+    device reloads without reading its file again; 0 disables the tier.
+
+    Keep one manager per pipeline for the life of the process: it is the only record of what is resident.
+    """
+
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        *,
+        residency: str = "cache",
+        max_resident: int = 8,
+        max_resident_bytes: int = 4 * 1024**3,
+        apply_mode: str = "fused",
+        host_tier_bytes: int = DEFAULT_HOST_TIER_BYTES,
+    ) -> None:
+        if residency not in RESIDENCY_MODES:
+            raise ValueError(f"residency must be one of {RESIDENCY_MODES}, not {residency!r}")
+        if apply_mode not in APPLY_MODES:
+            raise ValueError(f"apply_mode must be one of {APPLY_MODES}, not {apply_mode!r}")
+        self.pipe = pipe
+        self.residency = residency
+        self.max_resident = max_resident
+        self.max_resident_bytes = max_resident_bytes
+        self.apply_mode = apply_mode
+        self._experts = expert_modules(pipe)
+        self._components = lora_components(pipe)
+        on_cuda = any(p.is_cuda for module in self._components.values() for p in module.parameters())
+        self.host_tier = HostTier(max_bytes=host_tier_bytes, pin_memory=on_cuda)
+        self._fused = FusedWeights(pin_memory=on_cuda)
+        # Least recently used first.
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()
+        self._active: list[str] = []
+        self._layers: list[BaseTunerLayer] | None = None
+        self.last_apply_stats = ApplyStats()
+        self._take_over()
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active)
+
+    @property
+    def resident_adapters(self) -> list[str]:
+        return list(self._resident)
+
+    @property
+    def merged_adapters(self) -> list[str]:
+        """Adapters whose deltas are in the base weights right now (kept after `reset(keep_merged=True)`)."""
+        return list(self._fused.names)
+
+    @property
+    def pristine_backup_bytes(self) -> int:
+        """Host bytes holding the pristine base weights of every layer ever merged into."""
+        return self._fused.backup_bytes
+
+    def apply(self, specs: list[AdapterSpec]) -> None:
+        """Load (or reuse) every adapter and activate them with their weights (merged, with apply_mode="fused").
+
+        On any failure the pipeline is reset before the error propagates, so no adapter is left active.
+        """
+        if self._active:
+            raise RuntimeError("apply() called while a previous job's adapters are active; reset() after every job")
+        self._validate(specs)
+        key = _merge_key(specs)
+        names = [spec.adapter_name for spec in specs]
+        if self._fused.merged and self._fused.key == key:
+            for name in names:
+                self._resident.move_to_end(name)
+            self._active = names
+            self.last_apply_stats = ApplyStats(sources=dict.fromkeys(names, "resident"), merge="kept")
+            logger.info("Keeping the merged weights of %s", ", ".join(spec.describe() for spec in specs))
+            return
+        try:
+            if self._fused.merged:
+                self.reset()  # another set than the one merged: back to the base weights first
+            started = time.perf_counter()
+            sources = {spec.adapter_name: self._ensure_loaded(spec) for spec in specs}
+            loaded = time.perf_counter()
+            merge, merged_layers = "none", 0
+            if specs:
+                weights = {spec.adapter_name: spec.weight for spec in specs}
+                self._activate(weights)
+                merge = "unfused"
+                if self.apply_mode == "fused":
+                    merged_layers = self._fused.merge(self._tuner_layers(), weights, key)
+                    merge = "merged"
+                self._active = names
+            self.last_apply_stats = ApplyStats(
+                sources=sources, merge=merge, merged_layers=merged_layers,
+                load_seconds=loaded - started, merge_seconds=time.perf_counter() - loaded,
+            )
+        except BaseException:
+            self.reset()
+            raise
+        for spec in specs:
+            logger.info("Active LoRA %s (%s, %s)", spec.describe(), sources[spec.adapter_name], merge)
+
+    def reset(self, *, keep_merged: bool = False) -> None:
+        """Leave no adapter active; call after every job (success, failure, cancellation, time limit).
+
+        Merged weights are copied back to the base weights unless `keep_merged` (pass it only after a job that
+        succeeded). Raises only if the pipeline's state could not be restored: the caller must then stop using
+        this pipeline.
+        """
+        self._active = []
+        if self._fused.merged and not keep_merged:
+            self._fused.restore()
+        kept = set(self._fused.names)
+        for layer in self._tuner_layers():
+            if not layer.merged:
+                layer._disable_adapters = True
+        if self.residency == "unload":
+            for name in [name for name in self._resident if name not in kept]:
+                self._delete(name)
+        else:
+            self._evict_beyond_limits(kept)
+        if not self._resident:
+            # Also removes the wrapper layers and any remains of a failed load: exactly the base model again.
+            self.pipe.unload_lora_weights()
+            self._layers = None
+
+    def _take_over(self) -> None:
+        """Adapters loaded by anyone else are unknown to this manager (and would clash with its names): unload them.
+
+        Layers another manager left merged (it was dropped without `reset()`) have no pristine copy here, so PEFT's
+        `unmerge()` subtracts their deltas: the base model again up to rounding, not bitwise.
+        """
+        merged = [layer for layer in self._tuner_layers() if layer.merged]
+        for layer in merged:
+            layer.unmerge()
+        if merged:
+            logger.warning("Unmerged %d LoRA layers left merged by a previous manager (not bitwise)", len(merged))
+        self.pipe.unload_lora_weights()
+        self._layers = None
+
+    def _tuner_layers(self) -> list[BaseTunerLayer]:
+        """The PEFT LoRA layers of every LoRA-loadable component, found once after each load, delete or unload."""
+        if self._layers is None:
+            self._layers = [
+                module
+                for component in self._components.values()
+                for module in component.modules()
+                if isinstance(module, BaseTunerLayer)
+            ]
+        return self._layers
+
+    def _activate(self, weights: dict[str, float]) -> None:
+        """Make exactly these adapters active, with these weights, in every layer that holds them.
+
+        What `pipe.set_adapters` + `pipe.enable_lora` do, without their cost: both walk every module of
+        every component and reset `requires_grad` of every resident adapter in every layer, which made
+        a reused adapter cost 40 ms+ with the cache full (bench/adapters.py). Setting the scale, the
+        active list and the disable flag directly touches only the LoRA layers and is flat in the number
+        of resident adapters. These are PEFT's own layer attributes (peft is pinned; the residency tests
+        compare this against freshly loaded pipelines bitwise).
+        """
+        for layer in self._tuner_layers():
+            present = [name for name in weights if name in layer.lora_A]
+            if present:
+                for name in present:
+                    layer.set_scale(name, weights[name])
+                layer._active_adapter = present
+            layer._disable_adapters = not present
+
+    def _validate(self, specs: list[AdapterSpec]) -> None:
+        seen: set[int] = set()
+        for spec in specs:
+            if spec.lora_id in seen:
+                raise ValueError(f"LoRA {spec.describe()} is listed twice")
+            seen.add(spec.lora_id)
+            if spec.expert not in EXPERT_CHOICES:
+                raise ValueError(f"LoRA {spec.describe()}: expert must be one of {EXPERT_CHOICES}")
+            missing = [expert for expert in self._targets(spec.expert) if expert not in self._experts]
+            if missing:
+                raise ValueError(f"LoRA {spec.describe()} targets the {missing[0]} expert, which this model lacks")
+
+    @staticmethod
+    def _targets(expert: str) -> tuple[str, ...]:
+        return ("high", "low") if expert == "both" else (expert,)
+
+    def _ensure_loaded(self, spec: AdapterSpec) -> str:
+        """Make the adapter resident; returns where it came from: "resident", "host_tier" or "file"."""
+        name = spec.adapter_name
+        targets = self._targets(spec.expert)
+        resident = self._resident.get(name)
+        if resident is not None and resident.path == spec.path and resident.experts == targets:
+            self._resident.move_to_end(name)
+            logger.info("Reusing resident LoRA %s", spec.describe())
+            return "resident"
+        if resident is not None:
+            # Same LoRA id, but another file version or other experts than when it was loaded.
+            self._delete(name)
+        source = "host_tier"
+        try:
+            weights: StateDict | str | None = self.host_tier.get(spec.path)
+            if weights is None:
+                source = "file"
+                weights = self._read(spec.path)
+        except Exception as error:
+            raise self._load_error(spec, targets[0], error) from error
+        for expert in targets:
+            self._load_into(spec, expert, weights)
+        nbytes = sum(_adapter_nbytes(component, name) for component in self._components.values())
+        self._resident[name] = _Resident(path=spec.path, experts=targets, nbytes=nbytes)
+        logger.info("Loaded LoRA %s from the %s (%d bytes)", spec.describe(), source.replace("_", " "), nbytes)
+        return source
+
+    def _read(self, path: Path) -> StateDict | str:
+        """The file's converted state dict (kept in the host tier when it fits), or its path where only the file
+        carries everything needed (diffusers adapter metadata, see the module docstring)."""
+        reader = type(self.pipe).lora_state_dict
+        if "return_alphas" in inspect.signature(reader).parameters:
+            # FLUX-style readers pop `.alpha` tensors out of the state dict; put them back so that loading the
+            # dict extracts them again, exactly as loading the file does.
+            state_dict, alphas, metadata = reader(
+                str(path), use_safetensors=True, return_alphas=True, return_lora_metadata=True
+            )
+            state_dict = {**state_dict, **(alphas or {})}
+        else:
+            state_dict, metadata = reader(str(path), use_safetensors=True, return_lora_metadata=True)
+        if metadata:
+            return str(path)
+        return self.host_tier.put(path, state_dict)
+
+    def _load_into(self, spec: AdapterSpec, expert: str, weights: StateDict | str) -> None:
+        name = spec.adapter_name
+        module = self._experts[expert]
+        self._layers = None  # loading wraps more layers
+        try:
+            if expert == "low":
+                self.pipe.load_lora_weights(
+                    weights, adapter_name=name, use_safetensors=True, load_into_transformer_2=True
+                )
+            else:
+                self.pipe.load_lora_weights(weights, adapter_name=name, use_safetensors=True)
+            # diffusers only warns when no key of the file matches the transformer, and loads nothing.
+            if name not in getattr(module, "peft_config", {}):
+                raise ValueError(f"the file has no LoRA weights for {EXPERT_COMPONENTS[expert]}")
+        except Exception as error:
+            self._delete(name)
+            raise self._load_error(spec, expert, error) from error
+
+    def _load_error(self, spec: AdapterSpec, expert: str, error: BaseException) -> LoRALoadError:
+        return LoRALoadError(
+            f"LoRA '{spec.display_name}' ({spec.adapter_name}) could not be loaded into the "
+            f"{self._expert_label(expert)}: {_compact(error)}"
+        )
+
+    def _expert_label(self, expert: str) -> str:
+        if len(self._experts) == 1:
+            return "transformer"
+        return {"high": "high-noise expert", "low": "low-noise expert"}[expert]
+
+    def _delete(self, name: str) -> None:
+        self.pipe.delete_adapters(name)
+        self._resident.pop(name, None)
+        self._layers = None
+
+    def _evict_beyond_limits(self, kept: set[str]) -> None:
+        """Evict least recently used adapters beyond the count and byte bounds, never one that is merged."""
+        while True:
+            over = len(self._resident) > self.max_resident or (
+                sum(resident.nbytes for resident in self._resident.values()) > self.max_resident_bytes
+            )
+            evictable = [name for name in self._resident if name not in kept]
+            if not over or not evictable:
+                return
+            self._delete(evictable[0])
+            logger.info("Evicted resident LoRA %s", evictable[0])
+
+
+def _merge_key(specs: list[AdapterSpec]) -> MergeKey:
+    return tuple(sorted((spec.adapter_name, str(spec.path), float(spec.weight), spec.expert) for spec in specs))
+
+
+def _compact(error: BaseException) -> str:
+    # PyTorch's state-dict errors span many lines; job records and logs want one bounded line.
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def _adapter_nbytes(module: torch.nn.Module, name: str) -> int:
+    # PEFT parameter names carry the adapter name as a path segment: "...to_q.lora_A.lora_12.weight".
+    marker = f".{name}."
+    return sum(p.numel() * p.element_size() for key, p in module.named_parameters() if marker in key)
