@@ -1,18 +1,24 @@
-"""Demo models, the pipeline registry, and run_pipeline's progress, cancellation and determinism."""
+"""Demo models, the pipeline registry (placement, eviction), and run_pipeline's progress, cancellation and determinism."""
 
 from __future__ import annotations
 
 import json
+import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from generation.model_registry import model_registry
+from generation.runtime import memory_plan
+from generation.runtime.adapters import AdapterManager, AdapterSpec
 from generation.runtime.demo_models import DEMO_MANIFEST, build_demo_models
 from generation.runtime.generate import GenerationCancelled, run_pipeline
-from generation.runtime.pipelines import PipelineRegistry, expert_modules
-from tests.runtime_fixtures import RUN_ARGS, assert_differs, assert_same
+from generation.runtime.memory_plan import Plan
+from generation.runtime.pipelines import PipelineRegistry, expert_modules, pipeline_dtypes, weight_nbytes
+from tests.runtime_fixtures import RUN_ARGS, assert_differs, assert_same, write_lora
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +134,131 @@ def test_image_kind_returns_one_image(registry) -> None:
 def test_unknown_kind_is_rejected(registry) -> None:
     with pytest.raises(ValueError, match="kind must be"):
         generate(registry("flux-demo"), kind="audio")
+
+
+# --- memory plan placement and eviction ---------------------------------------------------------------------
+
+
+def demo_plan(key: str, device_bytes: int | None, **overrides) -> Plan:
+    return memory_plan.plan(replace(model_registry()[key], **overrides), device_bytes)
+
+
+def get_planned(registry: PipelineRegistry, demo_models, key: str, plan: Plan):
+    manifest = json.loads((demo_models[key] / DEMO_MANIFEST).read_text())
+    return registry.get(key, path=demo_models[key], pipeline_class=manifest["pipeline_class"], plan=plan)
+
+
+def test_two_models_that_do_not_fit_together_alternate_by_eviction(demo_models, caplog) -> None:
+    keys = ("wan22-a14b-demo", "wan-ti2v-demo")
+    # The same largest job on both (32x32, 9 frames), so their activation reserves are equal and only the weights
+    # differ: then a device can hold either model's peak but not that plus the other's weights.
+    same_job = {"capabilities": replace(model_registry()["wan-ti2v-demo"].capabilities, resolutions=((32, 32),))}
+    alone = [demo_plan(key, None, **same_job) for key in keys]
+    device_bytes = min(alone[0].weight_bytes + alone[1].peaks["gpu"], alone[1].weight_bytes + alone[0].peaks["gpu"]) - 1
+    assert device_bytes >= max(p.peaks["gpu"] for p in alone)
+    plans = {key: demo_plan(key, device_bytes, **same_job) for key in keys}
+    assert {p.placement for p in plans.values()} == {"gpu"}
+    evicted = []
+    registry = PipelineRegistry(on_evict=evicted.append)
+    first = weakref.ref(get_planned(registry, demo_models, keys[0], plans[keys[0]]))
+    for key in [keys[1], keys[0], keys[1]]:
+        pipe = get_planned(registry, demo_models, key, plans[key])
+        assert generate(pipe).shape == (5, 32, 32, 3)
+        assert registry.loaded_keys() == [key]
+        del pipe
+    assert evicted == [keys[0], keys[1], keys[0]]
+    assert first() is None  # really freed, not only forgotten
+    assert f"Evicting pipeline {keys[0]}: {keys[1]} needs" in caplog.text
+    assert f"Dropped pipeline {keys[0]} (gpu): " in caplog.text and "of weights freed" in caplog.text
+
+
+def test_models_that_fit_together_stay_loaded_least_recently_used_first(demo_models) -> None:
+    evicted = []
+    registry = PipelineRegistry(on_evict=evicted.append)
+    for key in ("wan-ti2v-demo", "flux-demo", "wan-ti2v-demo"):
+        get_planned(registry, demo_models, key, demo_plan(key, 100 * memory_plan.GiB))
+    assert registry.loaded_keys() == ["flux-demo", "wan-ti2v-demo"] and evicted == []
+
+
+def test_drop_returns_the_bytes_freed_and_tells_on_evict(demo_models) -> None:
+    evicted = []
+    registry = PipelineRegistry(on_evict=evicted.append)
+    pipe = get_planned(registry, demo_models, "flux-demo", demo_plan("flux-demo", None))
+    expected = weight_nbytes(pipe)
+    del pipe
+    assert registry.drop("flux-demo") == expected > 0
+    assert registry.drop("flux-demo") == 0 and evicted == ["flux-demo"] and registry.loaded_keys() == []
+
+
+# model_offload and sequential are left out: diffusers re-adds model-offload hooks after a LoRA load with the default
+# device, which must be an accelerator, and accelerate's leaf offload cannot onload to the CPU it offloads to.
+# NOT WORKING YET, fp8 storage with a LoRA: PEFT creates the LoRA layers in their base layer's dtype, float8, and
+# layerwise casting only hooks the layers that existed when it was enabled, so the LoRA matmul runs in float8 (CPU:
+# NotImplementedError; GPU: float8 matmul error or precision loss). The adapter manager must cast the new lora_A/B
+# weights to the compute dtype after each load.
+_FP8_LORA = pytest.mark.xfail(strict=True, raises=NotImplementedError, reason="LoRA layers are created in float8")
+CPU_PLACEMENTS = [
+    ("gpu", ""), ("group_offload", ""),
+    pytest.param("gpu", "fp8", marks=_FP8_LORA), pytest.param("group_offload", "fp8", marks=_FP8_LORA),
+]
+
+
+@pytest.mark.parametrize("apply_mode", ["fused", "unfused"])
+@pytest.mark.parametrize(("placement", "storage_dtype"), CPU_PLACEMENTS)
+def test_loras_apply_and_reset_under_each_placement_a_cpu_allows(
+    demo_models, tmp_path, placement, storage_dtype, apply_mode
+) -> None:
+    key = "wan22-a14b-demo"
+    plan = demo_plan(key, 100 * memory_plan.GiB, placement=placement, storage_dtype=storage_dtype)
+    pipe = get_planned(PipelineRegistry(), demo_models, key, plan)
+    reference = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None, storage_dtype=storage_dtype))
+    lora = AdapterSpec(lora_id=1, display_name="fox", weight=1.0, expert="both",
+                       path=write_lora(tmp_path / "fox.safetensors", seed=1))
+    base = generate(pipe)
+    np.testing.assert_allclose(base, generate(reference), atol=1e-5)
+    for target in (pipe, reference):
+        manager = AdapterManager(target, apply_mode=apply_mode)
+        manager.apply([lora])
+        with_lora = generate(target)
+        manager.reset()
+        if target is pipe:
+            pipe_with_lora = with_lora
+        assert_same(generate(target), generate(target))
+    assert_differs(pipe_with_lora, base)
+    np.testing.assert_allclose(pipe_with_lora, with_lora, atol=1e-5)  # the same LoRA effect as unoffloaded
+    assert_same(generate(pipe), base)  # reset restores the base model
+
+
+@pytest.mark.parametrize("placement", ["gpu", "group_offload"])
+def test_fp8_storage_keeps_transformer_weights_in_float8_and_still_generates(demo_models, placement) -> None:
+    key = "wan22-a14b-demo"
+    fp8 = get_planned(PipelineRegistry(), demo_models, key,
+                      demo_plan(key, 100 * memory_plan.GiB, placement=placement, storage_dtype="fp8"))
+    for transformer in (fp8.transformer, fp8.transformer_2):
+        assert transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
+        assert transformer.blocks[0].norm2.weight.dtype == torch.float32  # norms skipped, as diffusers' default
+    assert fp8.text_encoder.dtype == torch.float32
+    full = generate(get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None)))
+    np.testing.assert_allclose(generate(fp8), full, atol=0.05)  # float8 weights round: close to full precision
+
+
+def test_model_offload_generates_what_the_unoffloaded_pipeline_does(demo_models) -> None:
+    key = "wan22-a14b-demo"
+    offloaded = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, 100 * memory_plan.GiB,
+                                                                             placement="model_offload"))
+    reference = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None))
+    np.testing.assert_allclose(generate(offloaded), generate(reference), atol=1e-5)
+
+
+def test_sequential_placement_needs_cuda(demo_models) -> None:
+    with pytest.raises(ValueError, match="sequential placement needs a CUDA device"):
+        get_planned(PipelineRegistry(), demo_models, "flux-demo", demo_plan("flux-demo", None, placement="sequential"))
+
+
+def test_pipeline_dtypes_follow_the_plan_on_cuda_only() -> None:
+    plan = demo_plan("wan22-a14b-demo", None)
+    assert pipeline_dtypes(plan, torch.device("cpu")) == torch.float32
+    assert pipeline_dtypes(plan, torch.device("cuda")) == {
+        "default": torch.bfloat16, "transformer": torch.bfloat16, "transformer_2": torch.bfloat16,
+        "text_encoder": torch.bfloat16, "vae": torch.float32,
+    }
