@@ -23,15 +23,22 @@ from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRALoadErr
 from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
-from generation.runtime.pipelines import PipelineRegistry
+from generation.runtime.memory_plan import Plan, PlacementError, plan
+from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes
 from lorasite.object_store import get_object_store
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_SECONDS = 0.5
 
-PIPELINES = PipelineRegistry()
 _ADAPTER_MANAGERS: dict[str, AdapterManager] = {}
+# An evicted or dropped pipeline takes its adapter manager (the record of its LoRAs) with it.
+PIPELINES = PipelineRegistry(on_evict=lambda model_key: _ADAPTER_MANAGERS.pop(model_key, None))
+
+
+def model_plan(model: BaseModel) -> Plan:
+    """Where `model` runs on this worker's device; raises PlacementError (GiB needed and available) if nowhere."""
+    return plan(model, device_memory_bytes(settings.LORASITE_GPU_MEMORY_BYTES))
 
 
 @functools.cache
@@ -50,6 +57,7 @@ def adapter_manager(model: BaseModel, pipe) -> AdapterManager:
         manager = AdapterManager(
             pipe, residency=settings.LORASITE_LORA_RESIDENCY,
             max_resident=settings.LORASITE_RESIDENT_ADAPTERS, max_resident_bytes=settings.LORASITE_RESIDENT_ADAPTER_BYTES,
+            apply_mode=settings.LORASITE_LORA_APPLY, host_tier_bytes=settings.LORASITE_HOST_TIER_BYTES,
         )
         _ADAPTER_MANAGERS[model.key] = manager
     return manager
@@ -123,6 +131,14 @@ def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _P
     return prefix + names[0], (prefix + names[1]) if names[1] else ""
 
 
+def _drop_pipeline(model_key: str, *, job_id: str) -> None:
+    """A pipeline whose adapters could not be reset is in an unknown state: forget it (and its manager), so the
+    next job on this model loads a fresh one."""
+    logger.exception("Job %s: resetting the adapters of %s failed; dropping the pipeline", job_id, model_key)
+    _ADAPTER_MANAGERS.pop(model_key, None)
+    PIPELINES.drop(model_key)
+
+
 def execute_job(job_id: str, *, worker_name: str) -> None:
     job = services.job_claim(job_id=job_id, worker=worker_name)
     if job is None:
@@ -132,8 +148,9 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     outcome: dict = {"error": "", "cancelled": False}
     try:
         model = model_get(job.model_key)
+        model_placement = model_plan(model)  # before loading: a model that cannot fit fails here
         with phase(timings, "model_load"):
-            pipe = PIPELINES.get(model.key, path=model.path, pipeline_class=model.pipeline_class)
+            pipe = PIPELINES.get(model.key, path=model.path, pipeline_class=model.pipeline_class, plan=model_placement)
         manager = adapter_manager(model, pipe)
         specs = _adapter_specs(job, timings)
         for spec in specs:
@@ -145,16 +162,26 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
         outcome["cancelled"] = True
     except SoftTimeLimitExceeded:
         outcome["error"] = f"The job ran past the {settings.CELERY_TASK_SOFT_TIME_LIMIT} s time limit and was stopped."
-    except LoRALoadError as error:
+    except (LoRALoadError, PlacementError) as error:
         outcome["error"] = str(error)
     except Exception as error:  # reported on the job: a failure must never leave it running
         logger.exception("Job %s failed", job.id)
         outcome["error"] = f"{type(error).__name__}: {error}"
     finally:
-        # Whatever happened, no adapter stays active for the next job.
+        # Whatever happened, no adapter stays active for the next job. Only a job that succeeded may leave its
+        # LoRAs merged, for an identical next job to reuse (AdapterManager.reset).
         if manager is not None:
-            with phase(timings, "adapter_unload"):
-                manager.reset()
+            try:
+                with phase(timings, "adapter_unload"):
+                    manager.reset(keep_merged="keys" in outcome)
+            except Exception as error:
+                _drop_pipeline(model.key, job_id=str(job.id))
+                outcome.pop("keys", None)
+                outcome["cancelled"] = False
+                reset_error = (
+                    f"Resetting the LoRA adapters failed, so the model was unloaded: {type(error).__name__}: {error}"
+                )
+                outcome["error"] = f"{outcome['error']} {reset_error}" if outcome["error"] else reset_error
     if "keys" in outcome:
         output_key, poster_key = outcome["keys"]
         services.job_succeed(job_id=job_id, output_key=output_key, poster_key=poster_key, timings=timings)

@@ -264,17 +264,32 @@ LORASITE_MODELS_DIR = Path(env_str("LORASITE_MODELS_DIR", str(VAR_DIR / "models"
 LORASITE_MODELS_FILE = env_str("LORASITE_MODELS_FILE")
 LORASITE_MAX_LORAS_PER_JOB = 5
 # GPU worker: local LoRA cache (bytes) and what happens to adapters after a job:
-# "unload" (default) removes them; "cache" keeps recently used ones loaded but inactive.
+# "cache" (default) keeps recently used ones loaded but inactive; "unload" removes them.
 LORASITE_WORKER_CACHE_DIR = Path(env_str("LORASITE_WORKER_CACHE_DIR", str(VAR_DIR / "lora-cache")))
 LORASITE_WORKER_CACHE_BYTES = env_int("LORASITE_WORKER_CACHE_BYTES", 50 * 1024**3)
-LORASITE_LORA_RESIDENCY = env_str("LORASITE_LORA_RESIDENCY", "unload")
+LORASITE_LORA_RESIDENCY = env_str("LORASITE_LORA_RESIDENCY", "cache")
 if LORASITE_LORA_RESIDENCY not in ("unload", "cache"):
     raise ImproperlyConfigured("LORASITE_LORA_RESIDENCY must be 'unload' or 'cache'.")
 LORASITE_RESIDENT_ADAPTERS = env_int("LORASITE_RESIDENT_ADAPTERS", 8)
 LORASITE_RESIDENT_ADAPTER_BYTES = env_int("LORASITE_RESIDENT_ADAPTER_BYTES", 4 * 1024**3)
+# "fused" (default) merges a job's LoRAs into the base weights for the job (no per-step cost) and copies the
+# pristine weights back after it; "unfused" computes the LoRA branches at every step.
+LORASITE_LORA_APPLY = env_str("LORASITE_LORA_APPLY", "fused")
+if LORASITE_LORA_APPLY not in ("fused", "unfused"):
+    raise ImproperlyConfigured("LORASITE_LORA_APPLY must be 'fused' or 'unfused'.")
+# Converted LoRA tensors kept in host RAM per pipeline, so an adapter evicted from the GPU reloads without its
+# file (0 disables).
+LORASITE_HOST_TIER_BYTES = env_int("LORASITE_HOST_TIER_BYTES", 8 * 1024**3)
+if LORASITE_HOST_TIER_BYTES < 0:
+    raise ImproperlyConfigured("LORASITE_HOST_TIER_BYTES must be 0 or more.")
 # The models a GPU worker serves (comma-separated keys; empty: every enabled model whose weights
 # are present). It consumes exactly their queues: `python manage.py gpu_worker`.
 LORASITE_WORKER_MODELS = env_list("LORASITE_WORKER_MODELS")
+# Device memory the placement planner plans for (bytes); 0: torch.cuda.mem_get_info()'s total on a GPU worker,
+# unlimited ("cpu" placement) without one. Set it to plan for another card, or to test the planner on a CPU.
+LORASITE_GPU_MEMORY_BYTES = env_int("LORASITE_GPU_MEMORY_BYTES", 0)
+if LORASITE_GPU_MEMORY_BYTES < 0:
+    raise ImproperlyConfigured("LORASITE_GPU_MEMORY_BYTES must be 0 (detect) or a number of bytes.")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -50,12 +50,17 @@ WAN_MODULES = {
     "ffn.net.2": "ffn.2",
 }
 KEY_FORMATS = ("diffusers", "peft", "kohya", "comfyui")
+# Wan-only spellings on top of those: lightx2v's distill LoRAs (ComfyUI names plus `.diff_b` biases and norm
+# `.diff`/`.diff_b` keys) and native Wan module names with no prefix at all.
+WAN_ONLY_KEY_FORMATS = ("lightx2v", "native")
 PAIR_SUFFIXES = {
     "A/B": (".lora_A.weight", ".lora_B.weight"),
     "down/up": (".lora_down.weight", ".lora_up.weight"),
     "lora.down": (".lora.down.weight", ".lora.up.weight"),
 }
-_DEFAULT_PAIR_STYLE = {"diffusers": "A/B", "peft": "A/B", "kohya": "down/up", "comfyui": "down/up"}
+_DEFAULT_PAIR_STYLE = {
+    "diffusers": "A/B", "peft": "A/B", "kohya": "down/up", "comfyui": "down/up", "lightx2v": "A/B", "native": "down/up",
+}
 _DTYPE_CODES = {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}
 _CODE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "U8": 1}
 
@@ -89,8 +94,10 @@ def write_lora(
     adds the non-pair tensors real files carry (``.diff_b``, ``.dora_scale``). ``text_encoder`` adds
     text-encoder modules (SD families only).
     """
-    if key_format not in KEY_FORMATS:
-        raise ValueError(f"Unknown key_format {key_format!r}; use one of {KEY_FORMATS}.")
+    if key_format not in KEY_FORMATS + WAN_ONLY_KEY_FORMATS:
+        raise ValueError(f"Unknown key_format {key_format!r}; use one of {KEY_FORMATS + WAN_ONLY_KEY_FORMATS}.")
+    if key_format in WAN_ONLY_KEY_FORMATS and family not in WAN_WIDTHS:
+        raise ValueError(f"key_format {key_format!r} is for Wan families only.")
     if modules is not None and family not in WAN_WIDTHS:
         raise ValueError("modules can only be chosen for Wan families.")
     down_suffix, up_suffix = PAIR_SUFFIXES[pair_style or _DEFAULT_PAIR_STYLE[key_format]]
@@ -101,12 +108,20 @@ def write_lora(
     for module, in_features, out_features in _module_list(family, key_format, blocks, modules, text_encoder):
         tensors[module + down_suffix] = random_tensor(rng, code, (rank, in_features), std)
         tensors[module + up_suffix] = random_tensor(rng, code, (out_features, rank), std)
-        if alpha is not None and key_format in ("kohya", "comfyui"):
+        if alpha is not None and key_format in ("kohya", "comfyui", "lightx2v", "native"):
             tensors[f"{module}.alpha"] = ("F32", (), struct.pack("<f", alpha))
+        if key_format == "lightx2v":
+            tensors[f"{module}.diff_b"] = random_tensor(rng, code, (out_features,), std)
         if extras:
             tensors[f"{module}.diff_b"] = random_tensor(rng, code, (out_features,))
             tensors[f"{module}.dora_scale"] = random_tensor(rng, code, (out_features, 1))
 
+    if key_format == "lightx2v":
+        hidden = WAN_WIDTHS[family][0]
+        for i in range(blocks):
+            # diffusers drops norm diffs (they are zeros in the published files).
+            tensors[f"diffusion_model.blocks.{i}.norm3.diff"] = random_tensor(rng, code, (hidden,), 0.0)
+            tensors[f"diffusion_model.blocks.{i}.norm3.diff_b"] = random_tensor(rng, code, (hidden,), 0.0)
     all_metadata = {"format": "pt"}
     if alpha is not None and key_format in ("diffusers", "peft"):
         all_metadata["lora_adapter_metadata"] = json.dumps({"transformer.lora_alpha": alpha, "transformer.r": rank})
@@ -302,6 +317,8 @@ def _spell(key_format: str, diffusers_name: str, original_name: str, diffusers_p
         return diffusers_name
     if key_format == "kohya":
         return "lora_unet_" + original_name.replace(".", "_")
+    if key_format == "native":
+        return original_name
     return "diffusion_model." + original_name
 
 
@@ -322,3 +339,41 @@ def random_tensor(rng: np.random.Generator, code: str, shape: tuple[int, ...], s
     else:
         data = values.astype({"F16": "<f2", "F32": "<f4"}[code]).tobytes()
     return code, shape, data
+
+
+# The demo FluxPipeline's CLIP text encoder (generation/runtime/demo_models.py): hidden 32, MLP 37, 2 layers.
+FLUX_DEMO_CLIP = {"hidden": 32, "intermediate": 37, "layers": 2}
+
+
+def write_kohya_flux_lora_with_text_encoder(
+    path: str | Path, *, seed: int = 0, rank: int = 4, alpha: float = 4.0, std: float = 0.2
+) -> Path:
+    """A kohya (sd-scripts) FLUX LoRA for the demo FluxPipeline with ``lora_te1_`` keys for its CLIP text encoder.
+
+    Transformer keys cover the demo's double block 0 (img/txt attention, img MLP); diffusers' kohya converter
+    hard-codes the real model's widths for single blocks, so the demo's are left out. Every pair has an F32
+    ``.alpha``. Text-encoder keys cover each CLIP layer's attention projections and MLP.
+    """
+    h = FLUX_WIDTHS["flux-demo"]
+    clip = FLUX_DEMO_CLIP
+    modules = [
+        ("lora_unet_double_blocks_0_img_attn_qkv", h, 3 * h),
+        ("lora_unet_double_blocks_0_img_attn_proj", h, h),
+        ("lora_unet_double_blocks_0_txt_attn_qkv", h, 3 * h),
+        ("lora_unet_double_blocks_0_img_mlp_0", h, 4 * h),
+        ("lora_unet_double_blocks_0_img_mlp_2", 4 * h, h),
+    ]
+    for layer in range(clip["layers"]):
+        prefix = f"lora_te1_text_model_encoder_layers_{layer}_"
+        modules += [(prefix + f"self_attn_{p}_proj", clip["hidden"], clip["hidden"]) for p in ("q", "k", "v", "out")]
+        modules += [
+            (prefix + "mlp_fc1", clip["hidden"], clip["intermediate"]),
+            (prefix + "mlp_fc2", clip["intermediate"], clip["hidden"]),
+        ]
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, Tensor] = {}
+    for module, in_features, out_features in modules:
+        tensors[f"{module}.lora_down.weight"] = random_tensor(rng, "F16", (rank, in_features), std)
+        tensors[f"{module}.lora_up.weight"] = random_tensor(rng, "F16", (out_features, rank), std)
+        tensors[f"{module}.alpha"] = ("F32", (), struct.pack("<f", alpha))
+    return write_tensors(path, tensors, metadata={"format": "pt"})

@@ -11,11 +11,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.test import override_settings
 from django.utils import timezone
+from peft.tuners.tuners_utils import BaseTunerLayer
 from PIL import Image
 
 from generation import services, worker
 from generation.models import GenerationJob, JobStatus
-from generation.runtime.pipelines import expert_modules
+from generation.runtime.adapters import AdapterManager, lora_components
 from generation.selectors import job_output_urls
 from lorasite.object_store import get_object_store
 from loras import services as lora_services
@@ -67,9 +68,17 @@ def frame_of(job: GenerationJob) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(requests.get(url, timeout=30).content)))
 
 
-def pipeline_is_clean(model_key: str = WAN) -> bool:
+def pipeline_is_clean(model_key: str = WAN, *, after_success: bool = False) -> bool:
+    """No adapter active: every LoRA layer of every component is disabled and unmerged. After a job that succeeded
+    its LoRAs may stay merged (and nothing else enabled) for an identical next job; any other job restores first."""
     pipe = worker.PIPELINES.get(model_key, path=settings.LORASITE_MODELS_DIR / model_key, pipeline_class="WanPipeline")
-    return all(not getattr(module, "peft_config", None) for module in expert_modules(pipe).values())
+    manager = worker._ADAPTER_MANAGERS.get(model_key)
+    kept = set(manager.merged_adapters) if manager is not None and after_success else set()
+    layers = [m for c in lora_components(pipe).values() for m in c.modules() if isinstance(m, BaseTunerLayer)]
+    return (manager is None or manager.active_adapters == []) and all(
+        (layer.disable_adapters and not layer.merged) or (layer.merged and set(layer.merged_adapters) <= kept)
+        for layer in layers
+    )
 
 
 def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys):
@@ -84,7 +93,7 @@ def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys)
     assert video.headers["Content-Type"] == "video/mp4" and video.content[4:8] == b"ftyp"
     lora.refresh_from_db()
     assert lora.use_count == 1 and lora.last_used_at is not None
-    assert pipeline_is_clean()
+    assert pipeline_is_clean(after_success=True)
 
 
 def test_image_job(actor):
@@ -194,3 +203,22 @@ def test_cancelled_before_start_never_runs(actor):
     worker.execute_job(str(job.id), worker_name="w")
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED and job.attempts == 0
+
+
+def test_a_failing_reset_fails_the_job_and_drops_the_pipeline(actor, make_lora, monkeypatch):
+    lora = make_lora("style")
+    run(actor)  # the pipeline and its manager exist
+    assert WAN in worker.PIPELINES.loaded_keys()
+
+    def broken_reset(self, *, keep_merged=False):
+        raise RuntimeError("copy back failed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AdapterManager, "reset", broken_reset)
+        job = run(actor, loras=[(lora, 1.0, "both")])
+    assert job.status == JobStatus.FAILED
+    assert job.error == "Resetting the LoRA adapters failed, so the model was unloaded: RuntimeError: copy back failed"
+    assert WAN not in worker.PIPELINES.loaded_keys() and WAN not in worker._ADAPTER_MANAGERS
+    # The next job loads a fresh pipeline and runs normally.
+    assert run(actor, loras=[(lora, 1.0, "both")]).status == JobStatus.SUCCEEDED
+    assert WAN in worker.PIPELINES.loaded_keys()
