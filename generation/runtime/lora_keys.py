@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from diffusers.loaders.lora_pipeline import FluxLoraLoaderMixin, WanLoraLoaderMixin
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 # Family (LoRA.base_model vocabulary) prefix -> the pipeline's LoRA loader, whose `lora_state_dict` converts.
@@ -56,11 +57,14 @@ def with_component_prefix(keys: Sequence[str]) -> str:
     return "diffusion_model." if any(_ORIGINAL_WAN_NAME.match(key) for key in keys) else "transformer."
 
 
-def load_for_diffusers(path: Path) -> dict[str, torch.Tensor]:
-    """A LoRA file's tensors, keyed the way diffusers' `load_lora_weights` needs them (see module docstring)."""
-    state_dict = load_file(str(path))
-    prefix = with_component_prefix(list(state_dict))
-    return {prefix + key: value for key, value in state_dict.items()} if prefix else state_dict
+def prefixed_state_dict(path: Path) -> dict[str, torch.Tensor] | None:
+    """The file's tensors with the prefix diffusers needs, or None when its keys already carry one (load the file
+    itself then, which also keeps diffusers' adapter metadata). Only the header is read to decide."""
+    with safe_open(str(path), framework="pt") as handle:
+        prefix = with_component_prefix(list(handle.keys()))
+    if not prefix:
+        return None
+    return {prefix + key: value for key, value in load_file(str(path)).items()}
 
 
 class _Traced(torch.Tensor):

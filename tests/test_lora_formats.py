@@ -1,0 +1,153 @@
+"""Every LoRA key format, loaded through a real demo WanPipeline (two experts): exactly the targeted expert changes,
+and the coverage the ingest task stores names exactly the layers diffusers wraps. Plus the coverage text and the
+refusal of files diffusers would load nothing of."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
+
+from generation.runtime.adapters import AdapterManager, AdapterSpec  # noqa: E402
+from generation.runtime.demo_models import DEMO_MODELS  # noqa: E402
+from generation.runtime.lora_keys import CoverageError, lora_coverage  # noqa: E402
+from loras.models import LoRA, Status  # noqa: E402
+from loras.safetensors_header import read_header_from_path  # noqa: E402
+from tests.ingest import ingest_ready  # noqa: E402
+from tests.lora_files import WAN_MODULES, random_tensor, write_lora, write_tensors  # noqa: E402
+
+# key format -> write_lora arguments; kohya/musubi files always carry `.alpha` (diffusers' converter needs it).
+FORMATS = {
+    "diffusers": {"key_format": "diffusers"},
+    "peft": {"key_format": "peft"},
+    "kohya": {"key_format": "kohya", "alpha": 2.0},
+    "comfyui": {"key_format": "comfyui"},
+    "lightx2v": {"key_format": "lightx2v", "alpha": 4.0},
+    "native": {"key_format": "native"},
+}
+BLOCKS = 2  # all of the demo transformer's blocks
+TARGETED = {f"blocks.{i}.{module}" for i in range(BLOCKS) for module in WAN_MODULES}
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return DEMO_MODELS["wan22-a14b-demo"].build()
+
+
+def _coverage(path) -> dict:
+    header = read_header_from_path(path)
+    return lora_coverage({t.name: (t.dtype, t.shape) for t in header.tensors.values()}, family="wan-demo")
+
+
+def _outputs(pipe) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 16, 1, 4, 4, generator=generator)
+    text = torch.randn(1, 6, 32, generator=generator)
+    with torch.no_grad():
+        return {
+            expert: module(latents, timestep=torch.tensor([500]), encoder_hidden_states=text, return_dict=False)[0]
+            for expert, module in (("high", pipe.transformer), ("low", pipe.transformer_2))
+        }
+
+
+def _wrapped(module: torch.nn.Module, adapter: str) -> set[str]:
+    return {name for name, layer in module.named_modules() if isinstance(layer, BaseTunerLayer) and adapter in layer.lora_A}
+
+
+@pytest.mark.parametrize("expert", ["high", "low"])
+@pytest.mark.parametrize("key_format", FORMATS)
+def test_each_format_changes_exactly_the_targeted_expert(pipe, tmp_path, key_format, expert):
+    path = write_lora(tmp_path / f"{key_format}.safetensors", blocks=BLOCKS, std=0.3, **FORMATS[key_format])
+    manager = AdapterManager(pipe)
+    before = _outputs(pipe)
+    manager.apply([AdapterSpec(lora_id=1, display_name=key_format, path=path, weight=1.0, expert=expert)])
+    try:
+        after = _outputs(pipe)
+        targeted, other = (pipe.transformer, pipe.transformer_2) if expert == "high" else (pipe.transformer_2, pipe.transformer)
+        # The coverage's converted names are exactly the layers diffusers wrapped: what the check accepts is
+        # what diffusers loads.
+        assert _wrapped(targeted, "lora_1") == set(_coverage(path)["module_shapes"]["transformer"]) == TARGETED
+        assert _wrapped(other, "lora_1") == set()
+    finally:
+        manager.reset()
+    untouched = "low" if expert == "high" else "high"
+    assert not torch.allclose(after[expert], before[expert])
+    assert torch.equal(after[untouched], before[untouched])
+    assert all(torch.equal(value, before[key]) for key, value in _outputs(pipe).items())  # reset restores the base
+
+
+@pytest.mark.parametrize("key_format", FORMATS)
+def test_coverage_of_each_format(tmp_path, key_format):
+    path = write_lora(tmp_path / "l.safetensors", blocks=BLOCKS, **FORMATS[key_format])
+    coverage = _coverage(path)
+    tensors = len(read_header_from_path(path).tensors)
+    ignored = {"lightx2v": {"diff": BLOCKS, "diff_b": BLOCKS}}.get(key_format, {})  # lightx2v's norm diffs
+    assert (coverage["tensors"], coverage["ignored"]) == (tensors, ignored)
+    assert coverage["mapped"] == coverage["components"]["transformer"] == tensors - sum(ignored.values())
+    assert coverage["module_shapes"]["transformer"]["blocks.1.ffn.net.0.proj"] == [24, 32]
+
+
+def test_coverage_text_names_what_diffusers_drops(tmp_path):
+    rng = __import__("numpy").random.default_rng(0)
+    tensors = {
+        "transformer.blocks.0.attn1.to_q.lora_A.weight": random_tensor(rng, "F16", (4, 24)),
+        "transformer.blocks.0.attn1.to_q.lora_B.weight": random_tensor(rng, "F16", (24, 4)),
+        "transformer.blocks.0.attn1.to_q.dora_scale": random_tensor(rng, "F16", (24, 1)),
+    }
+    coverage = _coverage(write_tensors(tmp_path / "dora.safetensors", tensors))
+    lora = LoRA(coverage=coverage)
+    assert lora.coverage_text == "2 of 3 tensors map to transformer layers; 1 ignored (dora_scale)"
+    assert coverage["ignored_tensors"] == [["transformer.blocks.0.attn1.to_q.dora_scale", "dora_scale"]]
+
+
+def test_layouts_diffusers_refuses_raise_with_its_reason(tmp_path):
+    # ComfyUI names with DoRA scales: diffusers' Wan converter refuses the leftovers.
+    path = write_lora(tmp_path / "l.safetensors", key_format="comfyui", blocks=1, extras=True)
+    with pytest.raises(CoverageError, match="dora_scale"):
+        _coverage(path)
+
+
+def _peft_raw_tensors() -> dict:
+    # PEFT's own state dict of a bare transformer: `base_model.model.` names, which diffusers loads into nothing.
+    rng = __import__("numpy").random.default_rng(0)
+    return {
+        "base_model.model.blocks.0.attn1.to_q.lora_A.weight": random_tensor(rng, "F16", (4, 24)),
+        "base_model.model.blocks.0.attn1.to_q.lora_B.weight": random_tensor(rng, "F16", (24, 4)),
+    }
+
+
+@pytest.mark.django_db
+class TestIngest:
+    def test_coverage_is_stored_and_shown(self, api, owner, workspace, client, tmp_path):
+        actor = workspace.memberships.get(user=owner)
+        path = write_lora(tmp_path / "lightx2v.safetensors", blocks=BLOCKS, **FORMATS["lightx2v"])
+        lora = ingest_ready(actor=actor, path=path)
+        assert lora.status == Status.READY and lora.base_model == "wan-demo"
+        assert set(lora.module_shapes["transformer"]) == TARGETED
+        text = "80 of 84 tensors map to transformer layers; 4 ignored (diff ×2, diff_b ×2)"
+        body = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora.id}/").json()
+        assert body["coverage"]["text"] == text and body["coverage"]["ignored"] == {"diff": 2, "diff_b": 2}
+        client.force_login(owner)
+        assert text in client.get(f"/w/{workspace.slug}/loras/{lora.id}/").content.decode()
+
+    def test_a_file_diffusers_loads_nothing_of_fails_with_the_reason(
+        self, api, owner, workspace, client, tmp_path, s3_keys
+    ):
+        actor = workspace.memberships.get(user=owner)
+        lora = ingest_ready(actor=actor, path=write_tensors(tmp_path / "raw_peft.safetensors", _peft_raw_tensors()))
+        reason = "None of its 2 tensors map to a layer of a Wan demo (tiny) pipeline (diffusers ignores them: not converted)."
+        assert (lora.status, lora.error, lora.file.name) == (Status.FAILED, reason, "")
+        assert s3_keys(f"workspaces/{workspace.id}/loras/") == []  # the copy is deleted
+        body = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora.id}/").json()
+        assert (body["status"], body["error"], body["coverage"]) == ("failed", reason, None)
+        client.force_login(owner)
+        assert reason in client.get(f"/w/{workspace.slug}/loras/{lora.id}/").content.decode()
+
+    def test_a_layout_diffusers_refuses_fails_with_its_message(self, owner, workspace, tmp_path):
+        actor = workspace.memberships.get(user=owner)
+        path = write_lora(tmp_path / "dora.safetensors", key_format="comfyui", blocks=1, extras=True)
+        lora = ingest_ready(actor=actor, path=path)
+        assert lora.status == Status.FAILED
+        assert lora.error.startswith("This LoRA cannot be loaded into a Wan demo (tiny) pipeline: diffusers cannot convert")
