@@ -46,6 +46,7 @@ import torch
 from diffusers import DiffusionPipeline
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+from ..lora_keys import prefixed_state_dict
 from ..pipelines import EXPERT_COMPONENTS, expert_modules
 from .fusing import FusedWeights, MergeKey
 from .host_tier import HostTier, StateDict
@@ -341,15 +342,17 @@ class AdapterManager:
         """The file's converted state dict (kept in the host tier when it fits), or its path where only the file
         carries everything needed (diffusers adapter metadata, see the module docstring)."""
         reader = type(self.pipe).lora_state_dict
+        # Bare module names (PEFT, native Wan keys) get the prefix diffusers needs, as the ingest coverage did.
+        source = prefixed_state_dict(path) or str(path)
         if "return_alphas" in inspect.signature(reader).parameters:
             # FLUX-style readers pop `.alpha` tensors out of the state dict; put them back so that loading the
             # dict extracts them again, exactly as loading the file does.
             state_dict, alphas, metadata = reader(
-                str(path), use_safetensors=True, return_alphas=True, return_lora_metadata=True
+                source, use_safetensors=True, return_alphas=True, return_lora_metadata=True
             )
             state_dict = {**state_dict, **(alphas or {})}
         else:
-            state_dict, metadata = reader(str(path), use_safetensors=True, return_lora_metadata=True)
+            state_dict, metadata = reader(source, use_safetensors=True, return_lora_metadata=True)
         if metadata:
             return str(path)
         return self.host_tier.put(path, state_dict)
