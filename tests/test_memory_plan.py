@@ -209,3 +209,77 @@ def test_the_planner_imports_no_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.stdout.split() == ["False", "False"]
+
+
+# --- the worker: placement before loading, eviction between jobs -----------------------------------------------
+
+WORKER_MODELS = ("wan22-a14b-demo", "wan-ti2v-demo")
+
+
+@pytest.fixture
+def fresh_worker(demo_models, tmp_path):
+    from django.test import override_settings
+
+    from generation import worker
+
+    # Both demo Wan models at their common 32x32 only, so their activation reserves are equal and a device can be
+    # sized to hold either one's peak but not that plus the other's weights.
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text("wan22-a14b-demo:\n  capabilities:\n    resolutions: [[32, 32]]\n")
+    with override_settings(LORASITE_WORKER_CACHE_DIR=tmp_path / "cache", LORASITE_MODELS_FILE=str(models_file)):
+        worker.lora_cache.cache_clear()
+        for key in WORKER_MODELS:
+            worker.PIPELINES.drop(key)
+        yield worker
+        for key in WORKER_MODELS:
+            worker.PIPELINES.drop(key)
+    worker.lora_cache.cache_clear()
+
+
+@pytest.fixture
+def actor(workspace, member_of):
+    from workspaces.models import Role
+
+    return workspace.memberships.get(user=member_of(Role.OWNER))
+
+
+def run_job(worker, actor, model: str):
+    from generation import services
+
+    job = services.generation_create(actor=actor, model=model, prompt="a cat", params={"seed": 1}, loras=[])
+    worker.execute_job(str(job.id), worker_name="test@worker")
+    job.refresh_from_db()
+    return job
+
+
+@pytest.mark.django_db
+def test_a_model_that_fits_nowhere_fails_the_job_before_loading(fresh_worker, actor) -> None:
+    from django.test import override_settings
+
+    with override_settings(LORASITE_GPU_MEMORY_BYTES=512 * 1024**2):
+        job = run_job(fresh_worker, actor, "wan-ti2v-demo")
+    assert job.status == "failed"
+    assert job.error.startswith("Wan single expert (demo) does not fit this device: it needs at least 1.0 GiB")
+    assert job.error.endswith("but 0.5 GiB is available.")
+    assert "model_load" not in job.timings and fresh_worker.PIPELINES.loaded_keys().count("wan-ti2v-demo") == 0
+
+
+@pytest.mark.django_db
+def test_jobs_alternating_between_two_models_that_do_not_fit_together_all_succeed(
+    fresh_worker, actor, caplog
+) -> None:
+    from django.test import override_settings
+
+    from generation.model_registry import model_registry
+
+    alone = [plan(model_registry()[key], None) for key in WORKER_MODELS]
+    device_bytes = min(alone[0].weight_bytes + alone[1].peaks["gpu"], alone[1].weight_bytes + alone[0].peaks["gpu"]) - 1
+    assert device_bytes >= max(p.peaks["gpu"] for p in alone)
+    with override_settings(LORASITE_GPU_MEMORY_BYTES=device_bytes):
+        for key in (*WORKER_MODELS, *WORKER_MODELS):
+            job = run_job(fresh_worker, actor, key)
+            assert job.status == "succeeded", job.error
+            assert [k for k in fresh_worker.PIPELINES.loaded_keys() if k in WORKER_MODELS] == [key]
+            # The evicted pipeline's adapter manager went with it.
+            assert [k for k in fresh_worker._ADAPTER_MANAGERS if k in WORKER_MODELS] == [key]
+    assert caplog.text.count("Evicting pipeline") >= 3

@@ -48,6 +48,16 @@ def runtime_device() -> torch.device:
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
+def device_memory_bytes(override: int = 0) -> int | None:
+    """What the planner plans for: `override` (LORASITE_GPU_MEMORY_BYTES) when set, else the CUDA device's total
+    memory, else None (no accelerator: nothing to place, everything stays in host memory)."""
+    if override:
+        return override
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[1]
+    return None
+
+
 def runtime_dtype(device: torch.device) -> torch.dtype:
     # bf16 halves memory on GPUs and is what Wan and Flux are trained in; CPUs (tests, demo) stay in fp32, where
     # bf16 matmuls are slow and results less reproducible.
