@@ -7,7 +7,7 @@ worker registry while it runs: the queues it actually consumes are what it serve
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutdown
 
-from generation import services
+from generation import services, worker_startup  # noqa: F401  (worker_startup: logs memory plans at start)
 from generation.queues import model_of_queue
 from generation.worker_registry import Heartbeat
 

@@ -283,3 +283,35 @@ def test_jobs_alternating_between_two_models_that_do_not_fit_together_all_succee
             # The evicted pipeline's adapter manager went with it.
             assert [k for k in fresh_worker._ADAPTER_MANAGERS if k in WORKER_MODELS] == [key]
     assert caplog.text.count("Evicting pipeline") >= 3
+
+
+def test_gpu_plan_prints_every_model_at_the_given_memory() -> None:
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("gpu_plan", "wan22-t2v-a14b", "flux1-dev", "--memory-bytes", str(48 * GB), stdout=out)
+    expected = "\n".join(plan(shipped("wan22-t2v-a14b"), 48 * GB).describe() + plan(shipped("flux1-dev"),
+                                                                                       48 * GB).describe())
+    assert out.getvalue().strip() == expected
+    with pytest.raises(CommandError, match="Unknown model"):
+        call_command("gpu_plan", "sdxl", stdout=io.StringIO())
+
+
+@pytest.mark.django_db
+def test_the_worker_logs_the_plans_of_the_models_it_serves_at_start(demo_models, caplog) -> None:
+    from types import SimpleNamespace
+
+    from django.test import override_settings
+
+    from generation.queues import gpu_queue
+    from generation.worker_startup import log_memory_plans
+
+    queues = {gpu_queue("flux-demo"): None, gpu_queue("wan22-t2v-a14b"): None, "default": None}
+    sender = SimpleNamespace(app=SimpleNamespace(amqp=SimpleNamespace(queues=SimpleNamespace(consume_from=queues))))
+    with override_settings(LORASITE_GPU_MEMORY_BYTES=8 * GiB), caplog.at_level("INFO"):
+        log_memory_plans(sender)
+    assert "Memory plan: flux-demo (FLUX (demo)): device memory 8.0 GiB" in caplog.text
+    assert "placement gpu (chosen)" in caplog.text
+    assert "Memory plan: wan22-t2v-a14b cannot run on this worker: Wan 2.2 T2V-A14B does not fit" in caplog.text
