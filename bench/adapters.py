@@ -727,7 +727,6 @@ def midsize_section(root: Path, store, models: dict[str, Path]) -> Section:
         f"Download: a hit is one `stat` + sidecar read ({_ms(hit.download)} ms, nothing fetched); a miss fetches "
         f"{by['WorkerCold'].fetched / MB:.1f} MB from moto over HTTP and hashes it ({_ms(by['WorkerCold'].download)} ms). "
         "Residency=unload (the settings' default) reloads the file every job: no faster than naive.",
-        "Pinned host memory needs CUDA: on this CPU-only machine the in-RAM state dicts are ordinary memory.",
         f"Reference figures from the issue (1.4B Wan-shaped, rank-32 88 MB LoRA, this kind of machine): naive 950 ms, "
         f"hotswap from the file 300 ms, from a state dict in RAM 80 ms, memory copy 8 ms.",
         _load_note(load) + f" Peak RSS of the benchmark process {_peak_rss_gib():.1f} GiB; section time "

@@ -5,9 +5,9 @@ two CPU cores run it) with random bf16 weights, at the token count of a small Wa
 attention and FFN projection, applied by the worker's `AdapterManager` with `apply_mode="unfused"` (PEFT LoRA
 layers compute the low-rank path every forward) or `"fused"` (the deltas merged into the base weights).
 
-The configurations are measured side by side: each round times one forward of every configuration in turn, so a
-change of load on the machine shifts them alike; the figures are medians over `LORASITE_BENCH_STEP_REPEATS` rounds
-(default 5) and the ratios are taken against the base of the same run.
+The configurations are measured side by side: each round times one forward of every configuration in turn (every
+other round in reverse order), so a change of load on the machine shifts them alike; the figures are medians over
+`LORASITE_BENCH_STEP_REPEATS` rounds (default 5) and the ratios are taken against the base of the same run.
 """
 
 from __future__ import annotations
@@ -143,8 +143,10 @@ def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_
         for index in range(steps_per_config):  # warm-up: first-call allocations and kernel selection
             step(pipe, inputs, index)
         sync()
-        for _ in range(repeats):
-            for mode, count in step_configs(fused):
+        for round_index in range(repeats):
+            configs = step_configs(fused)
+            # Every other round in reverse order, so that a drift in the machine's load favours no configuration.
+            for mode, count in configs if round_index % 2 == 0 else configs[::-1]:
                 key = (mode, count)
                 manager = managers.get(mode)
                 if count:

@@ -18,7 +18,7 @@ CUDA), and of the base-weight bytes a fused switch touches (scaled from the meas
 
 `python -m bench lora_switch` measures it on a Wan 2.1 1.3B-shaped transformer on the CPU
 (`LORASITE_BENCH_SWITCH_BLOCKS` blocks, default the full 30; `LORASITE_BENCH_SWITCH_REPEATS` jobs per route,
-default 5); `bench/gpu.py` runs the same routes on the Wan 2.2 A14B pair.
+default 3); `bench/gpu.py` runs the same routes on the Wan 2.2 A14B pair.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def run() -> list[Section]:
     from generation.runtime.adapters import AdapterSpec
 
     blocks = int(os.environ.get("LORASITE_BENCH_SWITCH_BLOCKS", str(WAN_13B["num_layers"])))
-    repeats = int(os.environ.get("LORASITE_BENCH_SWITCH_REPEATS", "5"))
+    repeats = int(os.environ.get("LORASITE_BENCH_SWITCH_REPEATS", "3"))
     if blocks < 1 or repeats < 1:
         raise ValueError("LORASITE_BENCH_SWITCH_BLOCKS and LORASITE_BENCH_SWITCH_REPEATS must be >= 1")
     started, load = time.monotonic(), _loadavg()
