@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # a fresh interpreter importing torch and diffusers: about 20 s on 2 cores
-
 ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = """
@@ -30,6 +28,16 @@ sys.exit(status or bool(leaked))
 """
 
 
+def test_token_counts_of_the_benchmarked_videos():
+    from bench.gpu import FULL
+    from bench.lora_step import FRAMES, HEIGHT, WIDTH, wan_tokens
+
+    assert wan_tokens(FRAMES, HEIGHT, WIDTH) == 1950  # the CPU per-step slice: 5 latent frames x 15 x 26
+    assert (FULL.frames, FULL.height, FULL.width) == (81, 480, 832)
+    assert wan_tokens(FULL.frames, FULL.height, FULL.width) == 32760  # 21 latent frames x 30 x 52
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch and diffusers: about 15-25 s on 2 cores
 def test_gpu_bench_smoke_runs_without_django():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env.update(LORASITE_BENCH_GPU_SMOKE="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
