@@ -11,11 +11,16 @@ worker runtime (`generation.runtime.*`), builds the transformers with random bf1
 with ``carry=[".device"]`` (the pinned diffusers wheel, downloaded by
 ``.venv/bin/pip download diffusers==0.42.1 --no-deps -d .device/wheels``)::
 
-    pip install --no-deps .device/wheels/diffusers-0.42.1-py3-none-any.whl && python -m bench gpu; \\
-        cp docs/benchmarks.md "$OUT/"
+    python3 -m pip install --no-deps .device/wheels/diffusers-0.42.1-py3-none-any.whl \\
+        && python3 -m bench gpu 2>&1 | tee "$OUT/bench-gpu.log"; cp docs/benchmarks.md "$OUT/"
 
-About 4-6 minutes on one H100/H200 (budget: 8). It needs about 70 GiB of GPU memory and 100 GiB of host memory
-(fused backups and the model_offload copy of both experts live there). Knobs: `LORASITE_BENCH_GPU_REPEATS`
+It rewrites the `gpu` block of docs/benchmarks.md there; the copy in `$OUT` brings it back. diffusers 0.42.1 also
+imports Pillow and needs huggingface_hub >= 1.32 (not installed by ``--no-deps``): the import at the start fails
+within seconds if the machine lacks them.
+
+Estimated (it has not yet run on a GPU): 4-6 minutes on one H100/H200 (budget: 8), about 70 GiB of GPU memory
+and up to about 100 GiB of host memory (the pinned pristine backups of fused mode, and earlier the model_offload
+copy of both experts). The progress lines (`[gpu N s] ...`) say where the time went. Knobs: `LORASITE_BENCH_GPU_REPEATS`
 (per-step rounds, default 1), `LORASITE_BENCH_GPU_SWITCH_REPEATS` (timed jobs per switch route, default 3).
 
 Smoke test, the same code end to end at a tiny scale on a CPU (no figures): ``LORASITE_BENCH_GPU_SMOKE=1 python -m
