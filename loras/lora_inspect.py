@@ -290,7 +290,9 @@ def detect_family(module_shapes: dict[str, tuple[int, int]]) -> tuple[str, int |
 
 
 def _width(shapes: dict[str, tuple[int, ...]], probes: Iterable[tuple[re.Pattern[str], int]]) -> int | None:
-    return _most_common(shape[side] for name, shape in shapes.items() for pattern, side in probes if pattern.match(name))
+    return _most_common(
+        shape[side] for name, shape in shapes.items() for pattern, side in probes if pattern.match(name)
+    )
 
 
 def _alpha_from_tensors(

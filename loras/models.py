@@ -100,6 +100,15 @@ class LoRA(models.Model):
         return f"lora_{self.id}"
 
     @property
+    def flat_module_shapes(self) -> dict[str, list[int]]:
+        """`module_shapes` as one {"component.module": [in, out]} dict, for callers that only count or sum."""
+        return {
+            f"{component}.{module}": shape
+            for component, modules in self.module_shapes.items()
+            for module, shape in modules.items()
+        }
+
+    @property
     def coverage_text(self) -> str:
         """ "300 of 300 tensors map to transformer layers; 2 ignored (dora_scale)", or "" before the ingest task."""
         return coverage_text(self.coverage)
@@ -112,7 +121,9 @@ def coverage_text(coverage: dict) -> str:
     text = f"{coverage['mapped']} of {coverage['tensors']} tensors map to {components} layers"
     ignored = coverage.get("ignored") or {}
     if ignored:
-        reasons = ", ".join(f"{reason} ×{count}" if len(ignored) > 1 else reason for reason, count in sorted(ignored.items()))
+        reasons = ", ".join(
+            f"{reason} ×{count}" if len(ignored) > 1 else reason for reason, count in sorted(ignored.items())
+        )
         text += f"; {sum(ignored.values())} ignored ({reasons})"
     return text
 

@@ -454,13 +454,24 @@ def _sha256_of_stored(store, key: str) -> str:
 def _coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
     """(coverage, "") or (None, why diffusers would load nothing of it); (None, "") for families without a loader."""
     # Worker-only: torch and diffusers are imported here, never by the web process.
-    from generation.runtime.lora_keys import CoverageError, lora_coverage
+    from generation.runtime.lora_keys import ARCHITECTURES, CoverageError, lora_coverage
 
     key = lora.file.name
     header = read_header(lambda offset, length: store.read_range(key, offset, length), file_size=lora.file_size)
+    tensors = {t.name: (t.dtype, t.shape) for t in header.tensors.values()}
+    if lora.base_model == "unknown":
+        # No family to refuse for; what a loader makes of it still lets the fit check see its layers.
+        for architecture in ARCHITECTURES:
+            try:
+                coverage = lora_coverage(tensors, family=architecture)
+            except CoverageError:
+                continue
+            if coverage and coverage["mapped"]:
+                return coverage, ""
+        return None, ""
     family = FAMILIES.get(lora.base_model, lora.base_model)
     try:
-        coverage = lora_coverage({t.name: (t.dtype, t.shape) for t in header.tensors.values()}, family=lora.base_model)
+        coverage = lora_coverage(tensors, family=lora.base_model)
     except CoverageError as error:
         return None, f"This LoRA cannot be loaded into a {family} pipeline: {error}."
     if coverage is not None and not coverage["mapped"]:

@@ -15,7 +15,11 @@ from workspaces.models import Membership
 
 
 def ingest_ready(
-    *, actor: Membership, path: Path, filename: str | None = None, options: services.LoRAOptions = services.LoRAOptions()
+    *,
+    actor: Membership,
+    path: Path,
+    filename: str | None = None,
+    options: services.LoRAOptions = services.LoRAOptions(),
 ) -> LoRA:
     """Upload a local file and finish its ingest: the row comes back ready (or failed with the reason)."""
     lora = services.lora_ingest_local_file(actor=actor, path=path, filename=filename or path.name, options=options)

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from peft.tuners.tuners_utils import BaseTunerLayer  # noqa: E402
@@ -53,7 +54,9 @@ def _outputs(pipe) -> dict[str, torch.Tensor]:
 
 
 def _wrapped(module: torch.nn.Module, adapter: str) -> set[str]:
-    return {name for name, layer in module.named_modules() if isinstance(layer, BaseTunerLayer) and adapter in layer.lora_A}
+    return {
+        name for name, layer in module.named_modules() if isinstance(layer, BaseTunerLayer) and adapter in layer.lora_A
+    }
 
 
 @pytest.mark.parametrize("expert", ["high", "low"])
@@ -65,7 +68,8 @@ def test_each_format_changes_exactly_the_targeted_expert(pipe, tmp_path, key_for
     manager.apply([AdapterSpec(lora_id=1, display_name=key_format, path=path, weight=1.0, expert=expert)])
     try:
         after = _outputs(pipe)
-        targeted, other = (pipe.transformer, pipe.transformer_2) if expert == "high" else (pipe.transformer_2, pipe.transformer)
+        experts = {"high": pipe.transformer, "low": pipe.transformer_2}
+        targeted, other = experts.pop(expert), *experts.values()
         # The coverage's converted names are exactly the layers diffusers wrapped: what the check accepts is
         # what diffusers loads.
         assert _wrapped(targeted, "lora_1") == set(_coverage(path)["module_shapes"]["transformer"]) == TARGETED
@@ -90,7 +94,7 @@ def test_coverage_of_each_format(tmp_path, key_format):
 
 
 def test_coverage_text_names_what_diffusers_drops(tmp_path):
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     tensors = {
         "transformer.blocks.0.attn1.to_q.lora_A.weight": random_tensor(rng, "F16", (4, 24)),
         "transformer.blocks.0.attn1.to_q.lora_B.weight": random_tensor(rng, "F16", (24, 4)),
@@ -111,7 +115,7 @@ def test_layouts_diffusers_refuses_raise_with_its_reason(tmp_path):
 
 def _peft_raw_tensors() -> dict:
     # PEFT's own state dict of a bare transformer: `base_model.model.` names, which diffusers loads into nothing.
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     return {
         "base_model.model.blocks.0.attn1.to_q.lora_A.weight": random_tensor(rng, "F16", (4, 24)),
         "base_model.model.blocks.0.attn1.to_q.lora_B.weight": random_tensor(rng, "F16", (24, 4)),
@@ -137,7 +141,9 @@ class TestIngest:
     ):
         actor = workspace.memberships.get(user=owner)
         lora = ingest_ready(actor=actor, path=write_tensors(tmp_path / "raw_peft.safetensors", _peft_raw_tensors()))
-        reason = "None of its 2 tensors map to a layer of a Wan demo (tiny) pipeline (diffusers ignores them: not converted)."
+        reason = (
+            "None of its 2 tensors map to a layer of a Wan demo (tiny) pipeline (diffusers ignores them: not converted)."
+        )
         assert (lora.status, lora.error, lora.file.name) == (Status.FAILED, reason, "")
         assert s3_keys(f"workspaces/{workspace.id}/loras/") == []  # the copy is deleted
         body = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora.id}/").json()
@@ -150,4 +156,20 @@ class TestIngest:
         path = write_lora(tmp_path / "dora.safetensors", key_format="comfyui", blocks=1, extras=True)
         lora = ingest_ready(actor=actor, path=path)
         assert lora.status == Status.FAILED
-        assert lora.error.startswith("This LoRA cannot be loaded into a Wan demo (tiny) pipeline: diffusers cannot convert")
+        assert lora.error.startswith(
+            "This LoRA cannot be loaded into a Wan demo (tiny) pipeline: diffusers cannot convert its keys"
+        )
+
+    def test_an_unknown_width_keeps_its_converted_layers_for_the_fit_check(self, owner, workspace, tmp_path):
+        from generation.model_registry import lora_fit_problem, model_registry
+
+        rng = np.random.default_rng(0)
+        tensors = {
+            "diffusion_model.blocks.0.self_attn.q.lora_down.weight": random_tensor(rng, "F16", (4, 48)),
+            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": random_tensor(rng, "F16", (48, 4)),
+        }
+        actor = workspace.memberships.get(user=owner)
+        lora = ingest_ready(actor=actor, path=write_tensors(tmp_path / "wide.safetensors", tensors))
+        assert (lora.status, lora.base_model) == (Status.READY, "unknown")
+        assert lora.module_shapes == {"transformer": {"blocks.0.attn1.to_q": [48, 48]}}
+        assert "48→48 in the LoRA" in lora_fit_problem(lora.module_shapes, model_registry()["wan22-a14b-demo"])

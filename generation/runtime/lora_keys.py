@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 
 # Family (LoRA.base_model vocabulary) prefix -> the pipeline's LoRA loader, whose `lora_state_dict` converts.
 _LOADERS = {"wan": WanLoraLoaderMixin, "flux": FluxLoraLoaderMixin}
+ARCHITECTURES = tuple(_LOADERS)
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -98,6 +99,8 @@ def _traced(name: str, dtype: str, shape: Sequence[int]) -> torch.Tensor:
 def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: str) -> dict | None:
     """Coverage of a file given as {tensor name: (safetensors dtype, shape)}; None for a family without a loader.
 
+    `family` is a LoRA family ("wan-14b", "flux-demo") or an architecture of ARCHITECTURES ("wan", "flux").
+
     Returns {"tensors", "mapped", "components": {component: tensor count}, "ignored": {reason: count},
     "ignored_tensors": [[name, reason], ...] (the first 20), "module_shapes": {component: {module: [in, out]}}}.
     Raises CoverageError when diffusers refuses the keys.
@@ -122,7 +125,8 @@ def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: s
     not_lora = sorted(source for key, value in converted.items() if "lora" not in key for source in value.sources)
     if not_lora:
         raise CoverageError(
-            f"diffusers refuses it: {len(not_lora)} tensor(s) are not LoRA weights after conversion, e.g. '{not_lora[0]}'"
+            f"diffusers refuses it: {len(not_lora)} tensor(s) are not LoRA weights after conversion, "
+            f"e.g. '{not_lora[0]}'"
         )
 
     loadable = set(loader._lora_loadable_modules)
@@ -170,7 +174,7 @@ def _module_of(tensor_name: str) -> str:
 
 
 def _drop_reason(name: str) -> str:
-    return next((reason for marker, reason in _DROP_REASONS if name.endswith(marker) or marker in name), "not converted")
+    return next((reason for marker, reason in _DROP_REASONS if marker in name), "not converted")
 
 
 def _compact(error: BaseException) -> str:
