@@ -52,7 +52,6 @@ from bench.adapters import (
 from bench.lora_step import (
     LORA_COUNTS,
     STEP_HEADER,
-    fused_supported,
     measure_steps,
     step_rows,
     step_verdict,
@@ -263,9 +262,8 @@ class GpuBench:
         return {"GPU": torch.cuda.get_device_name(0), "CUDA": str(torch.version.cuda)}
 
     def step_section(self, timings, repeats: int) -> Section:
-        fused = fused_supported()
         what = f"Wan 2.2 A14B-shaped pair, {self.tokens:,} tokens, {self.device}"
-        verdict, passed = step_verdict(timings, fused=fused, what=what)
+        verdict, passed = step_verdict(timings, what=what)
         scale = self.scale
         return Section(
             title=f"Per-step LoRA overhead: Wan 2.2 A14B-shaped pair on {self.device}, {self.tokens:,} tokens, "
@@ -282,7 +280,7 @@ class GpuBench:
                 f"outside the timing; {repeats} round(s) of all configurations in turn, each step ending with "
                 "`torch.cuda.synchronize()`."
             ),
-            header=STEP_HEADER, rows=step_rows(timings, fused=fused), verdict=verdict, passed=passed,
+            header=STEP_HEADER, rows=step_rows(timings), verdict=verdict, passed=passed,
             notes=["merged layers and fused vs unfused as in the CPU `lora_step` table."],
             machine=self.machine(),
         )

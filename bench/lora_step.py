@@ -12,7 +12,6 @@ other round in reverse order), so a change of load on the machine shifts them al
 
 from __future__ import annotations
 
-import inspect
 import os
 import statistics
 import tempfile
@@ -62,12 +61,6 @@ def wan_inputs(config: dict, *, frames: int, height: int, width: int, text_token
     }
 
 
-def fused_supported() -> bool:
-    from generation.runtime.adapters import AdapterManager
-
-    return "apply_mode" in inspect.signature(AdapterManager).parameters
-
-
 def merged_layers(pipe) -> tuple[int, int]:
     """(merged, all) PEFT LoRA layers of the pipeline's experts: how the adapters are applied right now."""
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -115,9 +108,11 @@ class StepTimings:
         return statistics.median(self.samples[key])
 
 
-def step_configs(fused: bool) -> list[tuple[str, int]]:
-    modes = ("unfused", "fused") if fused else ("unfused",)
-    return [("base", 0)] + [(mode, n) for mode in modes for n in LORA_COUNTS]
+APPLY_MODES = ("unfused", "fused")
+
+
+def step_configs() -> list[tuple[str, int]]:
+    return [("base", 0)] + [(mode, n) for mode in APPLY_MODES for n in LORA_COUNTS]
 
 
 def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_per_config: int = 1,
@@ -131,20 +126,18 @@ def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_
     from generation.runtime.adapters import AdapterManager, AdapterSpec
 
     step = step or (lambda p, x, index: p.transformer(**x))
-    fused = fused_supported()
     experts = "both" if getattr(pipe, "transformer_2", None) is not None else "high"
     specs = [AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert=experts)
              for n, path in enumerate(paths)]
     # One manager per apply mode for the whole run, so that fused mode backs the pristine weights up once.
-    managers = {mode: AdapterManager(pipe, residency="unload", **({"apply_mode": mode} if fused else {}))
-                for mode in (("unfused", "fused") if fused else ("unfused",))}
+    managers = {mode: AdapterManager(pipe, residency="unload", apply_mode=mode) for mode in APPLY_MODES}
     timings = StepTimings()
     with torch.no_grad():
         for index in range(steps_per_config):  # warm-up: first-call allocations and kernel selection
             step(pipe, inputs, index)
         sync()
         for round_index in range(repeats):
-            configs = step_configs(fused)
+            configs = step_configs()
             # Every other round in reverse order, so that a drift in the machine's load favours no configuration.
             for mode, count in configs if round_index % 2 == 0 else configs[::-1]:
                 key = (mode, count)
@@ -180,9 +173,9 @@ def _agreement(timings: StepTimings, count: int) -> str:
     return f"{float((a - b).abs().max() / a.abs().max()):.1e}"
 
 
-def step_rows(timings: StepTimings, *, fused: bool) -> list[list[object]]:
+def step_rows(timings: StepTimings) -> list[list[object]]:
     rows = []
-    for key in step_configs(fused):
+    for key in step_configs():
         mode, count = key
         merged, layers = timings.merged[key]
         label = "base (no LoRA)" if mode == "base" else f"{count} LoRA{'s' if count > 1 else ''}, {mode}"
@@ -190,21 +183,15 @@ def step_rows(timings: StepTimings, *, fused: bool) -> list[list[object]]:
         rows.append([label, f"{timings.median(key) * 1000:.0f}", f"{_ratio(timings, key):.3f}x",
                      f"{statistics.median(apply) * 1000:.0f}" if apply else "-",
                      f"{merged}/{layers}" if layers else "-", _agreement(timings, count) if mode == "fused" else "-"])
-    if not fused:
-        rows += [[f"{n} LoRA{'s' if n > 1 else ''}, fused", "not implemented yet", "-", "-", "-", "-"]
-                 for n in LORA_COUNTS]
     return rows
 
 
 STEP_HEADER = ["configuration", "per-step ms", "x base", "apply ms", "merged layers", "fused vs unfused"]
 
 
-def step_verdict(timings: StepTimings, *, fused: bool, what: str) -> tuple[str, bool | None]:
+def step_verdict(timings: StepTimings, *, what: str) -> tuple[str, bool]:
     most = max(LORA_COUNTS)
     unfused = _ratio(timings, ("unfused", most))
-    if not fused:
-        return (f"not judged: {what}: AdapterManager has no apply_mode yet, so the fused path cannot be measured; "
-                f"{most} unfused LoRAs cost {unfused:.2f}x base per step"), None
     ratio = _ratio(timings, ("fused", most))
     merged, layers = timings.merged[("fused", most)]
     really_fused = layers > 0 and merged == layers
@@ -218,8 +205,7 @@ def step_verdict(timings: StepTimings, *, fused: bool, what: str) -> tuple[str, 
 
 def step_section(timings: StepTimings, *, blocks: int, tokens: int, repeats: int, started: float, load: str,
                  threads: int, device: str) -> Section:
-    fused = fused_supported()
-    verdict, passed = step_verdict(timings, fused=fused, what=f"Wan 1.3B-width slice, {tokens:,} tokens, {device}")
+    verdict, passed = step_verdict(timings, what=f"Wan 1.3B-width slice, {tokens:,} tokens, {device}")
     hidden = WAN_13B["num_attention_heads"] * WAN_13B["attention_head_dim"]
     return Section(
         title=f"Per-step LoRA overhead: Wan 1.3B-width transformer slice on the CPU, {tokens:,} tokens, rank-{RANK}",
@@ -234,7 +220,7 @@ def step_section(timings: StepTimings, *, blocks: int, tokens: int, repeats: int
             f"in turn; median of {repeats} rounds; torch on {threads} threads."
         ),
         header=STEP_HEADER,
-        rows=step_rows(timings, fused=fused),
+        rows=step_rows(timings),
         verdict=verdict,
         passed=passed,
         notes=[

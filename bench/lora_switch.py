@@ -24,7 +24,6 @@ default 3); `bench/gpu.py` runs the same routes on the Wan 2.2 A14B pair.
 from __future__ import annotations
 
 import gc
-import inspect
 import os
 import statistics
 import tempfile
@@ -61,7 +60,6 @@ class SwitchRoute:
     label: str
     options: dict | None  # AdapterManager options; None: naive
     alternate: bool  # alternate two jobs with different LoRAs (else the same job every time)
-    needs: str = ""  # the AdapterManager option without which the route does not exist yet
     keep_merged: bool = False  # reset(keep_merged=True) after each job, as the worker does after a successful one
 
 
@@ -72,15 +70,14 @@ def switch_routes(job_size: int) -> list[SwitchRoute]:
         SwitchRoute("hit", "resident hit, unfused (the same LoRAs as the last job)",
                     {"residency": "cache", "apply_mode": "unfused"}, False),
         SwitchRoute("fused_keep", "fused, the same LoRAs and weights as the last job (merged state kept)",
-                    {"residency": "cache", "apply_mode": "fused"}, False, "apply_mode", keep_merged=True),
+                    {"residency": "cache", "apply_mode": "fused"}, False, keep_merged=True),
         SwitchRoute("fused_switch", "fused switch: restore the touched weights + merge the other job's LoRAs",
-                    {"residency": "cache", "apply_mode": "fused"}, True, "apply_mode", keep_merged=True),
+                    {"residency": "cache", "apply_mode": "fused"}, True, keep_merged=True),
         SwitchRoute("host_miss", "host-tier miss, unfused: evicted from the device, back from host RAM",
-                    {**evicting, "apply_mode": "unfused", "host_tier_bytes": HOST_TIER_BYTES}, True,
-                    "host_tier_bytes"),
+                    {**evicting, "apply_mode": "unfused", "host_tier_bytes": HOST_TIER_BYTES}, True),
         SwitchRoute("host_miss_fused", "host-tier miss, fused: restore + back from host RAM + merge",
                     {**evicting, "apply_mode": "fused", "host_tier_bytes": HOST_TIER_BYTES}, True,
-                    "host_tier_bytes", keep_merged=True),
+                    keep_merged=True),
         SwitchRoute("file_miss", "file miss, unfused: evicted, host tier off (parse and load the file again)",
                     {**evicting, "apply_mode": "unfused", "host_tier_bytes": 0}, True),
     ]
@@ -93,13 +90,6 @@ class SwitchResult:
     reset: float = 0.0
     total: float = 0.0
     stats: str = ""  # the manager's last_apply_stats of the last timed job
-    implemented: bool = True
-
-
-def manager_options() -> set[str]:
-    from generation.runtime.adapters import AdapterManager
-
-    return set(inspect.signature(AdapterManager).parameters)
 
 
 def _naive_apply(pipe, job: list) -> None:
@@ -117,17 +107,10 @@ def measure_switches(pipe, jobs: list[list], *, repeats: int, sync=lambda: None,
     the same shapes (alternating routes switch between them)."""
     from generation.runtime.adapters import AdapterManager
 
-    supported = manager_options()
-    can_keep_merged = "keep_merged" in inspect.signature(AdapterManager.reset).parameters
     results = []
     for route in switch_routes(len(jobs[0])):
-        if route.needs and route.needs not in supported:
-            results.append(SwitchResult(route, implemented=False))
-            continue
         progress(route.key)
-        options = {k: v for k, v in (route.options or {}).items() if k in supported}
-        manager = AdapterManager(pipe, **options) if route.options is not None else None
-        reset_options = {"keep_merged": True} if route.keep_merged and can_keep_merged else {}
+        manager = AdapterManager(pipe, **route.options) if route.options is not None else None
         samples, result = [], SwitchResult(route)
         try:
             for i in range(WARMUP + repeats):
@@ -142,11 +125,12 @@ def measure_switches(pipe, jobs: list[list], *, repeats: int, sync=lambda: None,
                 if manager is None:
                     pipe.unload_lora_weights()
                 else:
-                    manager.reset(**reset_options)
+                    manager.reset(keep_merged=route.keep_merged)
                 sync()
                 if i >= WARMUP:
                     samples.append((t1 - t0, time.perf_counter() - t1))
-            result.stats = _describe_stats(getattr(manager, "last_apply_stats", None))
+            if manager is not None:
+                result.stats = _describe_stats(manager.last_apply_stats)
         finally:
             if manager is not None:
                 manager.reset()  # restores any weights left merged
@@ -162,13 +146,9 @@ def measure_switches(pipe, jobs: list[list], *, repeats: int, sync=lambda: None,
 
 def _describe_stats(stats) -> str:
     """The manager's ApplyStats in a few words: where the adapters came from, and what was merged."""
-    if stats is None:
-        return ""
-    sources = Counter(getattr(stats, "sources", {}).values())
+    sources = Counter(stats.sources.values())
     text = ", ".join(f"{count} from {source}" for source, count in sorted(sources.items()))
-    merge = getattr(stats, "merge", "")
-    layers = getattr(stats, "merged_layers", 0)
-    return f"{text}; {merge}" + (f" ({layers} layers)" if layers else "")
+    return f"{text}; {stats.merge}" + (f" ({stats.merged_layers} layers)" if stats.merged_layers else "")
 
 
 def touched_bytes(pipe, experts: tuple[str, ...]) -> int:
@@ -196,9 +176,6 @@ def switch_rows(results: list[SwitchResult], *, floor: float, touched_floor: flo
     naive = next(r.total for r in results if r.route.key == "naive")
     rows = []
     for r in results:
-        if not r.implemented:
-            rows.append([r.route.label, "not implemented yet", "-", "-", "-", "-"])
-            continue
         rows.append([r.route.label, _ms(r.apply), _ms(r.reset), _ms(r.total), f"{r.total / floor:.1f}x",
                      f"{r.total / naive:.2f}x"])
     rows.append([floor_label, _ms(floor), "-", _ms(floor), "1.0x", f"{floor / naive:.3f}x"])
@@ -207,14 +184,12 @@ def switch_rows(results: list[SwitchResult], *, floor: float, touched_floor: flo
     return rows
 
 
-def switch_verdict(results: list[SwitchResult], *, floor: float, what: str) -> tuple[str, bool | None]:
+def switch_verdict(results: list[SwitchResult], *, floor: float, what: str) -> tuple[str, bool]:
     by = {r.route.key: r for r in results}
     hit = by["hit"]
     hit_ok = hit.total <= HIT_TARGET_SECONDS
     hit_text = f"a resident hit costs {_ms(hit.total)} ms (target <= {HIT_TARGET_SECONDS * 1000:.0f} ms)"
     miss = by["host_miss"]
-    if not miss.implemented:
-        return (f"not judged: {what}: AdapterManager has no host tier yet (host_tier_bytes); {hit_text}"), None
     ratio = miss.total / floor
     passed = ratio <= HOST_TIER_TARGET and hit_ok
     return (f"{'PASS' if passed else 'FAIL'}: {what}: a host-tier miss costs {_ms(miss.total)} ms, {ratio:.1f}x the "
@@ -223,8 +198,6 @@ def switch_verdict(results: list[SwitchResult], *, floor: float, what: str) -> t
 
 def stats_note(results: list[SwitchResult]) -> str:
     described = [f"{r.route.key}: {r.stats}" for r in results if r.stats]
-    if not described:
-        return "AdapterManager exposes no last_apply_stats yet: what each route did is not cross-checked."
     return "What the manager reports for each route's last job (`last_apply_stats`): " + " | ".join(described) + "."
 
 
