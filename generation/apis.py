@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,16 +36,30 @@ class ModelListAPI(APIView):
         return Response(ModelOutput(selectors.model_list(), many=True).data)
 
 
+class LoRACostOutput(serializers.Serializer):
+    placement = serializers.CharField(help_text="The model's placement the estimate assumes ('' if it fits nowhere).")
+    apply_mode = serializers.ChoiceField(choices=["fused", "unfused"])
+    adapter_bytes = serializers.IntegerField(help_text="The adapter's weights at bf16.")
+    extra_device_bytes = serializers.IntegerField(help_text="GPU memory beyond the base model while its expert runs.")
+    extra_host_bytes = serializers.IntegerField(help_text="Host memory: fused, a backup of the weights it changes.")
+    load_seconds = serializers.FloatField(help_text="Estimated time to load it onto the device.")
+
+
 class JobLoRAOutput(serializers.ModelSerializer):
     lora_id = serializers.IntegerField(source="lora_ref")
     deleted = serializers.SerializerMethodField(help_text="The LoRA has been deleted since (shown as 'Deleted LoRA').")
+    cost = serializers.SerializerMethodField(help_text="Estimated: what this LoRA adds on the worker; null if unknown.")
 
     class Meta:
         model = JobLoRA
-        fields = ["lora_id", "name", "version", "sha256", "weight", "expert", "deleted"]
+        fields = ["lora_id", "name", "version", "sha256", "weight", "expert", "deleted", "cost"]
 
     def get_deleted(self, job_lora: JobLoRA) -> bool:
         return job_lora.lora is None or job_lora.lora.deleted_at is not None
+
+    @extend_schema_field(LoRACostOutput(allow_null=True))
+    def get_cost(self, job_lora: JobLoRA) -> dict | None:
+        return selectors.job_lora_cost(job_lora=job_lora)
 
 
 class JobOutput(serializers.ModelSerializer):

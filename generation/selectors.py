@@ -1,3 +1,4 @@
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -10,6 +11,7 @@ from django.utils import timezone
 from generation import worker_registry
 from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.runtime import memory_plan
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
 from loras.lora_inspect import FAMILIES
@@ -79,6 +81,7 @@ class LoRAChoice:
 
     lora: LoRA
     problem: str = ""
+    cost: dict | None = None  # lora_cost_estimate, for usable ones
 
     @property
     def usable(self) -> bool:
@@ -102,8 +105,60 @@ def lora_choices(*, workspace: Workspace, model: BaseModel) -> list[LoRAChoice]:
         .filter(workspace=workspace, status=Status.READY, is_active=True)
         .order_by(F("last_used_at").desc(nulls_last=True), "-created_at", "-id")
     )
-    choices = [LoRAChoice(lora=lora, problem=_lora_problem(lora, model)) for lora in loras]
+    choices = []
+    for lora in loras:
+        problem = _lora_problem(lora, model)
+        # A picked row goes into one expert, the one of its section.
+        cost = None if problem else lora_cost_estimate(model=model, file_size=lora.file_size, lora=lora,
+                                                       expert="high")
+        choices.append(LoRAChoice(lora=lora, problem=problem, cost=cost))
     return sorted(choices, key=lambda choice: not choice.usable)  # stable: keeps the recency order
+
+
+# --- what a LoRA adds on the worker ---------------------------------------------------------------
+
+
+def model_placement(model: BaseModel) -> str:
+    """The placement workers use for `model`, as planned for LORASITE_GPU_MEMORY_BYTES; "" when it fits nowhere.
+
+    The web process cannot see the workers' GPUs: without that setting it assumes the model sits on the GPU."""
+    return _planned_placement(
+        model.key, settings.LORASITE_GPU_MEMORY_BYTES, str(settings.LORASITE_MODELS_DIR), settings.LORASITE_MODELS_FILE
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _planned_placement(model_key: str, device_bytes: int, models_dir: str, models_file: str) -> str:
+    # Cached (the settings are the key): planning reads the safetensors headers of the model's weights.
+    if not device_bytes:
+        return "gpu"
+    try:
+        return memory_plan.plan(model_registry()[model_key], device_bytes).placement
+    except memory_plan.MemoryPlanError:
+        return ""
+
+
+def lora_cost_estimate(*, model: BaseModel, file_size: int, lora: LoRA | None, expert: str) -> dict | None:
+    """Adapter bytes, extra device/host memory and load time of one LoRA on `model` (memory_plan.lora_cost), with
+    the placement and apply mode they assume; None when the LoRA row is gone (its shapes with it)."""
+    if lora is None:
+        return None
+    placement = model_placement(model)
+    apply_mode = getattr(settings, "LORASITE_LORA_APPLY", "fused")
+    cost = memory_plan.lora_cost(
+        file_size=file_size, file_dtype=lora.dtype, module_shapes=lora.flat_module_shapes,
+        placement=placement or "gpu", apply_mode=apply_mode,
+        experts=2 if expert == "both" and model.two_experts else 1,  # "both" loads a copy into each expert
+    )
+    return {"placement": placement, "apply_mode": apply_mode, **cost.as_dict()}
+
+
+def job_lora_cost(*, job_lora: JobLoRA) -> dict | None:
+    """lora_cost_estimate for a LoRA of a job, on the job's model (None when the model left the registry)."""
+    model = model_registry().get(job_lora.job.model_key)
+    if model is None:
+        return None
+    return lora_cost_estimate(model=model, file_size=job_lora.file_size, lora=job_lora.lora, expert=job_lora.expert)
 
 
 @dataclass(frozen=True)

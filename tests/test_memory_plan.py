@@ -199,6 +199,9 @@ def test_lora_cost_fused_and_unfused() -> None:
     on_cpu = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="cpu",
                                    apply_mode="unfused")
     assert (on_cpu.extra_device_bytes, on_cpu.extra_host_bytes) == (0, 200_000_000)
+    both = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
+                                 apply_mode="fused", experts=2)
+    assert (both.adapter_bytes, both.extra_host_bytes) == (400_000_000, 2 * touched)  # a copy per expert
     assert set(on_cpu.as_dict()) == {"adapter_bytes", "extra_device_bytes", "extra_host_bytes", "load_seconds"}
     with pytest.raises(ValueError, match="apply_mode must be"):
         memory_plan.lora_cost(file_size=1, file_dtype="BF16", module_shapes={}, placement="gpu", apply_mode="merged")
@@ -315,3 +318,66 @@ def test_the_worker_logs_the_plans_of_the_models_it_serves_at_start(demo_models,
     assert "Memory plan: flux-demo (FLUX (demo)): device memory 8.0 GiB" in caplog.text
     assert "placement gpu (chosen)" in caplog.text
     assert "Memory plan: wan22-t2v-a14b cannot run on this worker: Wan 2.2 T2V-A14B does not fit" in caplog.text
+
+
+# --- what a job's LoRAs add: job API and Generate page ------------------------------------------------------
+
+
+@pytest.fixture
+def ready_lora(actor, tmp_path):
+    from loras import services as lora_services
+    from tests.ingest import ingest_ready
+    from tests.lora_files import write_lora
+
+    path = write_lora(tmp_path / "fox.safetensors", family="wan-demo", blocks=2, seed=3)
+    return ingest_ready(actor=actor, path=path, options=lora_services.LoRAOptions(name="fox"))
+
+
+def expected_cost(lora, *, placement: str, apply_mode: str, experts: int = 1) -> dict:
+    cost = memory_plan.lora_cost(file_size=lora.file_size, file_dtype=lora.dtype,
+                                 module_shapes=lora.flat_module_shapes, placement=placement, apply_mode=apply_mode,
+                                 experts=experts)
+    return {"placement": placement, "apply_mode": apply_mode, **cost.as_dict()}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("apply_mode", ["fused", "unfused"])
+def test_the_job_api_shows_what_each_lora_adds(demo_models, actor, ready_lora, client_for, apply_mode) -> None:
+    from django.test import override_settings
+
+    from generation import services
+
+    job = services.generation_create(actor=actor, model="wan22-a14b-demo", prompt="a cat", params={"seed": 1},
+                                     loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="both")])
+    api = client_for(actor.user)
+    with override_settings(LORASITE_LORA_APPLY=apply_mode):
+        [entry] = api.get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
+    # "both" on a two-expert model: a copy in each expert.
+    assert entry["cost"] == expected_cost(ready_lora, placement="gpu", apply_mode=apply_mode, experts=2)
+    assert entry["cost"]["adapter_bytes"] == expected_cost(ready_lora, placement="gpu", apply_mode=apply_mode)[
+        "adapter_bytes"] * 2 > 0
+    # Planned for a device size, the placement is the planner's.
+    with override_settings(LORASITE_GPU_MEMORY_BYTES=8 * GiB, LORASITE_LORA_APPLY=apply_mode):
+        [entry] = api.get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
+    assert entry["cost"]["placement"] == "gpu"
+    with override_settings(LORASITE_GPU_MEMORY_BYTES=GiB // 2, LORASITE_LORA_APPLY=apply_mode):
+        [entry] = api.get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
+    assert entry["cost"]["placement"] == ""  # the model fits nowhere on such a device
+
+
+@pytest.mark.django_db
+def test_the_generate_page_shows_the_cost_next_to_each_picked_lora(demo_models, actor, ready_lora, client) -> None:
+    from django.test import override_settings
+
+    from generation.templatetags.generation_extras import lora_cost_label
+
+    client.force_login(actor.user)
+    url = f"/w/{actor.workspace.slug}/generate/"
+    with override_settings(LORASITE_LORA_APPLY="unfused"):
+        html = client.get(url, {"model": "wan22-a14b-demo", "lora_id": ready_lora.id, "lora_weight": "1",
+                                "lora_expert": "high"}).content.decode()
+    label = lora_cost_label(expected_cost(ready_lora, placement="gpu", apply_mode="unfused"))
+    assert label.startswith("est. +") and "on the GPU, ~" in label
+    assert html.count(label) == 2  # the picked row, and the picker option new rows are filled from
+    fused = lora_cost_label(expected_cost(ready_lora, placement="gpu", apply_mode="fused"))
+    assert fused.startswith("est. no extra GPU memory (merged), ") and "host backup" in fused

@@ -1,4 +1,4 @@
-"""Demo models, the pipeline registry (placement, eviction), and run_pipeline's progress, cancellation and determinism."""
+"""Demo models, the pipeline registry (placement, eviction), run_pipeline's progress, cancellation and determinism."""
 
 from __future__ import annotations
 

@@ -378,6 +378,7 @@ class LoRACost:
 
 def lora_cost(
     *, file_size: int, file_dtype: str, module_shapes: dict[str, list[int]], placement: str, apply_mode: str,
+    experts: int = 1,
 ) -> LoRACost:
     """Estimated cost of one LoRA under `placement` and `apply_mode` ("fused" | "unfused").
 
@@ -386,15 +387,17 @@ def lora_cost(
     gpu/cpu, only while its expert runs when offloaded, the moved group's share under group/sequential — counted
     whole here, an upper bound). Fused, the delta is merged into the base weights: no extra device memory after
     loading, but the touched base weights (in x out per module, bf16) are kept on the host to restore them.
-    Without an accelerator (placement "cpu") everything counts as host memory.
+    Without an accelerator (placement "cpu") everything counts as host memory. `experts`: how many experts the LoRA
+    is loaded into (2 for "both" on a two-expert model), each holding its own copy.
+    `module_shapes`: {module: [in, out]} of every layer the LoRA targets.
     Load time: bytes / ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S (fused: the backup too).
     """
     file_bytes_per_param = {"F32": 4, "F16": 2, "BF16": 2}.get((file_dtype or "").upper(), 2)
-    adapter_bytes = file_size * DTYPE_BYTES["bf16"] // file_bytes_per_param
+    adapter_bytes = file_size * DTYPE_BYTES["bf16"] // file_bytes_per_param * experts
     if apply_mode not in ("fused", "unfused"):
         raise ValueError(f"apply_mode must be 'fused' or 'unfused', not {apply_mode!r}")
     if apply_mode == "fused":
-        touched = sum(math.prod(shape) for shape in module_shapes.values()) * DTYPE_BYTES["bf16"]
+        touched = sum(math.prod(shape) for shape in module_shapes.values()) * DTYPE_BYTES["bf16"] * experts
         device, host, moved = 0, touched, adapter_bytes + touched
     else:
         device, host, moved = adapter_bytes, 0, adapter_bytes

@@ -1,6 +1,7 @@
 """Display helpers for the generation pages."""
 
 from django import template
+from django.template.defaultfilters import filesizeformat
 
 from loras.lora_inspect import FAMILIES
 
@@ -35,3 +36,17 @@ def expert_label(expert: str) -> str:
 @register.filter
 def family_label(family: str) -> str:
     return FAMILIES.get(family, family)
+
+
+@register.filter
+def lora_cost_label(cost: dict | None) -> str:
+    """selectors.lora_cost_estimate as a short phrase for the LoRA picker, e.g. "est. +152.6 MB on the GPU, ~0.02 s
+    to load"."""
+    if not cost:
+        return ""
+    load = f"~{cost['load_seconds']:.2g} s to load"
+    if cost["extra_device_bytes"]:
+        return f"est. +{filesizeformat(cost['extra_device_bytes'])} on the GPU, {load}"
+    if cost["extra_host_bytes"]:
+        return f"est. no extra GPU memory (merged), {filesizeformat(cost['extra_host_bytes'])} host backup, {load}"
+    return f"est. no extra GPU memory, {load}"
