@@ -454,7 +454,8 @@ def _sha256_of_stored(store, key: str) -> str:
 def _coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
     """(coverage, "") or (None, why diffusers would load nothing of it); (None, "") for families without a loader."""
     # Worker-only: torch and diffusers are imported here, never by the web process.
-    from generation.runtime.lora_keys import ARCHITECTURES, CoverageError, lora_coverage
+    from generation.model_registry import model_registry
+    from generation.runtime.lora_keys import ARCHITECTURES, CoverageError, lora_coverage, model_layers
 
     key = lora.file.name
     header = read_header(lambda offset, length: store.read_range(key, offset, length), file_size=lora.file_size)
@@ -470,15 +471,22 @@ def _coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
                 return coverage, ""
         return None, ""
     family = FAMILIES.get(lora.base_model, lora.base_model)
+    models = [
+        model
+        for model in model_registry().values()
+        if model.enabled and lora.base_model in model.families and (model.path / "transformer/config.json").is_file()
+    ]
+    # The layers of the family's models whose weights this worker has; without any, only the conversion is checked.
+    layers = {"transformer": set().union(*(model_layers(m.path / "transformer") for m in models))} if models else None
     try:
-        coverage = lora_coverage(tensors, family=lora.base_model)
+        coverage = lora_coverage(tensors, family=lora.base_model, layers=layers)
     except CoverageError as error:
         return None, f"This LoRA cannot be loaded into a {family} pipeline: {error}."
     if coverage is not None and not coverage["mapped"]:
+        target = " or ".join(m.display_name for m in models) if models else f"a {family} pipeline"
         ignored = ", ".join(sorted(coverage["ignored"])) or "none"
         return None, (
-            f"None of its {coverage['tensors']} tensors map to a layer of a {family} pipeline "
-            f"(diffusers ignores them: {ignored})."
+            f"None of its {coverage['tensors']} tensors map to a layer of {target} (diffusers ignores them: {ignored})."
         )
     return coverage, ""
 

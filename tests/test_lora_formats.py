@@ -29,6 +29,7 @@ FORMATS = {
     "native": {"key_format": "native"},
 }
 BLOCKS = 2  # all of the demo transformer's blocks
+DEMO_WAN_MODELS = "Wan 2.2 A14B (demo) or Wan single expert (demo)"
 TARGETED = {f"blocks.{i}.{module}" for i in range(BLOCKS) for module in WAN_MODULES}
 
 
@@ -137,12 +138,12 @@ class TestIngest:
         assert text in client.get(f"/w/{workspace.slug}/loras/{lora.id}/").content.decode()
 
     def test_a_file_diffusers_loads_nothing_of_fails_with_the_reason(
-        self, api, owner, workspace, client, tmp_path, s3_keys
+        self, api, owner, workspace, client, tmp_path, s3_keys, demo_models
     ):
         actor = workspace.memberships.get(user=owner)
         lora = ingest_ready(actor=actor, path=write_tensors(tmp_path / "raw_peft.safetensors", _peft_raw_tensors()))
         reason = (
-            "None of its 2 tensors map to a layer of a Wan demo (tiny) pipeline (diffusers ignores them: not converted)."
+            f"None of its 2 tensors map to a layer of {DEMO_WAN_MODELS} (diffusers ignores them: not converted)."
         )
         assert (lora.status, lora.error, lora.file.name) == (Status.FAILED, reason, "")
         assert s3_keys(f"workspaces/{workspace.id}/loras/") == []  # the copy is deleted
@@ -173,3 +174,40 @@ class TestIngest:
         assert (lora.status, lora.base_model) == (Status.READY, "unknown")
         assert lora.module_shapes == {"transformer": {"blocks.0.attn1.to_q": [48, 48]}}
         assert "48→48 in the LoRA" in lora_fit_problem(lora.module_shapes, model_registry()["wan22-a14b-demo"])
+
+    def test_layers_the_models_lack_are_ignored_and_a_file_of_only_those_fails(
+        self, owner, workspace, tmp_path, demo_models
+    ):
+        # Wan I2V's image cross-attention (k_img/v_img -> attn2.add_k_proj/add_v_proj) is absent from T2V models.
+        rng = np.random.default_rng(0)
+        image_attention = {
+            f"diffusion_model.blocks.0.cross_attn.{name}.lora_{side}.weight": random_tensor(rng, "F16", shape)
+            for name in ("k_img", "v_img")
+            for side, shape in (("down", (4, 24)), ("up", (24, 4)))
+        }
+        actor = workspace.memberships.get(user=owner)
+        path = write_lora(tmp_path / "i2v.safetensors", key_format="comfyui", blocks=1)
+        both = write_tensors(tmp_path / "i2v_full.safetensors", {**_tensors_of(path), **image_attention})
+        lora = ingest_ready(actor=actor, path=both)
+        assert lora.status == Status.READY
+        assert lora.coverage_text == "20 of 24 tensors map to transformer layers; 4 ignored (no such layer)"
+        # Every converted module is stored; the job-time fit check judges them against the chosen model.
+        assert lora.module_shapes["transformer"]["blocks.0.attn2.add_k_proj"] == [24, 24]
+
+        # The demo width but only blocks the demo models do not have (a deeper model's LoRA): nothing loads.
+        deeper = {name.replace("blocks.0.", "blocks.5."): tensor for name, tensor in _tensors_of(path).items()}
+        only = ingest_ready(actor=actor, path=write_tensors(tmp_path / "deeper.safetensors", deeper))
+        assert (only.status, only.error) == (
+            Status.FAILED,
+            f"None of its 20 tensors map to a layer of {DEMO_WAN_MODELS} (diffusers ignores them: no such layer).",
+        )
+
+
+def _tensors_of(path) -> dict:
+    """A written file's tensors in write_tensors' (dtype, shape, bytes) form."""
+    header = read_header_from_path(path)
+    data = path.read_bytes()
+    return {
+        name: (t.dtype, t.shape, data[header.data_start + t.start : header.data_start + t.end])
+        for name, t in header.tensors.items()
+    }

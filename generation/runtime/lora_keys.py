@@ -15,12 +15,15 @@ Plain Python with torch and diffusers: imported by the GPU worker and, lazily, b
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
+import diffusers
 import torch
 from diffusers.loaders.lora_pipeline import FluxLoraLoaderMixin, WanLoraLoaderMixin
 from safetensors import safe_open
@@ -29,6 +32,7 @@ from safetensors.torch import load_file
 # Family (LoRA.base_model vocabulary) prefix -> the pipeline's LoRA loader, whose `lora_state_dict` converts.
 _LOADERS = {"wan": WanLoraLoaderMixin, "flux": FluxLoraLoaderMixin}
 ARCHITECTURES = tuple(_LOADERS)
+_LORA_TARGET_TYPES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -96,13 +100,21 @@ def _traced(name: str, dtype: str, shape: Sequence[int]) -> torch.Tensor:
     return tensor
 
 
-def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: str) -> dict | None:
+def lora_coverage(
+    tensors: Mapping[str, tuple[str, Sequence[int]]],
+    *,
+    family: str,
+    layers: Mapping[str, Collection[str]] | None = None,
+) -> dict | None:
     """Coverage of a file given as {tensor name: (safetensors dtype, shape)}; None for a family without a loader.
 
     `family` is a LoRA family ("wan-14b", "flux-demo") or an architecture of ARCHITECTURES ("wan", "flux").
+    `layers`, when known, maps a component to the module names its models have (`model_layers`): converted
+    weights of other modules are what PEFT skips as unexpected keys, so they count as ignored ("no such layer").
 
     Returns {"tensors", "mapped", "components": {component: tensor count}, "ignored": {reason: count},
-    "ignored_tensors": [[name, reason], ...] (the first 20), "module_shapes": {component: {module: [in, out]}}}.
+    "ignored_tensors": [[name, reason], ...] (the first 20), "module_shapes": {component: {module: [in, out]}}}
+    where module_shapes holds every converted module, present in `layers` or not.
     Raises CoverageError when diffusers refuses the keys.
     """
     loader = _LOADERS.get(family.split("-")[0])
@@ -133,29 +145,38 @@ def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: s
     components: Counter[str] = Counter()
     module_shapes: dict[str, dict[str, list[int]]] = {}
     mapped: set[str] = set()
+    absent: set[str] = set()
     halves: dict[tuple[str, str], dict[str, Sequence[int]]] = {}
     for key, value in converted.items():
         component, _, rest = key.partition(".")
         match = _LORA_WEIGHT.match(rest)
-        if component not in loadable or "lora" not in rest:
+        if component not in loadable:
             continue
         sources = getattr(value, "sources", frozenset())
+        if match:  # every converted module is kept: the job-time fit check judges them against each model
+            halves.setdefault((component, match["module"]), {})[match["side"]] = tuple(value.shape)
+        if layers is not None and component in layers and rest.split(".lora_")[0] not in layers[component]:
+            absent |= sources
+            continue
         mapped |= sources
         components[component] += len(sources)
-        if match:
-            halves.setdefault((component, match["module"]), {})[match["side"]] = tuple(value.shape)
     for (component, module), sides in halves.items():
         if "A" in sides and "B" in sides:
             module_shapes.setdefault(component, {})[module] = [sides["A"][-1], sides["B"][0]]
 
     # Alphas are folded into the weights (read with .item()), so they count as mapped with their module.
     mapped_modules = {_module_of(name) for name in mapped}
+    absent_modules = {_module_of(name) for name in absent}
     for name in tensors:
-        if name.endswith(".alpha") and name.removesuffix(".alpha") in mapped_modules and name not in mapped:
-            mapped.add(name)
-            component = next(iter(components), "transformer")
-            components[component] += 1
-    ignored = [(name, _drop_reason(name)) for name in tensors if name not in mapped]
+        if name.endswith(".alpha") and name not in mapped:
+            if name.removesuffix(".alpha") in mapped_modules:
+                mapped.add(name)
+                components[next(iter(components), "transformer")] += 1
+            elif name.removesuffix(".alpha") in absent_modules:
+                absent.add(name)
+    ignored = [
+        (name, "no such layer" if name in absent else _drop_reason(name)) for name in tensors if name not in mapped
+    ]
     return {
         "tensors": len(tensors),
         "mapped": len(mapped),
@@ -164,6 +185,21 @@ def lora_coverage(tensors: Mapping[str, tuple[str, Sequence[int]]], *, family: s
         "ignored_tensors": [list(item) for item in ignored[:20]],
         "module_shapes": module_shapes,
     }
+
+
+@functools.cache
+def _model_layers(config_path: str, modified: float) -> frozenset[str]:
+    config = json.loads(Path(config_path).read_text())
+    model_class = getattr(diffusers, config["_class_name"])
+    with torch.device("meta"):  # the architecture only: no weights allocated or read
+        model = model_class.from_config(config)
+    return frozenset(name for name, module in model.named_modules() if isinstance(module, _LORA_TARGET_TYPES))
+
+
+def model_layers(component_dir: Path) -> frozenset[str]:
+    """The names of the LoRA-targetable layers (linear, conv) of a diffusers model folder, from its config alone."""
+    config = component_dir / "config.json"
+    return _model_layers(str(config), config.stat().st_mtime)
 
 
 def _module_of(tensor_name: str) -> str:
