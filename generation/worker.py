@@ -149,6 +149,12 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     try:
         model = model_get(job.model_key)
         model_placement = model_plan(model)  # before loading: a model that cannot fit fails here
+        if model_placement.storage_dtype == "fp8" and job.job_loras.exists():
+            # PEFT would create the LoRA layers in float8 too (see tests/test_runtime_pipelines.py): refuse.
+            raise LoRALoadError(
+                f"{model.display_name} is stored in fp8 (storage_dtype: fp8) and LoRAs cannot be applied to it yet; "
+                "run the job without LoRAs or remove storage_dtype from the models file."
+            )
         with phase(timings, "model_load"):
             pipe = PIPELINES.get(model.key, path=model.path, pipeline_class=model.pipeline_class, plan=model_placement)
         manager = adapter_manager(model, pipe)

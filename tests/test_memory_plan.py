@@ -381,3 +381,21 @@ def test_the_generate_page_shows_the_cost_next_to_each_picked_lora(demo_models, 
     assert html.count(label) == 2  # the picked row, and the picker option new rows are filled from
     fused = lora_cost_label(expected_cost(ready_lora, placement="gpu", apply_mode="fused"))
     assert fused.startswith("est. no extra GPU memory (merged), ") and "host backup" in fused
+
+
+@pytest.mark.django_db
+def test_a_job_with_loras_on_an_fp8_model_is_refused_before_loading(fresh_worker, actor, ready_lora, tmp_path):
+    from django.test import override_settings
+
+    from generation import services
+
+    models_file = tmp_path / "fp8.yaml"
+    models_file.write_text("wan22-a14b-demo:\n  storage_dtype: fp8\n")
+    with override_settings(LORASITE_MODELS_FILE=str(models_file)):
+        job = services.generation_create(actor=actor, model="wan22-a14b-demo", prompt="a cat", params={"seed": 1},
+                                         loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="high")])
+        fresh_worker.execute_job(str(job.id), worker_name="test@worker")
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error.startswith("Wan 2.2 A14B (demo) is stored in fp8 (storage_dtype: fp8) and LoRAs cannot be applied")
+    assert "wan22-a14b-demo" not in fresh_worker.PIPELINES.loaded_keys()
