@@ -22,6 +22,7 @@ import yaml
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from generation.runtime.memory_plan import PLACEMENTS, STORAGE_DTYPES
 from lorasite.errors import InvalidInput
 
 # Component that holds each expert's transformer, as diffusers' Wan 2.2 pipeline names them.
@@ -64,8 +65,8 @@ class DeclaredComponent:
 
 # Values `placement:` and `storage_dtype:` accept ("" = let the planner choose / keep the compute dtype); the
 # planner in generation/runtime/memory_plan.py documents what each means.
-PLACEMENT_CHOICES = ("", "gpu", "model_offload", "group_offload", "sequential")
-STORAGE_DTYPE_CHOICES = ("", "bf16", "fp8")
+PLACEMENT_CHOICES = ("", *PLACEMENTS)
+STORAGE_DTYPE_CHOICES = ("", *STORAGE_DTYPES)
 
 
 @dataclass(frozen=True)
