@@ -17,7 +17,13 @@ from generation.runtime.lora_keys import CoverageError, lora_coverage  # noqa: E
 from loras.models import LoRA, Status  # noqa: E402
 from loras.safetensors_header import read_header_from_path  # noqa: E402
 from tests.ingest import ingest_ready  # noqa: E402
-from tests.lora_files import WAN_MODULES, random_tensor, write_lora, write_tensors  # noqa: E402
+from tests.lora_files import (  # noqa: E402
+    WAN_MODULES,
+    random_tensor,
+    write_kohya_flux_lora_with_text_encoder,
+    write_lora,
+    write_tensors,
+)
 
 # key format -> write_lora arguments; kohya/musubi files always carry `.alpha` (diffusers' converter needs it).
 FORMATS = {
@@ -92,6 +98,16 @@ def test_coverage_of_each_format(tmp_path, key_format):
     assert (coverage["tensors"], coverage["ignored"]) == (tensors, ignored)
     assert coverage["mapped"] == coverage["components"]["transformer"] == tensors - sum(ignored.values())
     assert coverage["module_shapes"]["transformer"]["blocks.1.ffn.net.0.proj"] == [24, 32]
+
+
+def test_flux_kohya_coverage_reaches_the_transformer_and_the_text_encoder(tmp_path):
+    # diffusers' kohya FLUX converter tests fused qkv weights for sparsity, which needs values: zeros stand in.
+    header = read_header_from_path(write_kohya_flux_lora_with_text_encoder(tmp_path / "k.safetensors"))
+    coverage = lora_coverage({t.name: (t.dtype, t.shape) for t in header.tensors.values()}, family="flux-demo")
+    assert (coverage["components"], coverage["ignored"]) == ({"transformer": 15, "text_encoder": 36}, {})
+    assert LoRA(coverage=coverage).coverage_text == "51 of 51 tensors map to text_encoder and transformer layers"
+    # The fused qkv is split into diffusers' separate projections.
+    assert coverage["module_shapes"]["transformer"]["transformer_blocks.0.attn.to_k"] == [32, 32]
 
 
 def test_coverage_text_names_what_diffusers_drops(tmp_path):

@@ -80,21 +80,24 @@ class _Traced(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         result = super().__torch_function__(func, types, args, kwargs or {})
-        if isinstance(result, _Traced):
+        outputs = [t for t in (result if isinstance(result, (list, tuple)) else (result,)) if isinstance(t, _Traced)]
+        if outputs:  # torch.split and chunk return tuples
             inputs = [*args, *(kwargs or {}).values()]
             flat = [t for a in inputs for t in (a if isinstance(a, (list, tuple)) else (a,))]
-            result.sources = frozenset().union(*(t.sources for t in flat if isinstance(t, _Traced)))
+            sources = frozenset().union(*(t.sources for t in flat if isinstance(t, _Traced)))
+            for output in outputs:
+                output.sources = sources
         return result
 
 
-def _traced(name: str, dtype: str, shape: Sequence[int]) -> torch.Tensor:
+def _traced(name: str, dtype: str, shape: Sequence[int], *, device: str) -> torch.Tensor:
     torch_dtype = _DTYPES.get(dtype, torch.float32)
     if not shape:
         # Scalars (kohya `.alpha`) are read with `.item()`, which meta tensors refuse; the value only scales
         # weights, it never changes which keys come out.
         base = torch.ones((), dtype=torch_dtype if torch_dtype.is_floating_point else torch.float32)
     else:
-        base = torch.empty(tuple(shape), dtype=torch_dtype, device="meta")
+        base = torch.zeros(tuple(shape), dtype=torch_dtype, device=device)
     tensor = base.as_subclass(_Traced)
     tensor.sources = frozenset({name})
     return tensor
@@ -120,13 +123,19 @@ def lora_coverage(
     loader = _LOADERS.get(family.split("-")[0])
     if loader is None:
         return None
-    prefix = with_component_prefix(list(tensors))
-    state_dict = {prefix + name: _traced(name, dtype, shape) for name, (dtype, shape) in tensors.items()}
     diffusers_logger = logging.getLogger("diffusers")
     level = diffusers_logger.level
     diffusers_logger.setLevel(logging.ERROR)  # its DoRA warning is reported as coverage instead
     try:
-        converted = loader.lora_state_dict(state_dict)
+        try:
+            converted = _convert(loader, tensors, device="meta")
+        except RuntimeError as error:  # NotImplementedError included: what meta tensors raise for data access
+            if "meta" not in str(error):
+                raise
+            # A converter that looks at values (kohya FLUX's sparsity test of fused qkv) cannot run on meta
+            # tensors; zeros take one of its branches, and which keys come out and their in/out features are
+            # the same in both.
+            converted = _convert(loader, tensors, device="cpu")
     except Exception as error:  # diffusers' converters raise ValueError, KeyError, IndexError on unknown layouts
         raise CoverageError(f"diffusers cannot convert its keys ({type(error).__name__}: {_compact(error)})") from None
     finally:
@@ -142,7 +151,7 @@ def lora_coverage(
         )
 
     loadable = set(loader._lora_loadable_modules)
-    components: Counter[str] = Counter()
+    components: dict[str, set[str]] = {}
     module_shapes: dict[str, dict[str, list[int]]] = {}
     mapped: set[str] = set()
     absent: set[str] = set()
@@ -159,7 +168,7 @@ def lora_coverage(
             absent |= sources
             continue
         mapped |= sources
-        components[component] += len(sources)
+        components.setdefault(component, set()).update(sources)
     for (component, module), sides in halves.items():
         if "A" in sides and "B" in sides:
             module_shapes.setdefault(component, {})[module] = [sides["A"][-1], sides["B"][0]]
@@ -171,7 +180,9 @@ def lora_coverage(
         if name.endswith(".alpha") and name not in mapped:
             if name.removesuffix(".alpha") in mapped_modules:
                 mapped.add(name)
-                components[next(iter(components), "transformer")] += 1
+                module = name.removesuffix(".alpha")
+                owner = next(c for c, names in components.items() if module in {_module_of(n) for n in names})
+                components[owner].add(name)
             elif name.removesuffix(".alpha") in absent_modules:
                 absent.add(name)
     ignored = [
@@ -180,11 +191,18 @@ def lora_coverage(
     return {
         "tensors": len(tensors),
         "mapped": len(mapped),
-        "components": dict(components),
+        "components": {component: len(names) for component, names in components.items()},
         "ignored": dict(Counter(reason for _, reason in ignored)),
         "ignored_tensors": [list(item) for item in ignored[:20]],
         "module_shapes": module_shapes,
     }
+
+
+def _convert(loader: type, tensors: Mapping[str, tuple[str, Sequence[int]]], *, device: str) -> dict:
+    prefix = with_component_prefix(list(tensors))
+    return loader.lora_state_dict(
+        {prefix + name: _traced(name, dtype, shape, device=device) for name, (dtype, shape) in tensors.items()}
+    )
 
 
 @functools.cache
