@@ -4,6 +4,10 @@
 read) to the pipeline's own `lora_state_dict` classmethod — the conversion `load_lora_weights` runs — and
 reports which of the file's tensors end up as LoRA weights of which pipeline component, which are dropped
 and why, and the converted modules' (in, out) features. So what the library accepts is what diffusers loads.
+Given the layer names of the family's models (`model_layers`: the model class built on the meta device from
+its config), weights for layers no such model has are reported as ignored, as PEFT skips them. A converter
+that looks at values (kohya FLUX's sparsity test of fused qkv) runs on zeros instead; the keys that come out
+and their (in, out) features do not depend on the values.
 
 `with_component_prefix` is the one step lorasite adds before diffusers, for loading and for coverage alike:
 diffusers only loads keys under a component (`transformer.`) or a known format prefix (`diffusion_model.`,
@@ -45,10 +49,8 @@ _KNOWN_PREFIXES = (
 # Original Wan module names (what `_convert_non_diffusers_wan_lora_to_diffusers` reads after `diffusion_model.`).
 _ORIGINAL_WAN_NAME = re.compile(r"^(blocks\.\d+\.(self_attn|cross_attn|ffn\.\d)|head\.head|text_embedding|time_)")
 _LORA_WEIGHT = re.compile(r"^(?P<module>.+)\.lora_(?P<side>A|B)\.weight$")
-# Why a tensor diffusers drops was dropped, by how its name ends; anything else is "not converted".
+# Why a tensor diffusers drops was dropped, by a marker in its name; anything else is "not converted".
 _DROP_REASONS = (("dora_scale", "dora_scale"), (".diff_b", "diff_b"), (".diff", "diff"), (".alpha", "alpha"))
-
-logger = logging.getLogger(__name__)
 
 
 class CoverageError(ValueError):
