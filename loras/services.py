@@ -443,6 +443,20 @@ def lora_finish_ingest(*, lora_id: int) -> LoRA:
     return lora
 
 
+def lora_fail_ingest(*, lora_id: int, reason: str) -> None:
+    """The ingest task failed unexpectedly: the row becomes `failed` with the reason (only from `processing`) and
+    its stored copy is deleted, as for a refused file."""
+    with transaction.atomic():
+        lora = LoRA.objects.select_for_update().filter(id=lora_id, status=Status.PROCESSING).first()
+        if lora is None:
+            return
+        key = lora.file.name
+        lora.status, lora.file, lora.error = Status.FAILED, "", reason[:2000]
+        lora.save(update_fields=["status", "file", "error", "updated_at"])
+        if key:
+            transaction.on_commit(lambda: get_object_store().delete(key))
+
+
 def _sha256_of_stored(store, key: str) -> str:
     digest = hashlib.sha256()
     with store.open_stream(key) as stream:

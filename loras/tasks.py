@@ -1,9 +1,16 @@
 from celery import shared_task
+from celery.contrib.django.task import DjangoTask
 
 from loras import services
 
 
-@shared_task(name="loras.tasks.lora_ingest", acks_late=True)
+class _IngestTask(DjangoTask):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        # A crash (storage gone, a converter bug) must not leave the row `processing` for ever.
+        services.lora_fail_ingest(lora_id=args[0], reason=f"Processing failed: {type(exc).__name__}: {exc}")
+
+
+@shared_task(name="loras.tasks.lora_ingest", base=_IngestTask, acks_late=True)
 def lora_ingest(lora_id: int) -> None:
     services.lora_finish_ingest(lora_id=lora_id)
 

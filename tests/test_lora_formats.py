@@ -139,6 +139,16 @@ def _peft_raw_tensors() -> dict:
     }
 
 
+def _tensors_of(path) -> dict:
+    """A written file's tensors in write_tensors' (dtype, shape, bytes) form."""
+    header = read_header_from_path(path)
+    data = path.read_bytes()
+    return {
+        name: (t.dtype, t.shape, data[header.data_start + t.start : header.data_start + t.end])
+        for name, t in header.tensors.items()
+    }
+
+
 @pytest.mark.django_db
 class TestIngest:
     def test_coverage_is_stored_and_shown(self, api, owner, workspace, client, tmp_path):
@@ -218,12 +228,21 @@ class TestIngest:
             f"None of its 20 tensors map to a layer of {DEMO_WAN_MODELS} (diffusers ignores them: no such layer).",
         )
 
+    def test_a_crash_in_the_ingest_task_fails_the_row_and_drops_the_copy(
+        self, owner, workspace, tmp_path, s3_keys, monkeypatch, django_capture_on_commit_callbacks
+    ):
+        from loras import services
+        from loras.tasks import lora_ingest
 
-def _tensors_of(path) -> dict:
-    """A written file's tensors in write_tensors' (dtype, shape, bytes) form."""
-    header = read_header_from_path(path)
-    data = path.read_bytes()
-    return {
-        name: (t.dtype, t.shape, data[header.data_start + t.start : header.data_start + t.end])
-        for name, t in header.tensors.items()
-    }
+        def crash(store, lora):
+            raise OSError("storage went away")
+
+        actor = workspace.memberships.get(user=owner)
+        path = write_lora(tmp_path / "a.safetensors")
+        lora = services.lora_ingest_local_file(actor=actor, path=path, filename=path.name)
+        monkeypatch.setattr(services, "_coverage_or_refusal", crash)
+        with django_capture_on_commit_callbacks(execute=True):
+            lora_ingest.apply(args=[lora.id])
+        lora.refresh_from_db()
+        assert (lora.status, lora.error) == (Status.FAILED, "Processing failed: OSError: storage went away")
+        assert s3_keys(f"workspaces/{workspace.id}/loras/") == []
