@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from loras.lora_inspect import FAMILIES, NotALoRA, inspect_lora
+from loras.lora_inspect import FAMILIES, NotALoRA, detect_family, inspect_lora
 from loras.safetensors_header import HeaderError, read_header_from_path, range_reader
 from tests.lora_files import (
     FLUX_WIDTHS,
@@ -368,3 +368,15 @@ def test_test_files_are_readable_by_the_safetensors_library(tmp_path):
     loaded = load_file(str(path))
     assert loaded["lora_unet_blocks_0_self_attn_q.alpha"] == np.float32(4)
     assert loaded["lora_unet_blocks_0_self_attn_q.lora_down.weight"].shape == (4, 24)
+
+
+@pytest.mark.parametrize(
+    "module_shapes",
+    [
+        {"blocks.0.attn1.to_q": (24, 24), "blocks.0.ffn.net.0.proj": (24, 32)},  # diffusers' converted names
+        {"diffusion_model.blocks.0.self_attn.q": (24, 24)},  # original Wan names
+        {"lora_unet_blocks_0_self_attn_q": (24, 24)},  # kohya/musubi flattening
+    ],
+)
+def test_detect_family_reads_every_spelling(module_shapes):
+    assert detect_family(module_shapes) == ("wan-demo", 24)
