@@ -344,3 +344,55 @@ def test_host_tier_is_a_byte_bounded_lru() -> None:
 def test_bad_options_are_refused(load) -> None:
     with pytest.raises(ValueError, match="apply_mode must be one of"):
         AdapterManager(load(WAN22), apply_mode="merged")
+
+
+class LoadCalls:
+    """Counts pipe.load_lora_weights calls (PEFT injections) while delegating to the real method."""
+
+    def __init__(self, pipe, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.names: list[str] = []
+        real = pipe.load_lora_weights
+
+        def spy(weights, **kwargs):
+            self.names.append(kwargs["adapter_name"])
+            return real(weights, **kwargs)
+
+        monkeypatch.setattr(pipe, "load_lora_weights", spy)
+
+
+@pytest.mark.parametrize("apply_mode", ["fused", "unfused"])
+def test_a_full_cache_recycles_the_evicted_adapters_modules(load, loras, tmp_path, monkeypatch, apply_mode) -> None:
+    pipe = load(WAN22)
+    manager = AdapterManager(pipe, residency="cache", max_resident=1, apply_mode=apply_mode)
+    run_job(manager, [spec(1, loras["wan1"], 0.8, "both")])
+    loads = LoadCalls(pipe, monkeypatch)
+
+    recycled = run_job(manager, [spec(2, loras["wan2"], 0.6, "both")])
+    assert manager.last_apply_stats.recycled == ("lora_2",) and loads.names == []
+    assert manager.resident_adapters == ["lora_2"]
+    assert pipe.get_list_adapters() == {"transformer": ["lora_2"], "transformer_2": ["lora_2"]}
+    # Bitwise what injecting it anew gives.
+    fresh = AdapterManager(load(WAN22), apply_mode=apply_mode)
+    assert_same(recycled, run_job(fresh, [spec(2, loras["wan2"], 0.6, "both")]))
+
+    # Another layout (rank 8, other experts) cannot take the slot: loaded normally, and still right.
+    wide = write_lora(tmp_path / "rank8.safetensors", seed=5, rank=8)
+    run_job(manager, [spec(3, wide, 0.5, "both")])
+    assert manager.last_apply_stats.recycled == () and loads.names == ["lora_3", "lora_3"]
+    run_job(manager, [spec(4, loras["wan4"], 0.5, "high")])
+    assert manager.last_apply_stats.recycled == () and loads.names[-1] == "lora_4"
+
+
+def test_no_recycling_while_the_cache_has_room_or_for_text_encoder_loras(load, loras, monkeypatch) -> None:
+    wan = load(WAN22)
+    roomy = AdapterManager(wan, residency="cache", max_resident=8)
+    run_job(roomy, [spec(1, loras["wan1"])])
+    run_job(roomy, [spec(2, loras["wan2"])])
+    assert roomy.last_apply_stats.recycled == () and roomy.resident_adapters == ["lora_1", "lora_2"]
+
+    flux = load(FLUX)
+    full = AdapterManager(flux, residency="cache", max_resident=1)
+    run_job(full, [spec(1, loras["flux_te"])])
+    run_job(full, [spec(2, loras["flux_te"])])
+    assert full.last_apply_stats.recycled == ()  # its keys reach the text encoder too: injected normally
+    assert flux.get_list_adapters() == {"transformer": ["lora_2"], "text_encoder": ["lora_2"]}

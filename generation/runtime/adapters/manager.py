@@ -30,6 +30,8 @@ What diffusers/PEFT do that this module relies on or works around:
   host tier, is what `load_lora_weights(state_dict)` loads without the file. A state dict passed in memory loses
   the file's diffusers adapter metadata (`lora_adapter_metadata`: alpha, rank patterns), so such files are not
   tiered and always load from the file.
+* With residency="cache" full, a LoRA that has the same layout as the adapter the cache would evict next takes
+  over that adapter's PEFT modules (`slots`: a `copy_` and a rename) instead of a new PEFT injection.
 * `unload_lora_weights()` removes the LoRA wrapper layers themselves, restoring the exact base modules.
 """
 
@@ -50,6 +52,7 @@ from ..lora_keys import prefixed_state_dict
 from ..pipelines import EXPERT_COMPONENTS, expert_modules
 from .fusing import FusedWeights, MergeKey
 from .host_tier import HostTier, StateDict
+from .slots import recycle, slot_plan
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +103,14 @@ class ApplyStats:
     """What the last `apply()` did, for logs and benchmarks.
 
     sources: adapter name -> "resident" (already on the device), "host_tier" (loaded from host RAM, no file read)
-    or "file" (parsed and converted from its file). merge: "kept" (identical set and weights as the job before:
-    merged weights reused), "merged", "unfused" or "none" (no LoRA). Seconds are wall time of each phase.
+    or "file" (parsed and converted from its file). recycled: the adapters among those that were copied into the
+    modules of the adapter the cache would have evicted (`slots`) rather than injected anew. merge: "kept"
+    (identical set and weights as the job before: merged weights reused), "merged", "unfused" or "none" (no
+    LoRA). Seconds are wall time of each phase.
     """
 
     sources: dict[str, str] = field(default_factory=dict)
+    recycled: tuple[str, ...] = ()
     merge: str = "none"
     merged_layers: int = 0
     load_seconds: float = 0.0
@@ -164,7 +170,8 @@ class AdapterManager:
         # Least recently used first.
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
         self._active: list[str] = []
-        self._layers: list[BaseTunerLayer] | None = None
+        # component name -> {module path: PEFT LoRA layer}; found again after each load, delete or unload.
+        self._layers: dict[str, dict[str, BaseTunerLayer]] | None = None
         self.last_apply_stats = ApplyStats()
         self._take_over()
 
@@ -207,7 +214,8 @@ class AdapterManager:
             if self._fused.merged:
                 self.reset()  # another set than the one merged: back to the base weights first
             started = time.perf_counter()
-            sources = {spec.adapter_name: self._ensure_loaded(spec) for spec in specs}
+            recycled: list[str] = []
+            sources = {spec.adapter_name: self._ensure_loaded(spec, set(names), recycled) for spec in specs}
             loaded = time.perf_counter()
             merge, merged_layers = "none", 0
             if specs:
@@ -219,7 +227,7 @@ class AdapterManager:
                     merge = "merged"
                 self._active = names
             self.last_apply_stats = ApplyStats(
-                sources=sources, merge=merge, merged_layers=merged_layers,
+                sources=sources, recycled=tuple(recycled), merge=merge, merged_layers=merged_layers,
                 load_seconds=loaded - started, merge_seconds=time.perf_counter() - loaded,
             )
         except BaseException:
@@ -267,14 +275,15 @@ class AdapterManager:
         self._layers = None
 
     def _tuner_layers(self) -> list[BaseTunerLayer]:
-        """The PEFT LoRA layers of every LoRA-loadable component, found once after each load, delete or unload."""
+        """The PEFT LoRA layers of every LoRA-loadable component."""
+        return [layer for layers in self._layers_by_path().values() for layer in layers.values()]
+
+    def _layers_by_path(self) -> dict[str, dict[str, BaseTunerLayer]]:
         if self._layers is None:
-            self._layers = [
-                module
-                for component in self._components.values()
-                for module in component.modules()
-                if isinstance(module, BaseTunerLayer)
-            ]
+            self._layers = {
+                name: {path: m for path, m in component.named_modules() if isinstance(m, BaseTunerLayer)}
+                for name, component in self._components.items()
+            }
         return self._layers
 
     def _activate(self, weights: dict[str, float]) -> None:
@@ -311,8 +320,11 @@ class AdapterManager:
     def _targets(expert: str) -> tuple[str, ...]:
         return ("high", "low") if expert == "both" else (expert,)
 
-    def _ensure_loaded(self, spec: AdapterSpec) -> str:
-        """Make the adapter resident; returns where it came from: "resident", "host_tier" or "file"."""
+    def _ensure_loaded(self, spec: AdapterSpec, job_names: set[str], recycled: list[str]) -> str:
+        """Make the adapter resident; returns where it came from: "resident", "host_tier" or "file".
+
+        Appends its name to `recycled` when it took over the modules of the adapter the cache would evict next.
+        """
         name = spec.adapter_name
         targets = self._targets(spec.expert)
         resident = self._resident.get(name)
@@ -331,6 +343,10 @@ class AdapterManager:
                 weights = self._read(spec.path)
         except Exception as error:
             raise self._load_error(spec, targets[0], error) from error
+        if isinstance(weights, dict) and self._recycle(spec, targets, weights, job_names):
+            recycled.append(name)
+            logger.info("Loaded LoRA %s from the %s into a recycled slot", spec.describe(), source.replace("_", " "))
+            return source
         for expert in targets:
             self._load_into(spec, expert, weights)
         nbytes = sum(_adapter_nbytes(component, name) for component in self._components.values())
@@ -357,17 +373,51 @@ class AdapterManager:
             return str(path)
         return self.host_tier.put(path, state_dict)
 
+    def _recycle(self, spec: AdapterSpec, targets: tuple[str, ...], state_dict: StateDict, job_names: set[str]) -> bool:
+        """Copy `state_dict` into the modules of the adapter the cache would evict next, if the cache is full and
+        that adapter has exactly this layout in exactly these experts (see `slots`); False where it cannot."""
+        candidates = [name for name in self._resident if name not in job_names]
+        if self.residency != "cache" or not candidates:
+            return False
+        slot = candidates[0]
+        resident = self._resident[slot]
+        total = sum(entry.nbytes for entry in self._resident.values())
+        if len(self._resident) < self.max_resident and total + resident.nbytes <= self.max_resident_bytes:
+            return False  # room for one more: keep the other adapter resident too
+        target_ids = {id(self._experts[expert]) for expert in targets}
+        if resident.experts != targets or any(
+            slot in getattr(component, "peft_config", {})
+            for component in self._components.values()
+            if id(component) not in target_ids
+        ):
+            return False
+        prefix = getattr(self.pipe, "transformer_name", "transformer")
+        layers = self._layers_by_path()
+        plans = {
+            expert: slot_plan(layers[EXPERT_COMPONENTS[expert]], slot, state_dict, prefix=prefix) for expert in targets
+        }
+        if any(plan is None for plan in plans.values()):
+            return False
+        for expert, plan in plans.items():
+            recycle(self._experts[expert], plan, slot=slot, name=spec.adapter_name)
+        del self._resident[slot]
+        self._resident[spec.adapter_name] = _Resident(path=spec.path, experts=targets, nbytes=resident.nbytes)
+        logger.info("Evicted resident LoRA %s (its modules now hold %s)", slot, spec.adapter_name)
+        return True
+
     def _load_into(self, spec: AdapterSpec, expert: str, weights: StateDict | str) -> None:
         name = spec.adapter_name
         module = self._experts[expert]
         self._layers = None  # loading wraps more layers
+        options = {"adapter_name": name, "use_safetensors": True}
+        if isinstance(weights, dict):
+            # Copy the host tier's tensors into new parameters: with diffusers' default low_cpu_mem_usage they would
+            # *become* the parameters wherever the layer lives on the CPU, and recycling a slot writes into those.
+            options["low_cpu_mem_usage"] = False
+        if expert == "low":
+            options["load_into_transformer_2"] = True
         try:
-            if expert == "low":
-                self.pipe.load_lora_weights(
-                    weights, adapter_name=name, use_safetensors=True, load_into_transformer_2=True
-                )
-            else:
-                self.pipe.load_lora_weights(weights, adapter_name=name, use_safetensors=True)
+            self.pipe.load_lora_weights(weights, **options)
             # diffusers only warns when no key of the file matches the transformer, and loads nothing.
             if name not in getattr(module, "peft_config", {}):
                 raise ValueError(f"the file has no LoRA weights for {EXPERT_COMPONENTS[expert]}")
