@@ -136,7 +136,10 @@ def _drop_pipeline(model_key: str, *, job_id: str) -> None:
     next job on this model loads a fresh one."""
     logger.exception("Job %s: resetting the adapters of %s failed; dropping the pipeline", job_id, model_key)
     _ADAPTER_MANAGERS.pop(model_key, None)
-    PIPELINES.drop(model_key)
+    try:
+        PIPELINES.drop(model_key)
+    except Exception:  # freeing memory failed too; the job must still be marked failed
+        logger.exception("Job %s: dropping the pipeline %s failed", job_id, model_key)
 
 
 def execute_job(job_id: str, *, worker_name: str) -> None:
