@@ -222,3 +222,23 @@ def test_a_failing_reset_fails_the_job_and_drops_the_pipeline(actor, make_lora, 
     # The next job loads a fresh pipeline and runs normally.
     assert run(actor, loras=[(lora, 1.0, "both")]).status == JobStatus.SUCCEEDED
     assert WAN in worker.PIPELINES.loaded_keys()
+
+
+def test_an_identical_next_job_reuses_the_merged_weights_and_a_failed_one_restores(actor, make_lora, monkeypatch):
+    lora = make_lora("kept")
+    base = frame_of(run(actor))
+    first = run(actor, loras=[(lora, 0.7, "both")])
+    second = run(actor, loras=[(lora, 0.7, "both")])
+    manager = worker._ADAPTER_MANAGERS[WAN]
+    assert manager.last_apply_stats.merge == "kept" and manager.merged_adapters == [f"lora_{lora.id}"]
+    assert np.array_equal(frame_of(second), frame_of(first))
+    assert pipeline_is_clean(after_success=True) and not pipeline_is_clean()
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(worker, "run_pipeline", out_of_memory)
+    assert run(actor, loras=[(lora, 0.7, "both")]).status == JobStatus.FAILED
+    assert manager.merged_adapters == [] and pipeline_is_clean()
+    monkeypatch.undo()
+    assert np.array_equal(frame_of(run(actor)), base)
