@@ -32,6 +32,10 @@ def test_api_to_worker_to_presigned_output(celery_worker, workspace, member_of, 
             created = api.post(f"{base}/loras/", {"file": handle, "name": name}, format="multipart")
         assert created.status_code == 201, created.json()
         ids.append(created.json()["id"])
+    for lora_id in ids:
+        # Uploads answer `processing`; the worker's ingest task maps the keys with diffusers and marks them ready.
+        ready = wait_for(api, f"{base}/loras/{lora_id}/", until=lambda lora: lora["status"] != "processing")
+        assert ready["status"] == "ready", ready["error"]
     response = api.post(
         f"{base}/generations/",
         {"model": "wan22-a14b-demo", "prompt": "a lighthouse at dusk",

@@ -56,7 +56,7 @@ def test_upload_rename_and_delete(page, sign_in, screenshot, celery_worker, sett
     make_lora(workspace, owner.user, name="broken_download", status=Status.FAILED, sha256="", file="",
               error="This is not a valid safetensors file: the header length prefix points past the end of the file.")
     path = write_lora(tmp_path / "golden_hour_high_noise.safetensors", family="wan-demo", key_format="kohya",
-                      kohya_metadata=True, blocks=2, std=0.3, rank=3072)
+                      kohya_metadata=True, blocks=2, std=0.3, rank=3072, alpha=3072.0)
     assert path.stat().st_size > 5 * MiB
 
     # The first attempt at part 1 fails on its way to S3; the dialog must retry it.
