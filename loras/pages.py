@@ -32,7 +32,7 @@ def _page_context(membership: Membership, **extra) -> dict:
 def _require_editor(membership: Membership, lora: LoRA) -> None:
     # The service enforces the rule as well; checking first turns a refusal into a plain 403
     # before any form is parsed.
-    if not services.lora_can_edit(actor=membership, lora=lora):
+    if not selectors.lora_can_edit(actor=membership, lora=lora):
         raise PermissionDenied
 
 
@@ -45,7 +45,7 @@ def library(request: HttpRequest, slug: str) -> HttpResponse:
     loras = selectors.lora_library(workspace=membership.workspace, filters=form.filters())
     context = _page_context(
         membership, form=form, page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
-        can_upload=services.lora_can_upload(actor=membership),
+        can_upload=selectors.lora_can_upload(actor=membership),
     )
     if request.htmx and request.htmx.target == "library-results":  # the filter form's live update
         return render(request, "loras/_results.html", context)
@@ -65,7 +65,7 @@ def lora_card(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
 def _detail_context(membership: Membership, lora: LoRA, *, editing: dict[str, Form] | None = None) -> dict:
     return _page_context(
         membership, lora=lora, editing=editing or {},
-        can_edit=services.lora_can_edit(actor=membership, lora=lora),
+        can_edit=selectors.lora_can_edit(actor=membership, lora=lora),
         job_uses=selectors.lora_job_uses(lora=lora), purge_after_days=settings.LORASITE_PURGE_AFTER_DAYS,
     )
 
@@ -85,7 +85,7 @@ def _render_section(
     """One editable part of the detail page for htmx to swap; without htmx (no JavaScript) the
     whole page, with that part open when there is a form."""
     if request.htmx:
-        context = _page_context(membership, lora=lora, form=form, can_edit=services.lora_can_edit(actor=membership, lora=lora), **flags)
+        context = _page_context(membership, lora=lora, form=form, can_edit=selectors.lora_can_edit(actor=membership, lora=lora), **flags)
         return render(request, f"loras/_{section}.html", context, status=status)
     editing = {section: form} if form is not None else None
     return render(request, "loras/detail.html", _detail_context(membership, lora, editing=editing), status=status)

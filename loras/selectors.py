@@ -11,7 +11,7 @@ from generation.models import JobLoRA
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
 from loras.models import LoRA, Status
-from workspaces.models import Workspace
+from workspaces.models import Membership, Role, Workspace
 
 ORDERINGS = {
     "name": ("name", "version"),
@@ -126,3 +126,25 @@ def lora_job_uses(*, lora: LoRA, limit: int = 20) -> list[JobLoRA]:
         .select_related("job")
         .order_by("-job__created_at", "position")[:limit]
     )
+
+
+# --- what the pages offer and how they word sizes --------------------------------------------------
+
+
+def lora_can_upload(*, actor: Membership) -> bool:
+    """Whether the page offers the upload button; the upload services enforce the same rule."""
+    return actor.has_role(Role.MEMBER)
+
+
+def lora_can_edit(*, actor: Membership, lora: LoRA) -> bool:
+    """Whether the page offers edit and delete controls; `lora_update` and `lora_soft_delete` enforce the same rule."""
+    return actor.has_role(Role.ADMIN) or (actor.has_role(Role.MEMBER) and lora.created_by_id == actor.user_id)
+
+
+def human_size(size: int) -> str:
+    """A size as the server's messages word it ("5 GiB"), so that pages and messages agree."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
+        size /= 1024
+    raise AssertionError("unreachable")

@@ -232,6 +232,7 @@ class TestIngest:
         self, owner, workspace, tmp_path, s3_keys, monkeypatch, django_capture_on_commit_callbacks
     ):
         from loras import services
+        from loras.services import processing
         from loras.tasks import lora_ingest
 
         def crash(store, lora):
@@ -240,7 +241,7 @@ class TestIngest:
         actor = workspace.memberships.get(user=owner)
         path = write_lora(tmp_path / "a.safetensors")
         lora = services.lora_ingest_local_file(actor=actor, path=path, filename=path.name)
-        monkeypatch.setattr(services, "_coverage_or_refusal", crash)
+        monkeypatch.setattr(processing, "coverage_or_refusal", crash)
         with django_capture_on_commit_callbacks(execute=True):
             lora_ingest.apply(args=[lora.id])
         lora.refresh_from_db()

@@ -290,12 +290,12 @@ def test_formats_are_accepted_and_detected(api, workspace, tmp_path, family, key
 
 
 def test_row_failure_deletes_the_stored_object(api, workspace, tmp_path, nothing_left, monkeypatch):
-    from loras import services
+    from loras.services import ingest
 
     def broken_row(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(services, "_new_lora", broken_row)
+    monkeypatch.setattr(ingest, "new_lora", broken_row)
     path = write_lora(tmp_path / "a.safetensors")
     with pytest.raises(RuntimeError):
         upload(api, workspace, path)

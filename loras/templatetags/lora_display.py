@@ -8,7 +8,7 @@ from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
 from loras.lora_inspect import FAMILIES
-from loras.services import human_size
+from loras.selectors import human_size
 
 register = template.Library()
 

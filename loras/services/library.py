@@ -1,0 +1,115 @@
+"""Edits, soft delete, restore, purge and storage cleanup of LoRAs already in the library."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from lorasite.errors import Conflict, InvalidInput, NotFound
+from lorasite.object_store import get_object_store
+from loras.models import LoRA, LoRAUpload, Status
+from loras.services.rows import resolve_name_version
+from loras.services.uploads import discard_upload
+from loras.services.validation import clean_list, require_editor
+from workspaces.models import Membership
+
+
+EDITABLE_FIELDS = {"name", "version", "description", "tags", "trigger_words", "preferred_weight", "expert", "is_active"}
+
+
+@transaction.atomic
+def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
+    require_editor(actor, lora)
+    unknown = set(changes) - EDITABLE_FIELDS
+    if unknown:
+        raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
+    lora = LoRA.objects.select_for_update().get(id=lora.id)
+    for field in ("tags", "trigger_words"):
+        if field in changes:
+            changes[field] = clean_list(changes[field], field=field)
+    for field in ("name", "version"):
+        if field in changes:
+            changes[field] = changes[field].strip()
+    for field, value in changes.items():
+        setattr(lora, field, value)
+    lora.full_clean(validate_constraints=False)
+    clash = (
+        LoRA.objects.alive().exclude(status=Status.FAILED).exclude(id=lora.id)
+        .filter(workspace_id=lora.workspace_id, name=lora.name, version=lora.version).exists()
+    )
+    if clash:
+        raise Conflict(
+            f"'{lora.name}' version {lora.version} already exists in this workspace.",
+            errors={"name": ["This name and version are taken."]},
+        )
+    lora.save()
+    return lora
+
+
+@transaction.atomic
+def lora_soft_delete(*, actor: Membership, lora: LoRA) -> None:
+    """Hidden from lists and new jobs at once; jobs keep their reference; beat purges the object
+    after LORASITE_PURGE_AFTER_DAYS."""
+    require_editor(actor, lora)
+    if not lora_soft_delete_many(lora_ids=[lora.id]):
+        raise NotFound("LoRA not found.")
+
+
+def lora_soft_delete_many(*, lora_ids: list[int]) -> int:
+    """Soft-delete without a role check: for the member-checked service above and staff in the admin."""
+    now = timezone.now()
+    return LoRA.objects.filter(id__in=lora_ids, deleted_at__isnull=True).update(deleted_at=now, updated_at=now)
+
+
+def lora_set_active_many(*, lora_ids: list[int], active: bool) -> int:
+    """Staff action in the admin: (de)activate LoRAs in any workspace."""
+    return LoRA.objects.filter(id__in=lora_ids).update(is_active=active, updated_at=timezone.now())
+
+
+@transaction.atomic
+def lora_restore(*, lora: LoRA) -> LoRA:
+    """Admin action: undo a soft delete whose object is not purged yet."""
+    if lora.purged_at:
+        raise Conflict(f"'{lora.name}' was purged on {lora.purged_at:%Y-%m-%d}; its file is gone.")
+    name, version = resolve_name_version(workspace_id=lora.workspace_id, name=lora.name, version=lora.version)
+    lora.name, lora.version, lora.deleted_at = name, version, None
+    lora.save(update_fields=["name", "version", "deleted_at", "updated_at"])
+    return lora
+
+
+def lora_purge_deleted(*, now=None) -> int:
+    """Delete the storage objects of LoRAs soft-deleted longer than LORASITE_PURGE_AFTER_DAYS."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS)
+    store = get_object_store()
+    purged = 0
+    for lora in LoRA.objects.filter(deleted_at__lt=cutoff, purged_at__isnull=True):
+        if lora.file.name:
+            store.delete(lora.file.name)
+        LoRA.objects.filter(id=lora.id).update(purged_at=now, file="")
+        purged += 1
+    return purged
+
+
+def lora_storage_cleanup(*, now=None) -> dict[str, int]:
+    """Abort multipart uploads past their expiry, and remove objects under workspaces/*/loras/
+    that no row references once they are older than LORASITE_ORPHAN_GRACE_SECONDS."""
+    now = now or timezone.now()
+    store = get_object_store()
+    report = {"uploads_aborted": 0, "orphans_deleted": 0}
+    for upload in LoRAUpload.objects.filter(expires_at__lt=now):
+        discard_upload(upload)
+        report["uploads_aborted"] += 1
+    grace = now - timedelta(seconds=settings.LORASITE_ORPHAN_GRACE_SECONDS)
+    open_keys = set(LoRAUpload.objects.values_list("object_key", flat=True))
+    for pending in store.multipart_pending():
+        if pending.key not in open_keys and pending.initiated < grace:
+            store.multipart_abort(pending.key, pending.upload_id)
+            report["uploads_aborted"] += 1
+    referenced = set(LoRA.objects.exclude(file="").values_list("file", flat=True)) | open_keys
+    for stored in store.list("workspaces/"):
+        if "/loras/" in stored.key and stored.key not in referenced and stored.modified < grace:
+            store.delete(stored.key)
+            report["orphans_deleted"] += 1
+    return report

@@ -1,0 +1,115 @@
+"""The `lora_ingest` task's work, the same for every path: hash, deduplicate, compute the coverage with
+diffusers' own key converters (torch: worker only), then mark the LoRA ready or failed with the reason."""
+
+import hashlib
+
+from django.db import transaction
+
+from lorasite.object_store import get_object_store
+from loras.lora_inspect import detect_family, family_label
+from loras.models import LoRA, Status
+from loras.safetensors_header import read_header
+from loras.services.ingest import HASH_CHUNK
+from loras.services.rows import duplicate_conflict, existing_duplicate
+
+
+def lora_finish_ingest(*, lora_id: int) -> LoRA:
+    """The ingest task's work for every path: hash (multipart uploads only), deduplicate, compute the coverage,
+    and mark the LoRA ready, or failed with the reason (its stored copy deleted)."""
+    lora = LoRA.objects.get(id=lora_id)
+    if lora.status != Status.PROCESSING:
+        return lora
+    store = get_object_store()
+    sha256 = lora.sha256 or _sha256_of_stored(store, lora.file.name)
+    coverage, refusal = coverage_or_refusal(store, lora)
+    with transaction.atomic():
+        lora = LoRA.objects.select_for_update().get(id=lora_id)
+        if lora.status != Status.PROCESSING:
+            return lora
+        existing = existing_duplicate(lora.workspace_id, sha256)
+        if existing and existing.id != lora.id:
+            refusal = duplicate_conflict(existing).message
+        if refusal:
+            # Nothing useless is kept: the copy goes, the row stays as the explanation.
+            key = lora.file.name
+            lora.status, lora.file, lora.sha256, lora.error = Status.FAILED, "", sha256, refusal
+            lora.save(update_fields=["status", "file", "sha256", "error", "updated_at"])
+            transaction.on_commit(lambda: store.delete(key))
+            return lora
+        lora.sha256, lora.status, lora.error = sha256, Status.READY, ""
+        update_fields = ["sha256", "status", "error", "updated_at"]
+        if coverage is not None:
+            lora.coverage, lora.module_shapes = coverage, coverage.pop("module_shapes")
+            lora.base_model = _family_from_converted(lora.module_shapes) or lora.base_model
+            update_fields += ["coverage", "module_shapes", "base_model"]
+        lora.save(update_fields=update_fields)
+    return lora
+
+
+def lora_fail_ingest(*, lora_id: int, reason: str) -> None:
+    """The ingest task failed unexpectedly: the row becomes `failed` with the reason (only from `processing`) and
+    its stored copy is deleted, as for a refused file."""
+    with transaction.atomic():
+        lora = LoRA.objects.select_for_update().filter(id=lora_id, status=Status.PROCESSING).first()
+        if lora is None:
+            return
+        key = lora.file.name
+        lora.status, lora.file, lora.error = Status.FAILED, "", reason[:2000]
+        lora.save(update_fields=["status", "file", "error", "updated_at"])
+        if key:
+            transaction.on_commit(lambda: get_object_store().delete(key))
+
+
+def _sha256_of_stored(store, key: str) -> str:
+    digest = hashlib.sha256()
+    with store.open_stream(key) as stream:
+        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
+    """(coverage, "") or (None, why diffusers would load nothing of it); (None, "") for families without a loader."""
+    # Worker-only: torch and diffusers are imported here, never by the web process.
+    from generation.model_registry import model_registry
+    from generation.runtime.lora_keys import ARCHITECTURES, CoverageError, lora_coverage, model_layers
+
+    key = lora.file.name
+    header = read_header(lambda offset, length: store.read_range(key, offset, length), file_size=lora.file_size)
+    tensors = {t.name: (t.dtype, t.shape) for t in header.tensors.values()}
+    if lora.base_model == "unknown":
+        # No family to refuse for; what a loader makes of it still lets the fit check see its layers.
+        for architecture in ARCHITECTURES:
+            try:
+                coverage = lora_coverage(tensors, family=architecture)
+            except CoverageError:
+                continue
+            if coverage and coverage["mapped"]:
+                return coverage, ""
+        return None, ""
+    family = family_label(lora.base_model)
+    models = [
+        model
+        for model in model_registry().values()
+        if model.enabled and lora.base_model in model.families and (model.path / "transformer/config.json").is_file()
+    ]
+    # The layers of the family's models whose weights this worker has; without any, only the conversion is checked.
+    layers = {"transformer": set().union(*(model_layers(m.path / "transformer") for m in models))} if models else None
+    try:
+        coverage = lora_coverage(tensors, family=lora.base_model, layers=layers)
+    except CoverageError as error:
+        return None, f"This LoRA cannot be loaded into a {family} pipeline: {error}."
+    if coverage is not None and not coverage["mapped"]:
+        target = " or ".join(m.display_name for m in models) if models else f"a {family} pipeline"
+        ignored = ", ".join(sorted(coverage["ignored"])) or "none"
+        return None, (
+            f"None of its {coverage['tensors']} tensors map to a layer of {target} (diffusers ignores them: {ignored})."
+        )
+    return coverage, ""
+
+
+def _family_from_converted(module_shapes: dict[str, dict[str, list[int]]]) -> str | None:
+    """The family read again from diffusers' converted denoiser names; None when they do not tell."""
+    denoiser = {**module_shapes.get("transformer", {}), **module_shapes.get("unet", {})}
+    family, _ = detect_family({module: tuple(shape) for module, shape in denoiser.items()})
+    return None if family == "unknown" else family

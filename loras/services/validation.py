@@ -1,0 +1,100 @@
+"""What a client may send and do before a byte is stored: the declared file, the header, the roles."""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from lorasite.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from loras.filenames import extension_of, sanitize_filename
+from loras.lora_inspect import LoraInspection, NotALoRA, inspect_lora
+from loras.models import LoRA
+from loras.safetensors_header import HeaderError, read_header
+from loras.selectors import human_size, lora_can_edit, lora_can_upload
+from workspaces.models import Membership, Role
+from workspaces.services import require_role
+
+LORA_EXTENSION = ".safetensors"
+PICKLE_EXTENSIONS = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    """What the user may say about a new LoRA; everything else is read from the file."""
+
+    name: str = ""
+    version: str = ""
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    expert: str = ""
+    preferred_weight: float | None = None
+
+
+def check_declared_file(*, filename: str, size: int | None) -> None:
+    """Refuse by name and declared size before a byte is accepted."""
+    extension = extension_of(filename)
+    if extension in PICKLE_EXTENSIONS:
+        raise InvalidInput(
+            f"'{filename}' is a pickle checkpoint ({extension}). Pickle files can run code when loaded, so lorasite "
+            "only stores .safetensors. Convert it on a trusted machine: "
+            "python -c \"import torch, safetensors.torch as st; "
+            "st.save_file(torch.load('in.pt', weights_only=True), 'out.safetensors')\"",
+            errors={"file": ["Pickle formats (.ckpt, .pt, .bin) are not accepted; convert to .safetensors."]},
+        )
+    if extension != LORA_EXTENSION:
+        raise InvalidInput(
+            f"'{filename}' is not a .safetensors file.",
+            errors={"file": ["Only .safetensors files are accepted."]},
+        )
+    if size is None:
+        return
+    if size < 1:
+        raise Unprocessable("This is not a LoRA: the file is empty.", errors={"file": ["The file is empty."]})
+    limit = settings.LORASITE_MAX_LORA_BYTES
+    if size > limit:
+        raise PayloadTooLarge(
+            f"The file is {human_size(size)}; the limit is {human_size(limit)} (LORASITE_MAX_LORA_BYTES).",
+            errors={"size": [f"Larger than the {human_size(limit)} limit."]},
+        )
+
+
+def inspect_stored_header(read_range: Callable[[int, int], bytes], *, size: int, filename: str) -> LoraInspection:
+    """Parse and inspect the header with ranged reads only; a bad file becomes a 422 naming the problem."""
+    try:
+        header = read_header(read_range, file_size=size)
+        return inspect_lora(header, filename=filename, read_range=read_range)
+    except HeaderError as error:
+        raise Unprocessable(f"This is not a valid safetensors file: {error}", errors={"file": [str(error)]}) from None
+    except NotALoRA as error:
+        raise Unprocessable(str(error), errors={"file": [str(error)]}) from None
+
+
+def lora_object_key(*, workspace_id: int, filename: str) -> str:
+    # The path is ours, never the user's: a fresh uuid directory and a sanitized name.
+    return f"workspaces/{workspace_id}/loras/{uuid.uuid4().hex}/{sanitize_filename(filename)}"
+
+
+def require_uploader(actor: Membership) -> None:
+    if not lora_can_upload(actor=actor):
+        require_role(membership=actor, minimum=Role.MEMBER, action="upload LoRAs")
+
+
+def require_editor(actor: Membership, lora: LoRA) -> None:
+    if not lora_can_edit(actor=actor, lora=lora):
+        require_role(membership=actor, minimum=Role.ADMIN, action="change LoRAs uploaded by someone else")
+
+
+def clean_list(values, *, field: str, max_items: int = 50, max_length: int = 64) -> list[str]:
+    cleaned: list[str] = []
+    for value in values or []:
+        text = " ".join(str(value).split())
+        if not text:
+            continue
+        if len(text) > max_length:
+            raise InvalidInput(f"A {field[:-1]} is longer than {max_length} characters.", errors={field: [f"'{text[:20]}…' is too long."]})
+        if text.lower() not in {c.lower() for c in cleaned}:
+            cleaned.append(text)
+    if len(cleaned) > max_items:
+        raise InvalidInput(f"At most {max_items} {field}.", errors={field: [f"At most {max_items} {field}."]})
+    return cleaned
