@@ -15,6 +15,8 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
+# Development mode is explicit: settings default to DEBUG off, which needs a real DJANGO_SECRET_KEY.
+run: export DJANGO_DEBUG := 1
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py bootstrap_demo
@@ -24,5 +26,6 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+bench: export DJANGO_DEBUG := 1
 bench: $(STAMP)
 	$(PY) -m bench

@@ -16,7 +16,7 @@ class ModelOutput(serializers.Serializer):
     family = serializers.CharField()
     kind = serializers.ChoiceField(choices=["image", "video"])
     pipeline_class = serializers.CharField()
-    path = serializers.CharField(help_text="Local diffusers directory of the weights.")
+    path = serializers.CharField(required=False, help_text="Local diffusers directory of the weights (staff only).")
     weights_present = serializers.BooleanField()
     experts = serializers.DictField(child=serializers.CharField(), help_text='{"high": "transformer", "low": "transformer_2"}')
     two_experts = serializers.BooleanField()
@@ -33,7 +33,11 @@ class ModelOutput(serializers.Serializer):
 class ModelListAPI(APIView):
     @extend_schema(responses={200: ModelOutput(many=True), **error_responses(401)}, tags=["generation"], summary="Base models")
     def get(self, request):
-        return Response(ModelOutput(selectors.model_list(), many=True).data)
+        models = ModelOutput(selectors.model_list(), many=True).data
+        if not request.user.is_staff:  # server paths are for operators only
+            for model in models:
+                del model["path"]
+        return Response(models)
 
 
 class LoRACostOutput(serializers.Serializer):

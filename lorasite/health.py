@@ -1,4 +1,7 @@
-"""/healthz: 200 when the database, the Celery broker and the storage answer; 503 naming what failed."""
+"""/healthz: 200 when the database, the Celery broker and the storage answer; 503 naming what failed.
+
+Anyone (the orchestrator's probe) sees each service as ok/failed; only staff see the exception text, which can
+name hosts, buckets and credentials' owners."""
 
 import logging
 
@@ -40,6 +43,7 @@ CHECKS = {"database": check_database, "broker": check_broker, "storage": check_s
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
+    show_details = request.user.is_authenticated and request.user.is_staff
     results: dict[str, str] = {}
     for name, check in CHECKS.items():
         try:
@@ -47,7 +51,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
             results[name] = "ok"
         except Exception as exc:  # any failure of a dependency is reported, none is raised
             logger.warning("healthz: %s failed: %s", name, exc)
-            results[name] = f"failed: {type(exc).__name__}: {exc}"[:300]
+            results[name] = f"failed: {type(exc).__name__}: {exc}"[:300] if show_details else "failed"
     failed = [name for name, result in results.items() if result != "ok"]
     body = {"status": "ok" if not failed else "unavailable", "checks": results}
     if failed:

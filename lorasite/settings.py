@@ -38,12 +38,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("LORASITE_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded defaults (SQLite, media, broker) live here
 
-# Development is the embedded default; production turns DEBUG off and must then bring a key.
-DEBUG = env_bool("DJANGO_DEBUG", True)
+
+def is_real_secret_key(key: str) -> bool:
+    """Django's own --deploy criteria (security.W009), plus the placeholder .env.example ships."""
+    return len(key) >= 50 and len(set(key)) >= 5 and not key.startswith(("django-insecure-", "change-me"))
+
+
+# Production is the default: a deploy that forgets DJANGO_DEBUG must not run in debug with a known key (local
+# signed URLs would be forgeable). `make run` turns development mode on explicitly (DJANGO_DEBUG=1).
+DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not DEBUG and not is_real_secret_key(SECRET_KEY):
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be set to a real key (50+ random characters, not the example's placeholder) "
+        "when DJANGO_DEBUG is off. For development set DJANGO_DEBUG=1 (what `make run` does)."
+    )
 if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "django-insecure-development-only-key-never-used-with-debug-off"
 
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if DEBUG else "")

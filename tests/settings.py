@@ -12,8 +12,12 @@ from pathlib import Path
 import psycopg
 import redis
 
-from lorasite.settings import *  # noqa: F403
-from lorasite.settings import STORAGES
+# The suite runs in development mode, as it did before DEBUG defaulted to off; os.environ (not a local) so the
+# worker processes the suite starts inherit it.
+os.environ.setdefault("DJANGO_DEBUG", "1")
+
+from lorasite.settings import *  # noqa: E402, F403
+from lorasite.settings import STORAGES  # noqa: E402
 
 CI = os.environ.get("CI", "").lower() == "true"
 TEST_DATABASE_URL = os.environ.get("LORASITE_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/lorasite")

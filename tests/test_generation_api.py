@@ -57,7 +57,10 @@ def test_models_endpoint_lists_registry_with_capabilities(api):
     assert models[WAN]["weights_present"] is True
 
 
-def test_models_file_points_a_key_at_a_snapshot(api, tmp_path):
+def test_models_file_points_a_key_at_a_snapshot(owner, client_for, tmp_path):
+    owner.is_staff = True  # server paths are shown to staff only
+    owner.save()
+    api = client_for(owner)
     config = tmp_path / "models.yaml"
     config.write_text("wan22-t2v-a14b:\n  path: /srv/models/wan-a14b\nflux1-dev:\n  enabled: false\n")
     with override_settings(LORASITE_MODELS_FILE=str(config)):

@@ -23,8 +23,10 @@ def _without(env, *names: str) -> dict[str, str]:
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LORASITE_", "AWS_", "DATABASE_URL", "CELERY_"))}
+    # Development mode unless the test says otherwise (DEBUG defaults to off).
+    env = {**clean, "DJANGO_SETTINGS_MODULE": "lorasite.settings", "DJANGO_DEBUG": "1", **env}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env={**clean, "DJANGO_SETTINGS_MODULE": "lorasite.settings", **env},
+        [sys.executable, "-c", code], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=120,
     )
 
