@@ -14,7 +14,7 @@ from generation.models import GenerationJob, JobLoRA, JobStatus
 from generation.runtime import memory_plan
 from lorasite.errors import NotFound
 from lorasite.object_store import get_object_store
-from loras.lora_inspect import FAMILIES
+from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from workspaces.models import Workspace
 
@@ -92,7 +92,7 @@ def _lora_problem(lora: LoRA, model: BaseModel) -> str:
     """The same compatibility rules as `services._resolve_loras`, as a short label for the picker."""
     if lora.base_model != "unknown" and lora.base_model not in model.families:
         fitting = [m.display_name for m in model_registry().values() if m.enabled and lora.base_model in m.families]
-        return "Requires " + (" or ".join(fitting) if fitting else f"a {FAMILIES.get(lora.base_model, lora.base_model)} model")
+        return "Requires " + (" or ".join(fitting) if fitting else f"a {family_label(lora.base_model)} model")
     misfit = lora_fit_problem(lora.module_shapes, model)
     return f"Does not fit {model.display_name}: {misfit}" if misfit else ""
 

@@ -15,7 +15,7 @@ from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from generation.queues import gpu_queue
 from lorasite.errors import Conflict, InvalidInput
-from loras.lora_inspect import FAMILIES
+from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from workspaces.models import Membership, Role
 from workspaces.services import require_role
@@ -100,10 +100,6 @@ def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict
     return resolved
 
 
-def _family_name(family: str) -> str:
-    return FAMILIES.get(family, family)
-
-
 def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems) -> list[tuple[LoRA, float, str]]:
     limit = settings.LORASITE_MAX_LORAS_PER_JOB
     if len(requests) > limit:
@@ -142,7 +138,7 @@ def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARe
             suggestion = f" Compatible LoRAs here: {', '.join(compatible)}." if compatible else " No LoRA in this workspace fits it yet."
             problems.add(
                 f"{field}.lora_id",
-                f"'{lora.name}' is a {_family_name(lora.base_model)} LoRA; {model.display_name} needs a {model.family} LoRA.{suggestion}",
+                f"'{lora.name}' is a {family_label(lora.base_model)} LoRA; {model.display_name} needs a {model.family} LoRA.{suggestion}",
             )
             continue
         misfit = lora_fit_problem(lora.module_shapes, model)

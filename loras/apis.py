@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from lorasite.api import error_responses, paginated, parse_input
 from lorasite.errors import PayloadTooLarge
 from loras import selectors, services
-from loras.lora_inspect import FAMILIES
+from loras.lora_inspect import family_label
 from loras.models import Expert, LoRA, Status
 from workspaces.scoping import WorkspaceScopedAPIView
 
@@ -46,7 +46,7 @@ class LoRAOutput(serializers.ModelSerializer):
         ]
 
     def get_base_model_display(self, lora: LoRA) -> str:
-        return FAMILIES.get(lora.base_model, lora.base_model)
+        return family_label(lora.base_model)
 
     @extend_schema_field(CoverageOutput(allow_null=True))
     def get_coverage(self, lora: LoRA) -> dict | None:

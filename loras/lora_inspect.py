@@ -49,8 +49,12 @@ FAMILIES: dict[str, str] = {
     "sd15": "SD 1.5",
     "unknown": "Unknown",
 }
-KEY_FORMATS = ("diffusers", "peft", "kohya", "comfyui")
-EXPERTS = ("high", "low", "both")
+
+
+def family_label(family: str) -> str:
+    """The readable name of a detected model family ("wan-14b" → "Wan 2.1/2.2 14B (A14B)"); an unknown key as is."""
+    return FAMILIES.get(family, family)
+
 
 _WAN_FAMILY_BY_WIDTH = {5120: "wan-14b", 3072: "wan-5b", 1536: "wan-1.3b", 24: "wan-demo"}
 _FLUX_FAMILY_BY_WIDTH = {3072: "flux", 32: "flux-demo"}

@@ -9,7 +9,6 @@ from workspaces.models import Workspace
 
 
 class Status(models.TextChoices):
-    PENDING = "pending", "Pending"
     PROCESSING = "processing", "Processing"
     READY = "ready", "Ready"
     FAILED = "failed", "Failed"
@@ -36,7 +35,7 @@ class LoRA(models.Model):
     file = models.FileField(max_length=500, blank=True, help_text="workspaces/<id>/loras/<uuid>/<sanitized name>")
     file_size = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING)
     error = models.TextField(blank=True)
     base_model = models.CharField(max_length=32, default="unknown", help_text="Detected model family.")
     expert = models.CharField(max_length=4, choices=Expert.choices, default=Expert.BOTH)
@@ -126,11 +125,6 @@ def coverage_text(coverage: dict) -> str:
         )
         text += f"; {sum(ignored.values())} ignored ({reasons})"
     return text
-
-
-class UploadStatus(models.TextChoices):
-    OPEN = "open", "Open"
-    COMPLETED = "completed", "Completed"
 
 
 class LoRAUpload(models.Model):

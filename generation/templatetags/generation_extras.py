@@ -3,7 +3,7 @@
 from django import template
 from django.template.defaultfilters import filesizeformat
 
-from loras.lora_inspect import FAMILIES
+from loras.lora_inspect import family_label
 
 register = template.Library()
 
@@ -33,9 +33,7 @@ def expert_label(expert: str) -> str:
     return EXPERT_LABELS.get(expert, expert)
 
 
-@register.filter
-def family_label(family: str) -> str:
-    return FAMILIES.get(family, family)
+register.filter("family_label", family_label)
 
 
 @register.filter

@@ -7,16 +7,13 @@ from django import template
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
-from loras.lora_inspect import FAMILIES
+from loras.lora_inspect import family_label
 from loras.selectors import human_size
 
 register = template.Library()
 
 
-@register.filter
-def base_model_label(family: str) -> str:
-    """The readable name of a detected model family ("wan-14b" → "Wan 2.1/2.2 14B (A14B)")."""
-    return FAMILIES.get(family, family)
+register.filter("base_model_label", family_label)
 
 
 @register.filter

@@ -1,0 +1,36 @@
+"""Code health: one truth per fact and no dead names in the production modules."""
+
+from pathlib import Path
+
+from loras import lora_inspect, models
+from loras.lora_inspect import family_label
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = ("loras", "generation", "lorasite", "workspaces")
+
+
+def production_sources() -> dict[Path, str]:
+    return {
+        path: path.read_text()
+        for app in APPS
+        for path in (ROOT / app).rglob("*.py")
+        if "migrations" not in path.parts
+    }
+
+
+def test_family_label_is_the_one_lookup_of_family_names():
+    assert family_label("wan-14b") == "Wan 2.1/2.2 14B (A14B)"
+    assert family_label("not-a-family") == "not-a-family"
+    copies = [
+        str(path.relative_to(ROOT)) for path, source in production_sources().items()
+        if "FAMILIES.get(" in source and path != Path(lora_inspect.__file__)
+    ]
+    assert copies == [], f"use loras.lora_inspect.family_label instead of FAMILIES.get in {copies}"
+
+
+def test_dead_names_are_gone():
+    assert not hasattr(models, "UploadStatus")
+    assert "pending" not in models.Status.values
+    assert models.LoRA._meta.get_field("status").default == models.Status.PROCESSING
+    for unused in ("KEY_FORMATS", "EXPERTS"):
+        assert not hasattr(lora_inspect, unused), unused
