@@ -4,10 +4,10 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from lorasite.api import error_responses, paginated, parse_input
+from lorasite.api import JSONParser, error_responses, paginated, parse_input
 from lorasite.errors import PayloadTooLarge
 from loras import selectors, services
 from loras.lora_inspect import family_label

@@ -4,7 +4,8 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
-from rest_framework import serializers
+from rest_framework import parsers, serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -14,11 +15,22 @@ ERROR_SERIALIZER = inline_serializer(
     "Error",
     fields={
         "message": serializers.CharField(help_text="One human-readable sentence naming the problem."),
+        "code": serializers.CharField(help_text="The kind of problem, for programs: invalid, not_found, service_unavailable…"),
         "errors": serializers.DictField(
             child=serializers.ListField(child=serializers.CharField()), help_text="Problems per field (dotted paths)."
         ),
     },
 )
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, answering 400 for a body nested deeper than Python's decoder recurses."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:

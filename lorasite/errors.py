@@ -2,24 +2,34 @@
 
 Every API error body has the same shape::
 
-    {"message": "<one human-readable sentence>", "errors": {"<field>": ["<problem>", ...]}}
+    {"message": "<one human-readable sentence>", "code": "<machine-readable kind>", "errors": {"<field>": ["<problem>", ...]}}
 
 `errors` is empty when the problem is not about a particular field. Services raise these classes;
-views never build error responses by hand.
+views never build error responses by hand. A service the app depends on failing (storage, the job
+queue) is a 503 naming it, on the API, the pages and the admin alike (`unavailable_service`).
 """
 
+import logging
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
+logger = logging.getLogger(__name__)
+
+
 class ApplicationError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid"
     default_message = "The request could not be processed."
 
     def __init__(self, message: str | None = None, *, errors: dict[str, list[str]] | None = None, **extra: Any):
@@ -36,6 +46,7 @@ class InvalidInput(ApplicationError):
 
 class PermissionDenied(ApplicationError):
     status_code = status.HTTP_403_FORBIDDEN
+    code = "permission_denied"
     default_message = "Your role in this workspace does not allow this."
 
 
@@ -43,22 +54,51 @@ class NotFound(ApplicationError, Http404):
     """Also an Http404, so server-rendered pages answer 404 through Django's own handling."""
 
     status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
     default_message = "Not found."
 
 
 class Conflict(ApplicationError):
     status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
     default_message = "The request conflicts with the current state."
 
 
 class PayloadTooLarge(ApplicationError):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
     default_message = "The upload is too large."
 
 
 class Unprocessable(ApplicationError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "unprocessable"
     default_message = "The content could not be processed."
+
+
+class ServiceUnavailable(ApplicationError):
+    """A service the request needs is down; `service` names it for clients and people."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "service_unavailable"
+    default_message = "A service this request needs is unavailable; try again shortly."
+
+    def __init__(self, message: str | None = None, *, service: str, **extra: Any):
+        super().__init__(message, service=service, **extra)
+
+
+def unavailable_service(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 for a storage or job-queue failure, or None when `exc` is neither.
+
+    In the web process an OSError comes from the local storage backend's files (the database and
+    Redis clients raise their own classes), so it counts as storage failing."""
+    if isinstance(exc, ServiceUnavailable):
+        return exc
+    if isinstance(exc, BrokerError):
+        return ServiceUnavailable("The job queue is unavailable; try again shortly.", service="job queue")
+    if isinstance(exc, (BotoCoreError, ClientError, OSError)):
+        return ServiceUnavailable("File storage is unavailable; try again shortly.", service="storage")
+    return None
 
 
 def _first_message(errors: dict[str, list[str]]) -> str:
@@ -85,10 +125,23 @@ def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return {prefix or "non_field_errors": [str(item) for item in items]}
 
 
+def error_body(exc: ApplicationError) -> dict[str, Any]:
+    return {"message": exc.message, "code": exc.code, "errors": exc.errors, **exc.extra}
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        exc = PayloadTooLarge(
+            f"The request body is over the limit of {limit} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE); "
+            "send LoRA files through the multipart upload.",
+            limit_bytes=limit,
+        )
+    elif (unavailable := unavailable_service(exc)) is not None:
+        logger.warning("%s unavailable: %r", unavailable.extra["service"], exc)
+        exc = unavailable
     if isinstance(exc, ApplicationError):
-        body = {"message": exc.message, "errors": exc.errors, **exc.extra}
-        return Response(body, status=exc.status_code)
+        return Response(error_body(exc), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, Http404):
@@ -99,8 +152,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return None
     if isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
-        response.data = {"message": _first_message(errors), "errors": errors}
+        response.data = {"message": _first_message(errors), "code": "invalid", "errors": errors}
     else:
         detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
-        response.data = {"message": str(detail), "errors": {}}
+        response.data = {"message": str(detail), "code": exc.default_code, "errors": {}}
     return response

@@ -20,23 +20,34 @@ def _local_store() -> LocalObjectStore | None:
 
 
 def _forbidden(message: str) -> JsonResponse:
-    return JsonResponse({"message": message, "errors": {}}, status=403)
+    return JsonResponse({"message": message, "code": "permission_denied", "errors": {}}, status=403)
+
+
+def _payload(token: str, *, needs: set[str]) -> dict | None:
+    """The token's payload when it is genuine, unexpired and of the kind this endpoint takes (a
+    download token carries a key, a part token an upload id and part); None otherwise."""
+    try:
+        payload = unsign_token(token)
+    except signing.BadSignature:
+        return None
+    return payload if needs <= payload.keys() else None
 
 
 @csrf_exempt
 @require_http_methods(["PUT"])
 def upload_part(request: HttpRequest, token: str) -> HttpResponse:
     store = _local_store()
-    try:
-        payload = unsign_token(token)
-    except signing.BadSignature:
+    payload = _payload(token, needs={"upload_id", "part"})
+    if payload is None:
         return _forbidden("This upload URL is invalid or has expired; request new part URLs.")
     if store is None:
         return _forbidden("Local uploads are disabled: storage is S3.")
     try:
         path = store.part_path(payload["upload_id"], payload["part"])
     except FileNotFoundError:
-        return JsonResponse({"message": "This upload was completed or aborted.", "errors": {}}, status=404)
+        return JsonResponse(
+            {"message": "This upload was completed or aborted.", "code": "not_found", "errors": {}}, status=404
+        )
     digest = hashlib.md5(usedforsecurity=False)
     partial = path.with_suffix(".writing")
     # Stream the body to disk: the web process never holds a whole part in memory.
@@ -54,12 +65,11 @@ def upload_part(request: HttpRequest, token: str) -> HttpResponse:
 @require_GET
 def download(request: HttpRequest, token: str) -> HttpResponse:
     store = _local_store()
-    try:
-        payload = unsign_token(token)
-    except signing.BadSignature:
+    payload = _payload(token, needs={"key", "filename"})
+    if payload is None:
         return _forbidden("This download URL is invalid or has expired.")
     if store is None or not store.exists(payload["key"]):
-        return JsonResponse({"message": "Not found.", "errors": {}}, status=404)
+        return JsonResponse({"message": "Not found.", "code": "not_found", "errors": {}}, status=404)
     content_type = mimetypes.guess_type(payload["filename"])[0] or "application/octet-stream"
     size = store.size(payload["key"])
     byte_range = _requested_range(request.headers.get("Range", ""), size)
