@@ -29,7 +29,43 @@ GPU_WORKERS = ("worker-gpu-wan", "worker-gpu-flux")
 
 
 def test_services_present():
-    assert {"web", *GPU_WORKERS, "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
+    assert {"web", "proxy", *GPU_WORKERS, "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
+
+
+NGINX_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def nginx_directives() -> dict[str, str]:
+    """The proxy's `name value;` lines (the config is flat enough for this; the last one of a name wins)."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return dict(line.rstrip(";").split(None, 1) for line in lines if line.endswith(";") and " " in line)
+
+
+def test_a_buffering_proxy_is_the_only_way_to_gunicorn():
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
+    assert proxy["ports"] == ["8000:80"] and proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "ports" not in SERVICES["web"], "gunicorn must not be reachable around the proxy"
+    assert SERVICES["web"]["expose"] == ["8000"]
+    directives = nginx_directives()
+    assert directives["proxy_pass"] == "http://lorasite_web" and "server web:8000" in (
+        ROOT / "deploy" / "nginx.conf"
+    ).read_text()
+    # The whole request is read before gunicorn sees it, and the answer is taken from gunicorn at once.
+    assert directives["proxy_request_buffering"] == "on" and directives["proxy_buffering"] == "on"
+    assert int(directives["client_body_timeout"].rstrip("s")) < 120  # below gunicorn's --timeout
+    assert "/healthz" in " ".join(proxy["healthcheck"]["test"])
+
+
+def test_proxy_body_limit_matches_the_largest_lora():
+    from django.conf import settings
+
+    size = nginx_directives()["client_max_body_size"]
+    limit = int(size.rstrip("kmg")) * NGINX_SIZE_UNITS[size[-1] if size[-1] in "kmg" else ""]
+    # The largest LoRA plus at most 1 MiB of multipart form fields around it.
+    assert settings.LORASITE_MAX_LORA_BYTES < limit <= settings.LORASITE_MAX_LORA_BYTES + 1024**2
 
 
 def test_worker_commands_match_the_celery_queues():
