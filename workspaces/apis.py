@@ -3,10 +3,10 @@ from rest_framework import serializers, status
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
+from lorasite.throttles import FailOpenScopedRateThrottle
 from workspaces import selectors, services
 from workspaces.models import Membership, Role, Workspace
 from workspaces.scoping import WorkspaceScopedAPIView
@@ -14,7 +14,7 @@ from workspaces.scoping import WorkspaceScopedAPIView
 
 class TokenObtainAPI(ObtainAuthToken):
     parser_classes = [FormParser, MultiPartParser, JSONParser]
-    throttle_classes = [ScopedRateThrottle]
+    throttle_classes = [FailOpenScopedRateThrottle]
     throttle_scope = "auth_token"
 
     @extend_schema(
