@@ -189,13 +189,13 @@ class UploadCompleteAPI(WorkspaceScopedAPIView):
 
 
 class ImportInput(LoRAOptionsInput):
-    file_path = serializers.CharField(max_length=4096)
+    file_path = serializers.CharField(max_length=4096, help_text="Relative to the workspace's import folder.")
 
 
 class ImportAPI(WorkspaceScopedAPIView):
     @extend_schema(
         request=ImportInput, responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)}, tags=["loras"],
-        summary="Copy a LoRA from a server directory listed in LORASITE_IMPORT_DIRS (owners and admins)",
+        summary="Copy a LoRA from this workspace's server import folder, <import dir>/<slug>/ (owners and admins)",
     )
     def post(self, request, slug):
         data = parse_input(ImportInput, request.data)

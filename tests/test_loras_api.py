@@ -181,16 +181,17 @@ def test_cleanup_aborts_expired_uploads_and_orphans(owner, workspace, s3_server,
 
 class TestImport:
     @pytest.fixture
-    def import_dir(self, tmp_path):
+    def import_dir(self, tmp_path, workspace):
+        """The workspace's import folder, <import dir>/<slug>/; requests name files relative to it."""
         directory = tmp_path / "imports"
-        directory.mkdir()
+        (directory / workspace.slug).mkdir(parents=True)
         with override_settings(LORASITE_IMPORT_DIRS=[str(directory)]):
-            yield directory
+            yield directory / workspace.slug
 
     def test_import_copies_and_leaves_the_original(self, client_for, owner, workspace, import_dir):
         path = write_lora(import_dir / "musubi_style_high_noise.safetensors", family="wan-14b", key_format="comfyui", alpha=16.0, rank=16, blocks=1)
         before = path.read_bytes()
-        response = client_for(owner).post(url(workspace, "import/"), {"file_path": str(path)}, format="json")
+        response = client_for(owner).post(url(workspace, "import/"), {"file_path": path.name}, format="json")
         assert response.status_code == 201, response.json()
         body = response.json()
         assert body["expert"] == "high" and body["alpha"] == 16.0 and body["key_format"] == "comfyui"
@@ -200,16 +201,16 @@ class TestImport:
         outside = write_lora(tmp_path / "outside.safetensors", seed=5)
         (import_dir / "link.safetensors").symlink_to(outside)
         api = client_for(owner)
-        for candidate in (str(outside), str(import_dir / ".." / "outside.safetensors"), str(import_dir / "link.safetensors")):
+        for candidate in (str(outside), "../../outside.safetensors", "link.safetensors"):
             response = api.post(url(workspace, "import/"), {"file_path": candidate}, format="json")
             assert response.status_code == 400 and "file_path" in response.json()["errors"], candidate
-        missing = api.post(url(workspace, "import/"), {"file_path": str(import_dir / "nope.safetensors")}, format="json")
+        missing = api.post(url(workspace, "import/"), {"file_path": "nope.safetensors"}, format="json")
         assert missing.status_code == 400
         assert not LoRA.objects.exists()
 
     def test_members_cannot_import(self, client_for, member_of, workspace, import_dir):
         path = write_lora(import_dir / "a.safetensors")
-        response = client_for(member_of(Role.MEMBER)).post(url(workspace, "import/"), {"file_path": str(path)}, format="json")
+        response = client_for(member_of(Role.MEMBER)).post(url(workspace, "import/"), {"file_path": path.name}, format="json")
         assert response.status_code == 403
 
     def test_disabled_without_import_dirs(self, client_for, owner, workspace, tmp_path):

@@ -6,6 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
+
+from loras.models import LoRA
+from tests.factories import UserFactory, WorkspaceFactory
+from tests.lora_files import write_lora
+from workspaces.models import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 REAL_KEY = "k" * 20 + "-a-real-production-secret-key-with-enough-entropy-0987654321"
@@ -82,3 +88,56 @@ def test_models_api_shows_server_paths_to_staff_only(api, owner, client_for):
     owner.save()
     staff_models = client_for(owner).get("/api/v1/models/").json()
     assert all(model["path"] for model in staff_models)
+
+
+@pytest.mark.django_db
+class TestImportScoping:
+    """Server imports read only `<import dir>/<workspace slug>/`, and no answer names a server directory."""
+
+    @pytest.fixture
+    def import_root(self, tmp_path):
+        root = tmp_path / "server-imports"
+        root.mkdir()
+        with override_settings(LORASITE_IMPORT_DIRS=[str(root)]):
+            yield root
+
+    @staticmethod
+    def post_import(client, workspace, file_path: str):
+        return client.post(f"/api/v1/workspaces/{workspace.slug}/loras/import/", {"file_path": file_path}, format="json")
+
+    def test_a_new_workspace_cannot_copy_the_shared_or_another_workspaces_files(self, import_root, client_for):
+        other = WorkspaceFactory()
+        (import_root / other.slug).mkdir()
+        theirs = write_lora(import_root / other.slug / "theirs.safetensors", seed=21)
+        shared = write_lora(import_root / "shared.safetensors", seed=22)
+        # The reported attack: any user creates a workspace, becomes its owner and asks for files by path.
+        attacker = client_for(UserFactory())
+        mine = attacker.post("/api/v1/workspaces/", {"name": "Mine"}, format="json").json()
+        mine_workspace = Workspace.objects.get(slug=mine["slug"])
+        (import_root / mine_workspace.slug).mkdir()
+        (import_root / mine_workspace.slug / "link.safetensors").symlink_to(theirs)
+        candidates = [
+            str(theirs), str(shared), f"../{other.slug}/theirs.safetensors", "../shared.safetensors",
+            "link.safetensors", "theirs.safetensors", "",
+        ]
+        for candidate in candidates:
+            response = self.post_import(attacker, mine_workspace, candidate)
+            assert response.status_code == 400, candidate
+            assert str(import_root) not in response.content.decode(), candidate
+        assert not LoRA.objects.exists()
+
+    def test_the_workspaces_own_folder_imports(self, import_root, workspace, owner, client_for):
+        (import_root / workspace.slug / "styles").mkdir(parents=True)
+        write_lora(import_root / workspace.slug / "styles" / "anime.safetensors", seed=23)
+        response = self.post_import(client_for(owner), workspace, "styles/anime.safetensors")
+        assert response.status_code == 201, response.json()
+        assert response.json()["original_filename"] == "anime.safetensors"
+
+    def test_no_message_names_the_import_directories(self, import_root, workspace, owner, client_for):
+        api = client_for(owner)
+        for candidate in ("/etc/passwd", "missing.safetensors", "../x.safetensors"):
+            body = self.post_import(api, workspace, candidate).content.decode()
+            assert str(import_root) not in body and "LORASITE_IMPORT_DIRS" not in body, body
+        with override_settings(LORASITE_IMPORT_DIRS=[]):
+            body = self.post_import(api, workspace, "a.safetensors").json()
+        assert body["message"] == "Server imports are disabled on this site."

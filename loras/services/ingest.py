@@ -5,7 +5,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
@@ -17,7 +17,7 @@ from loras.services.rows import duplicate_conflict, existing_duplicate, new_lora
 from loras.services.validation import (
     LORA_EXTENSION, LoRAOptions, check_declared_file, inspect_stored_header, lora_object_key, require_uploader,
 )
-from workspaces.models import Membership, Role
+from workspaces.models import Membership, Role, Workspace
 from workspaces.services import require_role
 
 logger = logging.getLogger(__name__)
@@ -72,26 +72,38 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     return lora
 
 
-def resolve_import_path(file_path: str) -> Path:
-    """The real path of a server file inside one of LORASITE_IMPORT_DIRS; `..` and symlinks that
-    lead outside are refused."""
-    allowed = [Path(d).resolve() for d in settings.LORASITE_IMPORT_DIRS]
-    if not allowed:
-        raise InvalidInput("Server imports are disabled: LORASITE_IMPORT_DIRS is empty.", errors={"file_path": ["Imports are disabled."]})
-    real = Path(os.path.realpath(file_path))
-    if not any(real.is_relative_to(directory) for directory in allowed):
+def workspace_import_roots(workspace: Workspace) -> list[Path]:
+    """This workspace's import folders, `<dir>/<workspace slug>/` for each of LORASITE_IMPORT_DIRS: a
+    workspace's admins import what an operator put there for that workspace, never another's files."""
+    return [Path(os.path.realpath(Path(directory) / workspace.slug)) for directory in settings.LORASITE_IMPORT_DIRS]
+
+
+def resolve_import_path(*, workspace: Workspace, file_path: str) -> Path:
+    """The real path of `file_path`, relative to one of the workspace's import folders. Absolute paths, `..`
+    and symlinks that lead outside the folder are refused; no message names a server directory."""
+    roots = workspace_import_roots(workspace)
+    if not roots:
+        raise InvalidInput("Server imports are disabled on this site.", errors={"file_path": ["Imports are off."]})
+    relative = PurePosixPath(file_path)
+    if relative.is_absolute() or ".." in relative.parts or not relative.name:
         raise InvalidInput(
-            f"'{file_path}' is outside the import directories ({', '.join(map(str, allowed))}).",
-            errors={"file_path": ["Outside the allowed import directories."]},
+            "Give the file's path relative to this workspace's import folder (e.g. 'styles/a.safetensors').",
+            errors={"file_path": ["A relative path inside the workspace's import folder, without '..'."]},
         )
-    if not real.is_file():
-        raise InvalidInput(f"'{file_path}' does not exist or is not a file.", errors={"file_path": ["No such file."]})
-    return real
+    for root in roots:
+        real = Path(os.path.realpath(root / relative))
+        # An escape (a symlink out of the folder) and a missing file answer alike: no probing of the server's disk.
+        if real.is_relative_to(root) and real.is_file() and os.access(real, os.R_OK):
+            return real
+    raise InvalidInput(
+        f"'{file_path}' is not a readable file in this workspace's import folder.",
+        errors={"file_path": ["No such file in the workspace's import folder."]},
+    )
 
 
 def lora_import_server_file(*, actor: Membership, file_path: str, options: LoRAOptions = LoRAOptions()) -> LoRA:
     require_role(membership=actor, minimum=Role.ADMIN, action="import LoRAs from the server")
-    real = resolve_import_path(file_path)
+    real = resolve_import_path(workspace=actor.workspace, file_path=file_path)
     # Copy into the library; the original stays where it is, untouched.
     return lora_ingest_local_file(actor=actor, path=real, filename=Path(file_path).name, options=options)
 
