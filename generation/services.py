@@ -173,7 +173,8 @@ def generation_create(
     problems = _Problems()
     if not base.weights_present:
         hint = " Run `python manage.py build_demo_models`." if base.demo else " Set its path in LORASITE_MODELS_FILE."
-        problems.add("model", f"The weights of {base.display_name} are not installed at {base.path}.{hint}")
+        # Say what to do, never where: server paths are for operators (GET /api/v1/models/ shows them to staff).
+        problems.add("model", f"The weights of {base.display_name} are not installed on this server.{hint}")
     resolved_params = _resolve_params(base, params or {}, problems)
     resolved_loras = _resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems)
     problems.raise_if_any()

@@ -141,3 +141,13 @@ class TestImportScoping:
         with override_settings(LORASITE_IMPORT_DIRS=[]):
             body = self.post_import(api, workspace, "a.safetensors").json()
         assert body["message"] == "Server imports are disabled on this site."
+
+
+@pytest.mark.django_db
+def test_a_job_for_a_model_without_weights_does_not_name_the_server_path(api, workspace, settings):
+    response = api.post(
+        f"/api/v1/workspaces/{workspace.slug}/generations/", {"model": "wan22-t2v-a14b", "prompt": "a cat"}, format="json"
+    )
+    assert response.status_code == 400
+    message = response.json()["errors"]["model"][0]
+    assert "not installed on this server" in message and str(settings.LORASITE_MODELS_DIR) not in message
