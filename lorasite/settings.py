@@ -87,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "lorasite.middleware.ServiceFailureMiddleware",
 ]
 
 ROOT_URLCONF = "lorasite.urls"

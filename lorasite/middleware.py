@@ -1,0 +1,45 @@
+"""Storage or job-queue failures outside the API's exception handler: the pages answer a message (a
+503 page, or a fragment for htmx), the admin shows it on the page the action came from, and the
+signed storage endpoints answer the API's JSON — never a stack page."""
+
+import logging
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.utils.html import format_html
+
+from lorasite.errors import error_body, unavailable_service
+
+logger = logging.getLogger(__name__)
+
+# Machine clients: the REST API (its own views are answered by lorasite.errors.api_exception_handler
+# before this runs) and the signed storage URLs that stand in for S3's.
+JSON_PATH_PREFIXES = ("/api/", "/storage/")
+
+
+class ServiceFailureMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        unavailable = unavailable_service(exception)
+        if unavailable is None:
+            return None
+        logger.warning("%s unavailable at %s: %r", unavailable.extra["service"], request.path, exception)
+        if request.path.startswith(JSON_PATH_PREFIXES):
+            return JsonResponse(error_body(unavailable), status=unavailable.status_code)
+        match = request.resolver_match
+        if match is not None and match.app_name == "admin" and request.method == "POST":
+            # What ModelAdmin.message_user shows, on the page the action was sent from.
+            messages.error(request, unavailable.message)
+            return HttpResponseRedirect(request.get_full_path())
+        if getattr(request, "htmx", False):
+            fragment = format_html('<p class="message error" role="alert">{}</p>', unavailable.message)
+            return HttpResponse(fragment, status=unavailable.status_code)
+        context = {"message": unavailable.message, "service": unavailable.extra["service"]}
+        return render(request, "503.html", context, status=unavailable.status_code)
