@@ -295,7 +295,7 @@ def test_row_failure_deletes_the_stored_object(api, workspace, tmp_path, nothing
     def broken_row(**kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(ingest, "new_lora", broken_row)
+    monkeypatch.setattr(ingest, "create_lora_row", broken_row)
     path = write_lora(tmp_path / "a.safetensors")
     with pytest.raises(RuntimeError):
         upload(api, workspace, path)

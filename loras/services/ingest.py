@@ -13,7 +13,7 @@ from lorasite.errors import InvalidInput
 from lorasite.object_store import get_object_store
 from loras.models import LoRA, Status
 from loras.selectors import human_size
-from loras.services.rows import duplicate_conflict, existing_duplicate, new_lora, save_row_or_delete_object
+from loras.services.rows import create_lora_row, duplicate_conflict, existing_duplicate, save_row_or_delete_object
 from loras.services.validation import (
     LORA_EXTENSION, LoRAOptions, check_declared_file, inspect_stored_header, lora_object_key, require_uploader,
 )
@@ -60,7 +60,7 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     get_object_store().save_file(key, path)
 
     def create() -> LoRA:
-        lora = new_lora(
+        lora = create_lora_row(
             actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
             sha256=sha256, status=Status.PROCESSING,
         )

@@ -98,9 +98,13 @@ def lora_storage_cleanup(*, now=None) -> dict[str, int]:
     now = now or timezone.now()
     store = get_object_store()
     report = {"uploads_aborted": 0, "orphans_deleted": 0}
-    for upload in LoRAUpload.objects.filter(expires_at__lt=now):
-        discard_upload(upload)
-        report["uploads_aborted"] += 1
+    for upload_id in LoRAUpload.objects.filter(expires_at__lt=now).values_list("id", flat=True):
+        with transaction.atomic():
+            # One that a `complete` holds is being finished, not abandoned.
+            upload = LoRAUpload.objects.select_for_update(skip_locked=True).filter(id=upload_id).first()
+            if upload is not None:
+                discard_upload(upload)
+                report["uploads_aborted"] += 1
     grace = now - timedelta(seconds=settings.LORASITE_ORPHAN_GRACE_SECONDS)
     open_keys = set(LoRAUpload.objects.values_list("object_key", flat=True))
     for pending in store.multipart_pending():

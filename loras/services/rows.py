@@ -10,7 +10,7 @@ from lorasite.object_store import get_object_store
 from loras.lora_inspect import LoraInspection
 from loras.models import LoRA, Status
 from loras.services.validation import LORA_EXTENSION, LoRAOptions, clean_list
-from workspaces.models import Membership
+from workspaces.models import Membership, Workspace
 
 
 def existing_duplicate(workspace_id: int, sha256: str) -> LoRA | None:
@@ -83,16 +83,33 @@ def new_lora(*, actor: Membership, filename: str, key: str, size: int, inspectio
     return lora
 
 
+def create_lora_row(
+    *, actor: Membership, filename: str, key: str, size: int, inspection: LoraInspection, options: LoRAOptions,
+    sha256: str, status: str,
+) -> LoRA:
+    """`new_lora` in a savepoint under the workspace row's lock (held to the end of the caller's transaction):
+    concurrent uploads to one workspace resolve their name, version and duplicate one after the other, so
+    each gets its own version and one content is stored once. A refusal leaves the caller's transaction usable."""
+    try:
+        with transaction.atomic():
+            Workspace.objects.select_for_update().filter(id=actor.workspace_id).exists()
+            if sha256 and (existing := existing_duplicate(actor.workspace_id, sha256)):
+                raise duplicate_conflict(existing)
+            return new_lora(
+                actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
+                sha256=sha256, status=status,
+            )
+    except IntegrityError as error:  # a row written outside the lock (an edit, a restore) took the slot
+        if "sha256" in str(error):
+            raise Conflict("This file was uploaded twice at the same time; it is in the library once.") from None
+        raise Conflict("Another LoRA with this name and version was saved at the same moment; try again.") from None
+
+
 def save_row_or_delete_object(key: str, create: Callable[[], LoRA]) -> LoRA:
     """Storage first, then the row; the object is deleted when the row cannot be written."""
     try:
         with transaction.atomic():
             return create()
-    except IntegrityError as error:
-        get_object_store().delete(key)
-        if "sha256" in str(error):
-            raise Conflict("This file was uploaded twice at the same time; it is in the library once.") from None
-        raise Conflict("Another LoRA with this name and version was saved at the same moment; try again.") from None
     except BaseException:
         get_object_store().delete(key)
         raise

@@ -70,9 +70,14 @@ def inspect_stored_header(read_range: Callable[[int, int], bytes], *, size: int,
         raise Unprocessable(str(error), errors={"file": [str(error)]}) from None
 
 
-def lora_object_key(*, workspace_id: int, filename: str) -> str:
-    # The path is ours, never the user's: a fresh uuid directory and a sanitized name.
-    return f"workspaces/{workspace_id}/loras/{uuid.uuid4().hex}/{sanitize_filename(filename)}"
+def lora_object_directory(*, workspace_id: int, directory: str) -> str:
+    return f"workspaces/{workspace_id}/loras/{directory}/"
+
+
+def lora_object_key(*, workspace_id: int, filename: str, directory: str | None = None) -> str:
+    # The path is ours, never the user's: a fresh uuid directory (a multipart upload's own id) and a sanitized name.
+    directory = directory or uuid.uuid4().hex
+    return lora_object_directory(workspace_id=workspace_id, directory=directory) + sanitize_filename(filename)
 
 
 def require_uploader(actor: Membership) -> None:

@@ -1,0 +1,193 @@
+"""Uploads racing each other on PostgreSQL with real threads and the real S3 API: complete against abort,
+a second complete, same-name and same-content uploads. Each asserts the answers, the final rows and that
+the bucket holds exactly the objects the rows name."""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connection
+
+from lorasite.object_store import S3ObjectStore
+from loras.models import LoRA, LoRAUpload, Status
+from loras.services import rows
+from tests.lora_files import write_lora
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.USING_POSTGRES, reason="row locks need PostgreSQL"),
+]
+
+
+def in_threads(*calls):
+    """Run each call in its own thread (each with its own database connection); their results in order."""
+    results: list = [None] * len(calls)
+
+    def run(index, call):
+        try:
+            results[index] = call()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i, call)) for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+@pytest.fixture
+def bucket_matches_rows(s3_server, s3_keys, workspace):
+    """Call it at the end: the workspace's objects are exactly the files its rows name, and no multipart is open."""
+
+    def check():
+        named = sorted(LoRA.objects.filter(workspace=workspace).exclude(file="").values_list("file", flat=True))
+        assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == named
+        pending = s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME).get("Uploads", [])
+        assert [u["Key"] for u in pending if u["Key"].startswith(f"workspaces/{workspace.id}/")] == []
+
+    return check
+
+
+def start_and_put(api, workspace, path: Path, **options) -> tuple[str, list[dict]]:
+    body = {"filename": path.name, "size": path.stat().st_size, **options}
+    started = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body, format="json").json()
+    data = path.read_bytes()
+    parts = []
+    for part in started["parts"]:
+        offset = (part["part_number"] - 1) * started["part_size"]
+        put = requests.put(part["url"], data=data[offset: offset + started["part_size"]], timeout=30)
+        assert put.status_code == 200, put.text
+        parts.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
+    return started["upload_id"], parts
+
+
+class TestCompleteAndAbort:
+    def test_abort_during_complete_waits_and_keeps_the_lora_file(
+        self, api, client_for, owner, workspace, tmp_path, monkeypatch, bucket_matches_rows
+    ):
+        """upload.js sends DELETE when `complete` times out at a proxy while the server is still assembling."""
+        upload_id, parts = start_and_put(api, workspace, write_lora(tmp_path / "a.safetensors"))
+        assembled = threading.Event()
+        real_complete = S3ObjectStore.multipart_complete
+
+        def slow_complete(self, *args, **kwargs):
+            real_complete(self, *args, **kwargs)
+            assembled.set()
+            time.sleep(1.0)  # still finishing when the abort arrives
+
+        monkeypatch.setattr(S3ObjectStore, "multipart_complete", slow_complete)
+        base = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{upload_id}/"
+
+        def complete():
+            return client_for(owner).post(base + "complete/", {"parts": parts}, format="json")
+
+        def abort():
+            assert assembled.wait(timeout=30)
+            return client_for(owner).delete(base)
+
+        completed, aborted = in_threads(complete, abort)
+        assert completed.status_code == 201, completed.json()
+        assert aborted.status_code == 409, aborted.content
+        lora = LoRA.objects.get()
+        assert aborted.json()["existing_lora_id"] == lora.id
+        assert lora.status == Status.PROCESSING and lora.file.name
+        assert not LoRAUpload.objects.exists()
+        bucket_matches_rows()
+
+    def test_complete_during_abort_is_404_and_leaves_nothing(
+        self, api, client_for, owner, workspace, tmp_path, monkeypatch, bucket_matches_rows
+    ):
+        upload_id, parts = start_and_put(api, workspace, write_lora(tmp_path / "a.safetensors"))
+        aborting = threading.Event()
+        real_abort = S3ObjectStore.multipart_abort
+
+        def slow_abort(self, *args, **kwargs):
+            aborting.set()
+            time.sleep(1.0)
+            real_abort(self, *args, **kwargs)
+
+        monkeypatch.setattr(S3ObjectStore, "multipart_abort", slow_abort)
+        base = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{upload_id}/"
+
+        def complete():
+            assert aborting.wait(timeout=30)
+            return client_for(owner).post(base + "complete/", {"parts": parts}, format="json")
+
+        aborted, completed = in_threads(lambda: client_for(owner).delete(base), complete)
+        assert aborted.status_code == 204
+        assert completed.status_code == 404, completed.json()
+        assert not LoRA.objects.exists() and not LoRAUpload.objects.exists()
+        bucket_matches_rows()
+
+    def test_concurrent_completes_answer_the_same_lora(
+        self, api, client_for, owner, workspace, tmp_path, bucket_matches_rows
+    ):
+        upload_id, parts = start_and_put(api, workspace, write_lora(tmp_path / "a.safetensors"))
+        url = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{upload_id}/complete/"
+        answers = in_threads(*[lambda: client_for(owner).post(url, {"parts": parts}, format="json")] * 3)
+        assert [a.status_code for a in answers] == [201] * 3, [a.content for a in answers]
+        assert len({a.json()["id"] for a in answers}) == 1
+        assert LoRA.objects.count() == 1 and not LoRAUpload.objects.exists()
+        bucket_matches_rows()
+
+    def test_abort_after_complete_is_409_and_the_file_stays(self, api, workspace, tmp_path, bucket_matches_rows):
+        upload_id, parts = start_and_put(api, workspace, write_lora(tmp_path / "a.safetensors"))
+        base = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{upload_id}/"
+        lora_id = api.post(base + "complete/", {"parts": parts}, format="json").json()["id"]
+        aborted = api.delete(base)
+        assert aborted.status_code == 409 and aborted.json()["existing_lora_id"] == lora_id
+        assert api.post(base + "complete/", {"parts": parts}, format="json").json()["id"] == lora_id
+        bucket_matches_rows()
+
+
+class TestSameNameAndSameContent:
+    @pytest.fixture
+    def wide_race(self, monkeypatch):
+        """Widen the window between choosing a version and writing the row, as a slow database would."""
+        real = rows.resolve_name_version
+
+        def slow(**kwargs):
+            chosen = real(**kwargs)
+            time.sleep(0.2)
+            return chosen
+
+        monkeypatch.setattr(rows, "resolve_name_version", slow)
+
+    def upload(self, client, workspace, path: Path, **fields):
+        with open(path, "rb") as handle:
+            return client.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle, **fields}, format="multipart")
+
+    def test_eight_different_files_with_one_name_get_eight_versions(
+        self, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows
+    ):
+        paths = [write_lora(tmp_path / f"f{i}.safetensors", seed=i) for i in range(8)]
+        answers = in_threads(*[lambda p=p: self.upload(client_for(owner), workspace, p, name="Same") for p in paths])
+        assert [a.status_code for a in answers] == [201] * 8, [a.content for a in answers]
+        versions = sorted(int(v) for v in LoRA.objects.filter(name="Same").values_list("version", flat=True))
+        assert versions == list(range(1, 9))
+        bucket_matches_rows()
+
+    def test_eight_multipart_completes_with_one_name_get_eight_versions(
+        self, api, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows
+    ):
+        started = [start_and_put(api, workspace, write_lora(tmp_path / f"f{i}.safetensors", seed=i), name="Same") for i in range(8)]
+        base = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/"
+        answers = in_threads(*[
+            lambda u=u, p=p: client_for(owner).post(f"{base}{u}/complete/", {"parts": p}, format="json") for u, p in started
+        ])
+        assert [a.status_code for a in answers] == [201] * 8, [a.content for a in answers]
+        assert sorted(int(v) for v in LoRA.objects.filter(name="Same").values_list("version", flat=True)) == list(range(1, 9))
+        bucket_matches_rows()
+
+    def test_same_content_at_once_is_stored_once(self, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows):
+        path = write_lora(tmp_path / "a.safetensors")
+        answers = in_threads(*[lambda: self.upload(client_for(owner), workspace, path)] * 4)
+        assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [a.content for a in answers]
+        lora = LoRA.objects.get()
+        assert all(a.json()["existing_lora_id"] == lora.id for a in answers if a.status_code == 409)
+        bucket_matches_rows()
