@@ -1,5 +1,6 @@
 import copy
 
+import django_filters
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
@@ -10,8 +11,9 @@ from rest_framework.response import Response
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
 from lorasite.errors import PayloadTooLarge
 from loras import selectors, services
+from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
-from loras.models import Expert, LoRA, Status
+from loras.models import Expert, LoRA
 from workspaces.scoping import WorkspaceScopedAPIView
 
 
@@ -84,25 +86,26 @@ class LoRAUploadInput(LoRAOptionsInput):
         return super().to_internal_value(data)
 
 
+def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[OpenApiParameter]:
+    """A FilterSet's filters as an operation's query parameters; a choice filter's values become an enum."""
+    parameters = []
+    for name, declared in filterset_class.base_filters.items():
+        choices = declared.extra.get("choices")
+        enum = [value for value, _label in choices if value] if choices else None
+        parameters.append(OpenApiParameter(name, str, description=str(declared.label), enum=enum))
+    return parameters
+
+
 class LoRAListCreateAPI(WorkspaceScopedAPIView):
     parser_classes = [MultiPartParser, JSONParser]
 
-    class FilterInput(serializers.Serializer):
-        search = serializers.CharField(required=False, allow_blank=True, max_length=100)
-        base_model = serializers.CharField(required=False, allow_blank=True)
-        expert = serializers.ChoiceField(choices=Expert.choices, required=False)
-        active = serializers.BooleanField(required=False, allow_null=True, default=None)
-        tag = serializers.CharField(required=False, allow_blank=True)
-        status = serializers.ChoiceField(choices=Status.choices, required=False)
-        ordering = serializers.ChoiceField(choices=list(selectors.ORDERINGS), required=False)
-
     @extend_schema(
-        parameters=[FilterInput], responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"],
+        parameters=filter_parameters(LoRAFilterSet),
+        responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"],
         summary="List the workspace's LoRAs (search, filters, ordering, pagination)",
     )
     def get(self, request, slug):
-        filters = parse_input(self.FilterInput, request.query_params)
-        queryset = selectors.lora_list(workspace=self.membership.workspace, filters=selectors.LoRAFilters(**filters))
+        queryset = selectors.lora_list(workspace=self.membership.workspace, filters=request.query_params)
         return paginated(request, self, queryset, LoRAOutput)
 
     @extend_schema(

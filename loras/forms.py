@@ -1,59 +1,12 @@
-"""Input parsing for the library pages. Forms only turn request data into the arguments of a
-selector or service; the rules themselves (names, tags, roles) live in `loras.services`."""
-
-from dataclasses import replace
+"""Input parsing for the LoRA detail page's edits (the library's filters are `loras.filters.LoRAFilterSet`).
+Forms only turn request data into the arguments of a service; the rules themselves (names, tags, roles)
+live in `loras.services`."""
 
 from django import forms
 
-from loras.lora_inspect import FAMILIES
-from loras.models import Expert, LoRA, Status
-from loras.selectors import LoRAFilters
+from loras.models import Expert, LoRA
 
 NAME_LENGTH_MESSAGE = "A name needs 1 to 100 characters."
-
-SORT_CHOICES = [
-    ("-created", "Newest first"),
-    ("created", "Oldest first"),
-    ("name", "Name A–Z"),
-    ("-name", "Name Z–A"),
-    ("-size", "Largest first"),
-    ("size", "Smallest first"),
-    ("-last_used", "Recently used"),
-    ("last_used", "Least recently used"),
-]
-
-
-class LibraryFilterForm(forms.Form):
-    """The library's query string. A bad value is left out of the filters and its message shown
-    next to its field; the page never fails on a hand-edited URL."""
-
-    search = forms.CharField(
-        required=False, max_length=100, label="Search",
-        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name, tag, trigger word, file name or description"}),
-    )
-    base_model = forms.ChoiceField(required=False, label="Base model", choices=[("", "Any model"), *FAMILIES.items()])
-    expert = forms.ChoiceField(required=False, label="Expert", choices=[("", "Any expert"), *Expert.choices])
-    active = forms.TypedChoiceField(
-        required=False, label="Active", choices=[("", "Any"), ("true", "Active"), ("false", "Inactive")],
-        coerce=lambda value: value == "true", empty_value=None,
-    )
-    tag = forms.CharField(
-        required=False, max_length=64, label="Tag",
-        widget=forms.TextInput(attrs={"list": "library-tags", "placeholder": "Any tag"}),  # the page renders the datalist
-    )
-    status = forms.ChoiceField(required=False, label="Status", choices=[("", "Any status"), *Status.choices])
-    ordering = forms.ChoiceField(required=False, label="Sort", choices=SORT_CHOICES)
-
-    def filters(self) -> LoRAFilters:
-        self.is_valid()
-        given = {field: value for field, value in self.cleaned_data.items() if value not in ("", None)}
-        return LoRAFilters(**given)
-
-    @property
-    def narrows(self) -> bool:
-        """Whether anything but the sort order is chosen (an empty result is then "no match",
-        not "no LoRAs yet")."""
-        return replace(self.filters(), ordering=LoRAFilters.ordering) != LoRAFilters()
 
 
 class RenameForm(forms.Form):

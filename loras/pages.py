@@ -16,7 +16,8 @@ from django.views.decorators.vary import vary_on_headers
 from lorasite.errors import ApplicationError
 from lorasite.forms import show_service_error
 from loras import selectors, services
-from loras.forms import SECTION_FORMS, LibraryFilterForm
+from loras.filters import LoRAFilterSet
+from loras.forms import SECTION_FORMS
 from loras.models import LoRA
 from workspaces.models import Membership
 from workspaces.selectors import membership_for_user
@@ -41,10 +42,12 @@ def _require_editor(membership: Membership, lora: LoRA) -> None:
 @vary_on_headers("HX-Request", "HX-Target")  # the same URL answers with the page or with just the results
 def library(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
-    form = LibraryFilterForm(request.GET)
-    loras = selectors.lora_library(workspace=membership.workspace, filters=form.filters())
+    # A hand-edited bad value is left out and named next to its field; the page never fails on a URL.
+    filterset = LoRAFilterSet(request.GET)
+    loras = selectors.lora_library(workspace=membership.workspace, filters=filterset.valid_data())
     context = _page_context(
-        membership, form=form, page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
+        membership, form=filterset.form, narrows=filterset.narrows,
+        page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
         can_upload=selectors.lora_can_upload(actor=membership),
     )
     if request.htmx and request.htmx.target == "library-results":  # the filter form's live update

@@ -1,63 +1,31 @@
 """Reads for the LoRA library, always scoped to one workspace."""
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from generation.models import JobLoRA
-from lorasite.errors import NotFound
+from lorasite.errors import InvalidInput, NotFound
 from lorasite.object_store import get_object_store
+from loras.filters import LoRAFilterSet
 from loras.models import LoRA, Status
 from workspaces.models import Membership, Role, Workspace
 
-ORDERINGS = {
-    "name": ("name", "version"),
-    "-name": ("-name", "-version"),
-    "created": ("created_at", "id"),
-    "-created": ("-created_at", "-id"),
-    "size": ("file_size", "id"),
-    "-size": ("-file_size", "-id"),
-    # Never-used LoRAs sort as the least recently used, on PostgreSQL as on SQLite.
-    "last_used": (F("last_used_at").asc(nulls_first=True), "id"),
-    "-last_used": (F("last_used_at").desc(nulls_last=True), "-id"),
-}
 
-
-@dataclass(frozen=True)
-class LoRAFilters:
-    search: str = ""
-    base_model: str = ""
-    expert: str = ""
-    active: bool | None = None
-    tag: str = ""
-    status: str = ""
-    ordering: str = "-created"
-
-
-def lora_list(*, workspace: Workspace, filters: LoRAFilters = LoRAFilters()) -> QuerySet[LoRA]:
-    """Alive LoRAs of one workspace. One query per page whatever its size: everything shown is a
-    column of the row (tags and trigger words are JSON columns)."""
+def lora_list(*, workspace: Workspace, filters: Mapping[str, str] | None = None) -> QuerySet[LoRA]:
+    """Alive LoRAs of one workspace, filtered and sorted by `LoRAFilterSet` (query-string values).
+    One query per page whatever its size: everything shown is a column of the row (tags and trigger
+    words are JSON columns). A value that does not validate raises InvalidInput naming its field."""
     queryset = LoRA.objects.alive().filter(workspace=workspace).select_related("created_by")
-    if filters.search:
-        term = filters.search
-        queryset = queryset.filter(
-            Q(name__icontains=term) | Q(original_filename__icontains=term)
-            | Q(tags__icontains=term) | Q(trigger_words__icontains=term) | Q(description__icontains=term)
-        )
-    if filters.base_model:
-        queryset = queryset.filter(base_model=filters.base_model)
-    if filters.expert:
-        queryset = queryset.filter(expert=filters.expert)
-    if filters.active is not None:
-        queryset = queryset.filter(is_active=filters.active)
-    if filters.tag:
-        queryset = queryset.filter(tags__icontains=f'"{filters.tag}"')
-    if filters.status:
-        queryset = queryset.filter(status=filters.status)
-    return queryset.order_by(*ORDERINGS.get(filters.ordering, ORDERINGS["-created"]))
+    filterset = LoRAFilterSet(filters or {}, queryset=queryset)
+    if not filterset.is_valid():
+        raise InvalidInput("The filters have invalid values.", errors={
+            field: list(problems) for field, problems in filterset.errors.items()
+        })
+    return filterset.qs
 
 
 def lora_get(*, workspace: Workspace, lora_id: int) -> LoRA:
@@ -99,7 +67,7 @@ def _with_duplicate_of(queryset: QuerySet[LoRA]) -> QuerySet[LoRA]:
     )
 
 
-def lora_library(*, workspace: Workspace, filters: LoRAFilters = LoRAFilters()) -> QuerySet[LoRA]:
+def lora_library(*, workspace: Workspace, filters: Mapping[str, str] | None = None) -> QuerySet[LoRA]:
     """`lora_list` for the library page's cards: each row also knows the LoRA it duplicates."""
     return _with_duplicate_of(lora_list(workspace=workspace, filters=filters))
 

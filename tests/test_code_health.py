@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+import yaml
+
 from loras import lora_inspect, models
 from loras.lora_inspect import family_label
 
@@ -34,3 +37,21 @@ def test_dead_names_are_gone():
     assert models.LoRA._meta.get_field("status").default == models.Status.PROCESSING
     for unused in ("KEY_FORMATS", "EXPERTS"):
         assert not hasattr(lora_inspect, unused), unused
+
+
+@pytest.mark.django_db
+def test_one_filter_declaration_serves_the_api_and_the_page(client, owner, workspace):
+    from loras import apis, forms, selectors
+    from loras.filters import ORDERINGS, LoRAFilterSet
+
+    for copy in (hasattr(selectors, "LoRAFilters"), hasattr(selectors, "ORDERINGS"), hasattr(forms, "SORT_CHOICES"),
+                 hasattr(forms, "LibraryFilterForm"), hasattr(apis.LoRAListCreateAPI, "FilterInput")):
+        assert not copy
+    filters = set(LoRAFilterSet.base_filters)
+    schema = yaml.safe_load(client.get("/api/v1/schema/").content)
+    documented = {p["name"]: p for p in schema["paths"]["/api/v1/workspaces/{slug}/loras/"]["get"]["parameters"]}
+    assert filters <= set(documented)
+    assert sorted(documented["ordering"]["schema"]["enum"]) == sorted(ORDERINGS)
+    client.force_login(owner)
+    page = client.get(f"/w/{workspace.slug}/loras/").content.decode()
+    assert all(f'name="{name}"' in page for name in filters)
