@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 from generation import selectors, services, worker_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from lorasite.api import error_responses, paginated, parse_input
+from lorasite.pagination import PageNumberPagination
 from loras.models import Expert
 from workspaces.scoping import WorkspaceScopedAPIView
 
@@ -136,6 +137,8 @@ class GenerationInput(serializers.Serializer):
 
 
 class GenerationListCreateAPI(WorkspaceScopedAPIView):
+    pagination_class = PageNumberPagination
+
     class FilterInput(serializers.Serializer):
         status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
         lora = serializers.IntegerField(required=False, help_text="Only jobs that used this LoRA id.")

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
 from lorasite.errors import PayloadTooLarge
+from lorasite.pagination import PageNumberPagination
 from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
@@ -97,6 +98,7 @@ def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[O
 
 
 class LoRAListCreateAPI(WorkspaceScopedAPIView):
+    pagination_class = PageNumberPagination
     parser_classes = [MultiPartParser, JSONParser]
 
     @extend_schema(
@@ -208,6 +210,8 @@ class ImportAPI(WorkspaceScopedAPIView):
 
 
 class VersionsAPI(WorkspaceScopedAPIView):
+    pagination_class = PageNumberPagination
+
     class VersionsInput(serializers.Serializer):
         name = serializers.CharField(max_length=100)
 

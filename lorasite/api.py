@@ -9,7 +9,6 @@ from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from lorasite.pagination import PageNumberPagination
 
 ERROR_SERIALIZER = inline_serializer(
     "Error",
@@ -44,7 +43,9 @@ def parse_input(serializer_class: type[serializers.Serializer], data: Any, *, pa
 
 
 def paginated(request: Request, view: Any, queryset: QuerySet, serializer_class: type, /, **context: Any) -> Response:
-    """One page of `queryset`; `context` goes to the serializer (positional-only above, so it may hold `request`)."""
-    paginator = PageNumberPagination()
+    """One page of `queryset`, by the view's `pagination_class` — which is also what makes the schema document
+    the page object and its query parameters. `context` goes to the serializer (positional-only above, so it
+    may hold `request`)."""
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True, context=context).data)

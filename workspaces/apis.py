@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
+from lorasite.pagination import PageNumberPagination
 from lorasite.throttles import FailOpenScopedRateThrottle
 from workspaces import selectors, services
 from workspaces.models import Membership, Role, Workspace
@@ -54,6 +55,8 @@ class WorkspaceCreateInput(serializers.Serializer):
 
 
 class WorkspaceListCreateAPI(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses={200: WorkspaceOutput(many=True), **error_responses(401)}, tags=["workspaces"])
     def get(self, request):
         roles = dict(Membership.objects.filter(user=request.user).values_list("workspace_id", "role"))
@@ -95,6 +98,8 @@ class MemberAddInput(serializers.Serializer):
 
 
 class MemberListCreateAPI(WorkspaceScopedAPIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses={200: MembershipOutput(many=True), **error_responses(401, 404)}, tags=["members"])
     def get(self, request, slug):
         return paginated(request, self, selectors.membership_list(workspace=self.membership.workspace), MembershipOutput)
