@@ -165,6 +165,14 @@ class GenerationDetailAPI(WorkspaceScopedAPIView):
         job = selectors.job_get(workspace=self.membership.workspace, job_id=job_id)
         return Response(JobOutput(job, context={"request": request}).data)
 
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["generation"],
+        summary="Delete a finished job (members their own, admins any); its output is purged after the grace",
+    )
+    def delete(self, request, slug, job_id):
+        services.job_delete(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class GenerationCancelAPI(WorkspaceScopedAPIView):
     @extend_schema(request=None, responses={200: JobOutput, **error_responses(401, 403, 404, 409)}, tags=["generation"])

@@ -18,7 +18,8 @@ from lorasite.errors import Conflict, InvalidInput
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from workspaces.models import Membership, Role
-from workspaces.services import require_role
+from workspaces.quota import quota_check_generation
+from workspaces.services import require_role, storage_purge_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ def generation_create(
     from generation.tasks import generation_run
 
     require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
+    quota_check_generation(workspace=actor.workspace)
     base = model_get(model)
     problems = _Problems()
     if not base.weights_present:
@@ -218,6 +220,25 @@ def generation_cancel(*, actor: Membership, job: GenerationJob) -> GenerationJob
     job.cancel_requested = True
     job.save(update_fields=["status", "finished_at", "cancel_requested", "updated_at"])
     return job
+
+
+def job_output_prefix(job: GenerationJob) -> str:
+    """Where a job's output and poster are stored."""
+    return f"workspaces/{job.workspace_id}/outputs/{job.id}/"
+
+
+@transaction.atomic
+def job_delete(*, actor: Membership, job: GenerationJob) -> None:
+    """Members delete their own finished jobs, admins and owners any. The row goes at once (its LoRAs' use
+    counts stay); the output and poster after LORASITE_PURGE_AFTER_DAYS, like a deleted LoRA's file."""
+    if job.created_by_id != actor.user_id:
+        require_role(membership=actor, minimum=Role.ADMIN, action="delete someone else's job")
+    require_role(membership=actor, minimum=Role.MEMBER, action="delete jobs")
+    job = GenerationJob.objects.select_for_update().get(id=job.id)
+    if not job.is_finished:
+        raise Conflict(f"The job is {job.status}; cancel it, then delete it once it has stopped.")
+    storage_purge_schedule(prefix=job_output_prefix(job), reason=f"job {job.id} deleted")
+    job.delete()
 
 
 # --- transitions reported by the GPU worker --------------------------------------------------------

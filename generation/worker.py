@@ -113,7 +113,7 @@ def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _P
             steps=params["steps"], guidance=params["guidance"], guidance_2=params.get("guidance_2"), seed=params["seed"],
             on_step=progress.on_step, should_cancel=progress.should_cancel,
         )
-    prefix = f"workspaces/{job.workspace_id}/outputs/{job.id}/"
+    prefix = services.job_output_prefix(job)
     store = get_object_store()
     with tempfile.TemporaryDirectory(prefix="lorasite-output-") as scratch:
         folder = Path(scratch)

@@ -253,6 +253,7 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 CELERY_BEAT_SCHEDULE = {
     "lora-storage-cleanup": {"task": "loras.tasks.lora_storage_cleanup", "schedule": 15 * 60},
     "lora-purge-deleted": {"task": "loras.tasks.lora_purge_deleted", "schedule": 60 * 60},
+    "storage-purge-due": {"task": "workspaces.tasks.storage_purge_due", "schedule": 60 * 60},
     "generation-fail-stuck": {"task": "generation.tasks.generation_fail_stuck", "schedule": 5 * 60},
 }
 
@@ -264,8 +265,13 @@ LORASITE_UPLOAD_PART_BYTES = max(env_int("LORASITE_UPLOAD_PART_BYTES", 16 * 1024
 LORASITE_UPLOAD_EXPIRY_SECONDS = env_int("LORASITE_UPLOAD_EXPIRY_SECONDS", 24 * 3600)
 LORASITE_PURGE_AFTER_DAYS = env_int("LORASITE_PURGE_AFTER_DAYS", 7)
 LORASITE_ORPHAN_GRACE_SECONDS = env_int("LORASITE_ORPHAN_GRACE_SECONDS", 24 * 3600)
-# Server directories that owners and admins may import LoRA files from (comma-separated).
+# Server directories that owners and admins may import LoRA files from (comma-separated); each workspace reads
+# only its own folder in them, <dir>/<workspace slug>/.
 LORASITE_IMPORT_DIRS = env_list("LORASITE_IMPORT_DIRS")
+# Bytes of LoRAs + job outputs a workspace may hold (0: no limit); a workspace's own storage_quota_bytes wins.
+LORASITE_WORKSPACE_QUOTA_BYTES = env_int("LORASITE_WORKSPACE_QUOTA_BYTES", 0)
+if LORASITE_WORKSPACE_QUOTA_BYTES < 0:
+    raise ImproperlyConfigured("LORASITE_WORKSPACE_QUOTA_BYTES must be 0 (no limit) or a number of bytes.")
 
 # --- Generation -----------------------------------------------------------------------------
 # Base-model weights are local diffusers directories (nothing is downloaded at run time); demo

@@ -19,6 +19,10 @@ class Workspace(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces")
+    storage_quota_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True,
+        help_text="Bytes of LoRAs + job outputs allowed; empty: LORASITE_WORKSPACE_QUOTA_BYTES; 0: no limit.",
+    )
 
     class Meta:
         ordering = ["name", "id"]
@@ -42,3 +46,19 @@ class Membership(models.Model):
 
     def has_role(self, minimum: str) -> bool:
         return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(minimum)]
+
+
+class StoragePurge(models.Model):
+    """Objects under `prefix` whose rows are gone (a deleted workspace or job), deleted by beat once `purge_after`
+    has passed: the same grace as soft-deleted LoRAs (LORASITE_PURGE_AFTER_DAYS)."""
+
+    prefix = models.CharField(max_length=500, help_text="Ends with '/': a workspace's or a job's folder.")
+    reason = models.CharField(max_length=200)
+    purge_after = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["purge_after", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix} after {self.purge_after:%Y-%m-%d %H:%M} ({self.reason})"

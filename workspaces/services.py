@@ -1,13 +1,17 @@
 """Writes for workspaces and memberships. Role rules live here, not in views."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.text import slugify
 
 from lorasite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from workspaces.models import Membership, Role, Workspace
+from workspaces.models import Membership, Role, StoragePurge, Workspace
 
 SLUG_MAX_LENGTH = Workspace._meta.get_field("slug").max_length
 
@@ -61,9 +65,51 @@ def workspace_update(*, actor: Membership, name: str | None = None, slug: str | 
     return workspace
 
 
+def workspace_storage_prefix(workspace_id: int) -> str:
+    """Every object of a workspace (its LoRAs and its jobs' outputs) lies under this prefix."""
+    return f"workspaces/{workspace_id}/"
+
+
+def storage_purge_schedule(*, prefix: str, reason: str) -> StoragePurge:
+    """The objects under `prefix` outlived their rows: beat deletes them after LORASITE_PURGE_AFTER_DAYS, the same
+    grace soft-deleted LoRAs get."""
+    purge = StoragePurge(
+        prefix=prefix, reason=reason[:200],
+        purge_after=timezone.now() + timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS),
+    )
+    purge.full_clean()
+    purge.save()
+    return purge
+
+
+def storage_purge_due(*, now=None) -> int:
+    """Beat: delete the objects of every purge whose grace has passed; the number of objects deleted. A purge row
+    goes once its objects are gone, so a storage error leaves it for the next run."""
+    from lorasite.object_store import get_object_store
+
+    now = now or timezone.now()
+    store = get_object_store()
+    deleted = 0
+    for purge in StoragePurge.objects.filter(purge_after__lte=now):
+        for stored in list(store.list(purge.prefix)):
+            store.delete(stored.key)
+            deleted += 1
+        purge.delete()
+    return deleted
+
+
+def storage_purge_pending_prefixes() -> tuple[str, ...]:
+    """Prefixes whose objects wait for their purge (orphan cleanup leaves them to it)."""
+    return tuple(StoragePurge.objects.values_list("prefix", flat=True))
+
+
 @transaction.atomic
 def workspace_delete(*, actor: Membership) -> None:
+    """The rows go at once; the objects (LoRAs, outputs, posters) after the purge grace."""
     require_role(membership=actor, minimum=Role.OWNER, action="delete the workspace")
+    storage_purge_schedule(
+        prefix=workspace_storage_prefix(actor.workspace_id), reason=f"workspace '{actor.workspace.slug}' deleted"
+    )
     Workspace.objects.filter(id=actor.workspace_id).delete()
 
 

@@ -18,6 +18,7 @@ from loras.services.validation import (
     LORA_EXTENSION, LoRAOptions, check_declared_file, inspect_stored_header, lora_object_key, require_uploader,
 )
 from workspaces.models import Membership, Role, Workspace
+from workspaces.quota import quota_check_upload
 from workspaces.services import require_role
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     require_uploader(actor)
     size = path.stat().st_size
     check_declared_file(filename=filename, size=size)
+    quota_check_upload(workspace=actor.workspace, size=size)
     inspection = inspect_stored_header(_local_read_range(path), size=size, filename=filename)
     sha256 = _sha256_of_file(path)
     existing = existing_duplicate(actor.workspace_id, sha256)

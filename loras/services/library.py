@@ -13,6 +13,7 @@ from loras.services.rows import resolve_name_version
 from loras.services.uploads import discard_upload
 from loras.services.validation import clean_list, require_editor
 from workspaces.models import Membership
+from workspaces.services import storage_purge_pending_prefixes
 
 
 EDITABLE_FIELDS = {"name", "version", "description", "tags", "trigger_words", "preferred_weight", "expert", "is_active"}
@@ -112,7 +113,11 @@ def lora_storage_cleanup(*, now=None) -> dict[str, int]:
             store.multipart_abort(pending.key, pending.upload_id)
             report["uploads_aborted"] += 1
     referenced = set(LoRA.objects.exclude(file="").values_list("file", flat=True)) | open_keys
+    # A deleted workspace's files keep the purge grace (workspaces.services.storage_purge_due removes them).
+    awaiting_purge = storage_purge_pending_prefixes()
     for stored in store.list("workspaces/"):
+        if stored.key.startswith(awaiting_purge):
+            continue
         if "/loras/" in stored.key and stored.key not in referenced and stored.modified < grace:
             store.delete(stored.key)
             report["orphans_deleted"] += 1

@@ -19,6 +19,7 @@ from loras.services.validation import (
     LoRAOptions, check_declared_file, inspect_stored_header, lora_object_directory, lora_object_key, require_uploader,
 )
 from workspaces.models import Membership, Role
+from workspaces.quota import quota_check_upload
 from workspaces.services import require_role
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def upload_part_count(upload: LoRAUpload) -> int:
 def lora_upload_start(*, actor: Membership, filename: str, size: int, options: LoRAOptions = LoRAOptions()) -> LoRAUpload:
     require_uploader(actor)
     check_declared_file(filename=filename, size=size)
+    quota_check_upload(workspace=actor.workspace, size=size)  # the declared size, before any byte is sent
     upload_id = uuid.uuid4()
     # The object's directory is the upload's id: a completed upload is found again by its LoRA's key.
     key = lora_object_key(workspace_id=actor.workspace_id, filename=filename, directory=upload_id.hex)
