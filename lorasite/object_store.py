@@ -102,11 +102,12 @@ class S3ObjectStore:
     def multipart_create(self, key: str) -> str:
         return self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
 
-    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, expires_in: int) -> str:
+    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int) -> str:
+        """A presigned PUT for one part whose signature covers its Content-Length (SigV4 signs the header):
+        S3 refuses a body of any other length."""
+        params = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number}
         return self.client.generate_presigned_url(
-            "upload_part",
-            Params={"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number},
-            ExpiresIn=expires_in,
+            "upload_part", Params={**params, "ContentLength": part_bytes}, ExpiresIn=expires_in
         )
 
     def multipart_complete(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
@@ -183,8 +184,9 @@ class LocalObjectStore:
         (self.multipart_root / upload_id / "key").write_text(key)
         return upload_id
 
-    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, expires_in: int) -> str:
-        token = sign_token({"upload_id": upload_id, "part": part_number}, expires_in=expires_in)
+    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int) -> str:
+        # The token carries the part's length: the endpoint refuses a longer body (413).
+        token = sign_token({"upload_id": upload_id, "part": part_number, "bytes": part_bytes}, expires_in=expires_in)
         return reverse("object-upload-part", kwargs={"token": token})
 
     def part_path(self, upload_id: str, part_number: int) -> Path:

@@ -33,11 +33,18 @@ def _payload(token: str, *, needs: set[str]) -> dict | None:
     return payload if needs <= payload.keys() else None
 
 
+def _part_too_large(limit: int) -> JsonResponse:
+    return JsonResponse(
+        {"message": f"This part is over its {limit} bytes.", "code": "payload_too_large", "errors": {}, "limit_bytes": limit},
+        status=413,
+    )
+
+
 @csrf_exempt
 @require_http_methods(["PUT"])
 def upload_part(request: HttpRequest, token: str) -> HttpResponse:
     store = _local_store()
-    payload = _payload(token, needs={"upload_id", "part"})
+    payload = _payload(token, needs={"upload_id", "part", "bytes"})
     if payload is None:
         return _forbidden("This upload URL is invalid or has expired; request new part URLs.")
     if store is None:
@@ -48,6 +55,9 @@ def upload_part(request: HttpRequest, token: str) -> HttpResponse:
         return JsonResponse(
             {"message": "This upload was completed or aborted.", "code": "not_found", "errors": {}}, status=404
         )
+    # Django reads no more of a body than its Content-Length, so bounding the header bounds what is written.
+    if int(request.META.get("CONTENT_LENGTH") or 0) > payload["bytes"]:
+        return _part_too_large(payload["bytes"])
     digest = hashlib.md5(usedforsecurity=False)
     partial = path.with_suffix(".writing")
     # Stream the body to disk: the web process never holds a whole part in memory.

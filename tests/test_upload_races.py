@@ -5,11 +5,13 @@ the bucket holds exactly the objects the rows name."""
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 
 from lorasite.object_store import S3ObjectStore
 from loras.models import LoRA, LoRAUpload, Status
@@ -190,4 +192,56 @@ class TestSameNameAndSameContent:
         assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [a.content for a in answers]
         lora = LoRA.objects.get()
         assert all(a.json()["existing_lora_id"] == lora.id for a in answers if a.status_code == 409)
+        bucket_matches_rows()
+
+
+class TestBoundedParts:
+    def test_s3_part_urls_sign_each_parts_exact_length(self, api, workspace, monkeypatch):
+        signed: list[dict] = []
+        real = S3ObjectStore.multipart_part_url
+
+        def spy(self, *args, **kwargs):
+            url = real(self, *args, **kwargs)
+            signed.append({"bytes": kwargs["part_bytes"], "headers": parse_qs(urlparse(url).query)["X-Amz-SignedHeaders"][0]})
+            return url
+
+        monkeypatch.setattr(S3ObjectStore, "multipart_part_url", spy)
+        size = 12 * 1024 * 1024
+        with override_settings(LORASITE_UPLOAD_PART_BYTES=5 * 1024 * 1024):
+            started = api.post(
+                f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": "a.safetensors", "size": size}, format="json"
+            )
+        assert started.status_code == 201
+        assert [s["bytes"] for s in signed] == [5 * 1024 * 1024, 5 * 1024 * 1024, 2 * 1024 * 1024]
+        assert all("content-length" in s["headers"].split(";") for s in signed)  # S3 refuses any other length
+
+    def test_local_part_endpoint_refuses_a_body_over_the_part(self, api, workspace, tmp_path):
+        storages = {
+            **settings.STORAGES,
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}},
+        }
+        path = write_lora(tmp_path / "a.safetensors")
+        size = path.stat().st_size
+        with override_settings(STORAGES=storages, VAR_DIR=tmp_path):
+            body = {"filename": path.name, "size": size}
+            started = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body, format="json").json()
+            part_url = urlparse(started["parts"][0]["url"]).path
+            too_long = path.read_bytes() + b"x"
+            declared = api.generic("PUT", part_url, too_long, content_type="application/octet-stream")
+            assert declared.status_code == 413 and declared.json()["limit_bytes"] == size
+            assert not any((tmp_path / "multipart").rglob("*.part")) and not any((tmp_path / "multipart").rglob("*.writing"))
+            exact = api.generic("PUT", part_url, path.read_bytes(), content_type="application/octet-stream")
+            assert exact.status_code == 200
+
+    def test_an_object_of_another_size_than_declared_is_refused_and_deleted(
+        self, api, workspace, tmp_path, bucket_matches_rows
+    ):
+        path = write_lora(tmp_path / "a.safetensors")
+        body = {"filename": path.name, "size": path.stat().st_size - 1}
+        started = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body, format="json").json()
+        put = requests.put(started["parts"][0]["url"], data=path.read_bytes(), timeout=30)  # moto does not check signatures
+        parts = [{"part_number": 1, "etag": put.headers["ETag"]}]
+        response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/", {"parts": parts}, format="json")
+        assert response.status_code == 400 and "declared" in response.json()["message"]
+        assert not LoRA.objects.exists() and not LoRAUpload.objects.exists()
         bucket_matches_rows()

@@ -36,6 +36,11 @@ def upload_part_count(upload: LoRAUpload) -> int:
     return max(1, math.ceil(upload.size / upload.part_size))
 
 
+def upload_part_bytes(upload: LoRAUpload, part_number: int) -> int:
+    """The exact length of one part: `part_size`, the last one the rest; the part URLs bind it."""
+    return min(upload.part_size, upload.size - (part_number - 1) * upload.part_size)
+
+
 @transaction.atomic
 def lora_upload_start(*, actor: Membership, filename: str, size: int, options: LoRAOptions = LoRAOptions()) -> LoRAUpload:
     require_uploader(actor)
@@ -72,7 +77,12 @@ def upload_part_urls(upload: LoRAUpload) -> list[dict]:
     store = get_object_store()
     expires_in = settings.LORASITE_SIGNED_URL_SECONDS
     return [
-        {"part_number": n, "url": store.multipart_part_url(upload.object_key, upload.storage_upload_id, n, expires_in=expires_in)}
+        {
+            "part_number": n,
+            "url": store.multipart_part_url(
+                upload.object_key, upload.storage_upload_id, n, part_bytes=upload_part_bytes(upload, n), expires_in=expires_in
+            ),
+        }
         for n in range(1, upload_part_count(upload) + 1)
     ]
 
