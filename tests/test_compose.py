@@ -124,3 +124,38 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(name for name in settings_variables() if f"`{name}`" not in readme)
     assert not missing, f"README does not document: {missing}"
+
+
+def dockerfile_instructions(name: str) -> list[str]:
+    """A Dockerfile's instructions with continuation lines joined, comments left out."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / name).read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_web_and_beat_run_the_web_image_and_every_worker_the_cuda_worker_image():
+    app_services = {name: service for name, service in SERVICES.items() if "build" in service}
+    images = {name: (service["build"]["dockerfile"], service["image"]) for name, service in app_services.items()}
+    web_image, worker_image = ("Dockerfile", "lorasite-web:latest"), ("Dockerfile.worker", "lorasite-worker:latest")
+    assert images == {"web": web_image, "beat": web_image, "worker": worker_image,
+                      **{name: worker_image for name in GPU_WORKERS}}
+
+
+def test_the_web_image_installs_only_the_web_requirements():
+    installs = [line for line in dockerfile_instructions("Dockerfile") if "pip install" in line]
+    assert len(installs) == 1 and "-r requirements/web.txt -c constraints.txt" in installs[0]
+    assert "torch" in installs[0]  # the build fails if torch got in anyway
+    assert dockerfile_instructions("Dockerfile")[0].startswith("FROM python:3.11-slim")
+
+
+def test_the_worker_image_is_cuda_with_torchs_cuda_build():
+    instructions = dockerfile_instructions("Dockerfile.worker")
+    base = next(line for line in instructions if line.startswith("ARG CUDA_IMAGE="))
+    assert re.fullmatch(r"ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
+    assert "FROM ${CUDA_IMAGE}" in instructions
+    assert "ARG TORCH_VERSION=2.13.0" in instructions and re.search(r"^ARG TORCH_CUDA=cu12\d$", "\n".join(instructions), re.M)
+    install = next(line for line in instructions if "pip install" in line)
+    torch_install, requirements_install = install.split("&&")[:2]
+    assert "https://download.pytorch.org/whl/${TORCH_CUDA}" in torch_install
+    assert '"torch==${TORCH_VERSION}+${TORCH_CUDA}"' in torch_install
+    assert "-r requirements/worker.txt -c constraints.txt" in requirements_install
+    assert "torch==2.13.0" in (ROOT / "requirements" / "worker.txt").read_text().splitlines()
