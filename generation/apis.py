@@ -149,7 +149,7 @@ class GenerationListCreateAPI(WorkspaceScopedAPIView):
         jobs = selectors.job_list(workspace=self.membership.workspace, status=filters.get("status", ""), lora_id=filters.get("lora"))
         return paginated(request, self, jobs, JobOutput, request=request)
 
-    @extend_schema(request=GenerationInput, responses={201: JobOutput, **error_responses(400, 401, 403, 404)}, tags=["generation"],
+    @extend_schema(request=GenerationInput, responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["generation"],
                    summary="Queue a generation with up to 5 LoRAs")
     def post(self, request, slug):
         data = parse_input(GenerationInput, request.data)
@@ -182,7 +182,7 @@ class GenerationCancelAPI(WorkspaceScopedAPIView):
 
 
 class GenerationRetryAPI(WorkspaceScopedAPIView):
-    @extend_schema(request=None, responses={201: JobOutput, **error_responses(400, 401, 403, 404)}, tags=["generation"])
+    @extend_schema(request=None, responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["generation"])
     def post(self, request, slug, job_id):
         job = services.generation_retry(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
         return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data, status=status.HTTP_201_CREATED)
