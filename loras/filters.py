@@ -37,23 +37,36 @@ class LoRAFilterSet(django_filters.FilterSet):
     the API answers 400 with it."""
 
     search = django_filters.CharFilter(
-        method="filter_search", max_length=100, label="Search",
-        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name, tag, trigger word, file name or description"}),
+        method="filter_search",
+        max_length=100,
+        label="Search",
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": "Name, tag, trigger word, file name or description"}
+        ),
     )
-    base_model = django_filters.ChoiceFilter(choices=list(FAMILIES.items()), empty_label="Any model", label="Base model")
+    base_model = django_filters.ChoiceFilter(
+        choices=list(FAMILIES.items()), empty_label="Any model", label="Base model"
+    )
     expert = django_filters.ChoiceFilter(choices=Expert.choices, empty_label="Any expert", label="Expert")
     active = django_filters.TypedChoiceFilter(
-        field_name="is_active", choices=[("", "Any"), ("true", "Active"), ("false", "Inactive")],
-        coerce=lambda value: value == "true", label="Active",
+        field_name="is_active",
+        choices=[("", "Any"), ("true", "Active"), ("false", "Inactive")],
+        coerce=lambda value: value == "true",
+        label="Active",
     )
     tag = django_filters.CharFilter(
-        method="filter_tag", max_length=64, label="Tag",
-        widget=forms.TextInput(attrs={"list": "library-tags", "placeholder": "Any tag"}),  # the page renders the datalist
+        method="filter_tag",
+        max_length=64,
+        label="Tag",
+        # The page renders the datalist of the workspace's tags.
+        widget=forms.TextInput(attrs={"list": "library-tags", "placeholder": "Any tag"}),
     )
     status = django_filters.ChoiceFilter(choices=Status.choices, empty_label="Any status", label="Status")
     ordering = django_filters.ChoiceFilter(
-        method="filter_ordering", choices=[(value, ordering.label) for value, ordering in ORDERINGS.items()],
-        empty_label=None, label="Sort",
+        method="filter_ordering",
+        choices=[(value, ordering.label) for value, ordering in ORDERINGS.items()],
+        empty_label=None,
+        label="Sort",
     )
 
     class Meta:
@@ -62,8 +75,11 @@ class LoRAFilterSet(django_filters.FilterSet):
 
     def filter_search(self, queryset: QuerySet[LoRA], name: str, term: str) -> QuerySet[LoRA]:
         return queryset.filter(
-            Q(name__icontains=term) | Q(original_filename__icontains=term)
-            | Q(tags__icontains=term) | Q(trigger_words__icontains=term) | Q(description__icontains=term)
+            Q(name__icontains=term)
+            | Q(original_filename__icontains=term)
+            | Q(tags__icontains=term)
+            | Q(trigger_words__icontains=term)
+            | Q(description__icontains=term)
         )
 
     def filter_tag(self, queryset: QuerySet[LoRA], name: str, tag: str) -> QuerySet[LoRA]:

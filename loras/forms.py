@@ -11,10 +11,15 @@ NAME_LENGTH_MESSAGE = "A name needs 1 to 100 characters."
 
 class RenameForm(forms.Form):
     name = forms.CharField(
-        max_length=100, label="Name", help_text="1 to 100 characters. Enter saves, Escape cancels.",
+        max_length=100,
+        label="Name",
+        help_text="1 to 100 characters. Enter saves, Escape cancels.",
         # Only ever shown as the inline editor that replaced the heading, so it takes the focus.
         widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}),
-        error_messages={"required": NAME_LENGTH_MESSAGE, "max_length": NAME_LENGTH_MESSAGE + " This one has %(show_value)d."},
+        error_messages={
+            "required": NAME_LENGTH_MESSAGE,
+            "max_length": NAME_LENGTH_MESSAGE + " This one has %(show_value)d.",
+        },
     )
 
     @classmethod
@@ -24,24 +29,38 @@ class RenameForm(forms.Form):
 
 class DetailsForm(forms.Form):
     tags = forms.CharField(
-        required=False, label="Tags", help_text="Separate tags with commas.", max_length=4000,  # the service checks each tag
+        required=False,
+        label="Tags",
+        help_text="Separate tags with commas.",
+        max_length=4000,  # the service checks each tag
         widget=forms.TextInput(attrs={"autofocus": True}),  # the editor opens with the focus here
     )
-    description = forms.CharField(required=False, label="Description", max_length=5000, widget=forms.Textarea(attrs={"rows": 4}))
+    description = forms.CharField(
+        required=False, label="Description", max_length=5000, widget=forms.Textarea(attrs={"rows": 4})
+    )
     preferred_weight = forms.FloatField(
-        label="Preferred weight", min_value=0.0, max_value=2.0, help_text="From 0 to 2; the Generate form starts here.",
+        label="Preferred weight",
+        min_value=0.0,
+        max_value=2.0,
+        help_text="From 0 to 2; the Generate form starts here.",
         widget=forms.NumberInput(attrs={"step": "0.05"}),
     )
     expert = forms.ChoiceField(
-        label="Expert", choices=Expert.choices, help_text="Which Wan 2.2 expert loads it: high noise, low noise or both.",
+        label="Expert",
+        choices=Expert.choices,
+        help_text="Which Wan 2.2 expert loads it: high noise, low noise or both.",
     )
 
     @classmethod
     def for_lora(cls, lora: LoRA) -> "DetailsForm":
-        return cls(initial={
-            "tags": ", ".join(lora.tags), "description": lora.description,
-            "preferred_weight": lora.preferred_weight, "expert": lora.expert,
-        })
+        return cls(
+            initial={
+                "tags": ", ".join(lora.tags),
+                "description": lora.description,
+                "preferred_weight": lora.preferred_weight,
+                "expert": lora.expert,
+            }
+        )
 
     def clean_tags(self) -> list[str]:
         return [tag for tag in self.cleaned_data["tags"].split(",") if tag.strip()]

@@ -14,10 +14,7 @@ APPS = ("loras", "generation", "lorasite", "workspaces")
 
 def production_sources() -> dict[Path, str]:
     return {
-        path: path.read_text()
-        for app in APPS
-        for path in (ROOT / app).rglob("*.py")
-        if "migrations" not in path.parts
+        path: path.read_text() for app in APPS for path in (ROOT / app).rglob("*.py") if "migrations" not in path.parts
     }
 
 
@@ -25,7 +22,8 @@ def test_family_label_is_the_one_lookup_of_family_names():
     assert family_label("wan-14b") == "Wan 2.1/2.2 14B (A14B)"
     assert family_label("not-a-family") == "not-a-family"
     copies = [
-        str(path.relative_to(ROOT)) for path, source in production_sources().items()
+        str(path.relative_to(ROOT))
+        for path, source in production_sources().items()
         if "FAMILIES.get(" in source and path != Path(lora_inspect.__file__)
     ]
     assert copies == [], f"use loras.lora_inspect.family_label instead of FAMILIES.get in {copies}"
@@ -44,8 +42,13 @@ def test_one_filter_declaration_serves_the_api_and_the_page(client, owner, works
     from loras import apis, forms, selectors
     from loras.filters import ORDERINGS, LoRAFilterSet
 
-    for copy in (hasattr(selectors, "LoRAFilters"), hasattr(selectors, "ORDERINGS"), hasattr(forms, "SORT_CHOICES"),
-                 hasattr(forms, "LibraryFilterForm"), hasattr(apis.LoRAListCreateAPI, "FilterInput")):
+    for copy in (
+        hasattr(selectors, "LoRAFilters"),
+        hasattr(selectors, "ORDERINGS"),
+        hasattr(forms, "SORT_CHOICES"),
+        hasattr(forms, "LibraryFilterForm"),
+        hasattr(apis.LoRAListCreateAPI, "FilterInput"),
+    ):
         assert not copy
     filters = set(LoRAFilterSet.base_filters)
     schema = yaml.safe_load(client.get("/api/v1/schema/").content)

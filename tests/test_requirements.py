@@ -57,7 +57,9 @@ def test_make_installs_what_run_and_test_need_and_lints_before_the_suite():
     assert re.search(r"^run: \$\(RUN_STAMP\)$", makefile, re.M)
     test_recipe = re.search(r"^test: \$\(TEST_STAMP\)\n((?:\t.*\n)+)", makefile, re.M).group(1).split("\n")
     assert [line.strip() for line in test_recipe if line] == [
-        "$(VENV)/bin/ruff check .", "$(VENV)/bin/ruff format --check .", "$(PY) -m pytest",
+        "$(VENV)/bin/ruff check .",
+        "$(VENV)/bin/ruff format --check .",
+        "$(PY) -m pytest",
     ]
 
 
