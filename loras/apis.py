@@ -117,8 +117,10 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
     )
     def post(self, request, slug):
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        if declared > settings.LORASITE_MAX_LORA_BYTES + 1024 * 1024:  # refused before the body is read
+        limit = min(settings.LORASITE_MAX_LORA_BYTES, settings.LORASITE_MAX_APP_UPLOAD_BYTES)
+        if declared > limit + 1024 * 1024:  # refused before the body is read (1 MiB for the form around the file)
             services.check_declared_file(filename="upload.safetensors", size=declared)
+            services.check_app_upload_size(declared)
         data = parse_input(LoRAUploadInput, request.data)
         upload = data.pop("file")
         lora = services.lora_ingest_uploaded_file(actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data))

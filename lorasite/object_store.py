@@ -153,8 +153,12 @@ class LocalObjectStore:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as out:
-            shutil.copyfileobj(stream, out, COPY_CHUNK)
+        try:
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(stream, out, COPY_CHUNK)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(target)
 
     def download_to(self, key: str, path: str | Path) -> None:
@@ -240,7 +244,10 @@ def _transfer_config():
     from boto3.s3.transfer import TransferConfig
 
     # 8 MiB parts, 4 threads: large objects move in parallel while the process stays under ~40 MB.
-    return TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+    config = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+    # A stream without `seek` is buffered part by part; s3transfer's setting, which boto3's constructor does not take.
+    config.max_in_memory_upload_chunks = 4
+    return config
 
 
 def get_object_store() -> S3ObjectStore | LocalObjectStore:

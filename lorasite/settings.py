@@ -259,6 +259,9 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- LoRA library ---------------------------------------------------------------------------
 LORASITE_MAX_LORA_BYTES = env_int("LORASITE_MAX_LORA_BYTES", 5 * 1024**3)
+# Uploads through the app cross one request (stored and hashed in one pass) that must end within gunicorn's
+# timeout; larger files use the multipart upload. 2 GiB takes ~100 s at 20 MB/s to storage: lower it on slower links.
+LORASITE_MAX_APP_UPLOAD_BYTES = env_int("LORASITE_MAX_APP_UPLOAD_BYTES", 2 * 1024**3)
 # Direct-to-storage multipart: part size (S3 needs ≥ 5 MiB except the last part, ≤ 10,000 parts)
 # and how long an unfinished upload is kept before beat aborts it.
 LORASITE_UPLOAD_PART_BYTES = max(env_int("LORASITE_UPLOAD_PART_BYTES", 16 * 1024**2), 5 * 1024**2)

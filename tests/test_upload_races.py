@@ -2,6 +2,8 @@
 a second complete, same-name and same-content uploads. Each asserts the answers, the final rows and that
 the bucket holds exactly the objects the rows name."""
 
+import builtins
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -245,3 +247,67 @@ class TestBoundedParts:
         assert response.status_code == 400 and "declared" in response.json()["message"]
         assert not LoRA.objects.exists() and not LoRAUpload.objects.exists()
         bucket_matches_rows()
+
+
+class TestThroughTheApp:
+    def test_the_file_is_read_once_to_store_and_hash_it(self, api, workspace, tmp_path, monkeypatch):
+        path = write_lora(tmp_path / "big.safetensors", family="wan-14b", rank=64, blocks=2, dtype="bfloat16")
+        size = path.stat().st_size
+        bytes_read = {"total": 0}
+        real_open = builtins.open
+
+        class Counting:
+            def __init__(self, handle):
+                self.handle = handle
+
+            def read(self, *args):
+                chunk = self.handle.read(*args)
+                bytes_read["total"] += len(chunk)
+                return chunk
+
+            def readinto(self, buffer):
+                count = self.handle.readinto(buffer)
+                bytes_read["total"] += count or 0
+                return count
+
+            def __getattr__(self, name):
+                return getattr(self.handle, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.handle.close()
+
+        def counting_open(file, mode="r", *args, **kwargs):
+            handle = real_open(file, mode, *args, **kwargs)
+            # Django's spooled copy of the upload: every read of it after the request body arrived.
+            spooled = isinstance(file, (str, Path)) and str(file).endswith(".upload.safetensors")
+            return Counting(handle) if spooled and "r" in mode else handle
+
+        monkeypatch.setattr(builtins, "open", counting_open)
+        with open(path, "rb") as handle:
+            response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart")
+        monkeypatch.undo()
+        assert response.status_code == 201, response.json()
+        lora = LoRA.objects.get()
+        assert lora.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        # Once for storage and the hash, plus the header's ranged reads; not a second pass.
+        assert size <= bytes_read["total"] < size + 1024 * 1024, (bytes_read, size)
+
+    @override_settings(LORASITE_MAX_APP_UPLOAD_BYTES=64 * 1024)
+    def test_over_the_app_limit_is_413_naming_it_and_the_multipart_upload(self, api, workspace, tmp_path, s3_keys):
+        path = write_lora(tmp_path / "big.safetensors", family="wan-14b", rank=64, blocks=1)
+        assert path.stat().st_size > 2 * 1024 * 1024  # read first: the declared length is over the limit + 1 MiB
+        with open(path, "rb") as handle:
+            early = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart")
+        small = write_lora(tmp_path / "small.safetensors", rank=32)
+        assert 64 * 1024 < small.stat().st_size < 1024 * 1024  # within the 1 MiB allowance: the service refuses it
+        with open(small, "rb") as handle:
+            late = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart")
+        for response in (early, late):
+            assert response.status_code == 413, response.json()
+            body = response.json()
+            assert "LORASITE_MAX_APP_UPLOAD_BYTES" in body["message"] and "multipart" in body["message"]
+            assert body["limit_bytes"] == 64 * 1024
+        assert not LoRA.objects.exists() and s3_keys(f"workspaces/{workspace.id}/") == []

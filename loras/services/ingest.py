@@ -13,9 +13,10 @@ from lorasite.errors import InvalidInput
 from lorasite.object_store import get_object_store
 from loras.models import LoRA, Status
 from loras.selectors import human_size
-from loras.services.rows import create_lora_row, duplicate_conflict, existing_duplicate, save_row_or_delete_object
+from loras.services.rows import create_lora_row, save_row_or_delete_object
 from loras.services.validation import (
-    LORA_EXTENSION, LoRAOptions, check_declared_file, inspect_stored_header, lora_object_key, require_uploader,
+    LORA_EXTENSION, LoRAOptions, check_app_upload_size, check_declared_file, inspect_stored_header, lora_object_key,
+    require_uploader,
 )
 from workspaces.models import Membership, Role, Workspace
 from workspaces.quota import quota_check_upload
@@ -26,12 +27,27 @@ logger = logging.getLogger(__name__)
 HASH_CHUNK = 8 * 1024 * 1024
 
 
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
+class _Sha256Reader:
+    """A file read once, front to back, by whoever stores it, hashing what passes. No `seek`, so boto3's
+    managed transfer reads it in order too."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.handle.read(size)
+        self.digest.update(chunk)
+        return chunk
+
+
+def _store_and_hash(key: str, path: Path) -> str:
+    """Copy the file to storage and return its sha256, reading it once: a second pass over a 5 GiB file
+    would double a request that must end within the web worker's timeout."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        reader = _Sha256Reader(handle)
+        get_object_store().save_stream(key, reader)
+    return reader.digest.hexdigest()
 
 
 def _local_read_range(path: Path) -> Callable[[int, int], bytes]:
@@ -45,8 +61,9 @@ def _local_read_range(path: Path) -> Callable[[int, int], bytes]:
 
 def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, options: LoRAOptions = LoRAOptions()) -> LoRA:
     """Ingest a file that is on this machine: an upload through the app (Django's temporary file)
-    or a server-path import. The header checks, hash and duplicate check answer here (422, 409);
-    the row is `processing` until the `lora_ingest` task has computed its coverage."""
+    or a server-path import. The header checks and the duplicate check answer here (422, 409); the
+    file is read once more, to store and hash it in one pass. The row is `processing` until the
+    `lora_ingest` task has computed its coverage."""
     from loras.tasks import lora_ingest
 
     require_uploader(actor)
@@ -54,12 +71,10 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     check_declared_file(filename=filename, size=size)
     quota_check_upload(workspace=actor.workspace, size=size)
     inspection = inspect_stored_header(_local_read_range(path), size=size, filename=filename)
-    sha256 = _sha256_of_file(path)
-    existing = existing_duplicate(actor.workspace_id, sha256)
-    if existing:
-        raise duplicate_conflict(existing)
     key = lora_object_key(workspace_id=actor.workspace_id, filename=filename)
-    get_object_store().save_file(key, path)
+    # The hash is known once the bytes are stored; a duplicate is refused then (under the workspace lock)
+    # and its copy deleted.
+    sha256 = _store_and_hash(key, path)
 
     def create() -> LoRA:
         lora = create_lora_row(
@@ -113,6 +128,7 @@ def lora_import_server_file(*, actor: Membership, file_path: str, options: LoRAO
 def lora_ingest_uploaded_file(*, actor: Membership, uploaded_file, options: LoRAOptions = LoRAOptions()) -> LoRA:
     """Through the app: Django has streamed the body to a temporary file (small uploads stay in
     memory and are spilled here), so memory stays flat whatever the size."""
+    check_app_upload_size(uploaded_file.size)
     if hasattr(uploaded_file, "temporary_file_path"):
         return lora_ingest_local_file(actor=actor, path=Path(uploaded_file.temporary_file_path()), filename=uploaded_file.name, options=options)
     with tempfile.NamedTemporaryFile(suffix=LORA_EXTENSION) as spill:

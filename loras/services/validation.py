@@ -59,6 +59,19 @@ def check_declared_file(*, filename: str, size: int | None) -> None:
         )
 
 
+def check_app_upload_size(size: int) -> None:
+    """Through the app the whole file crosses one request, which must end within the web worker's timeout;
+    larger files go straight to storage with the multipart upload."""
+    limit = settings.LORASITE_MAX_APP_UPLOAD_BYTES
+    if size > limit:
+        raise PayloadTooLarge(
+            f"The file is {human_size(size)}; uploads through the app are limited to {human_size(limit)} "
+            "(LORASITE_MAX_APP_UPLOAD_BYTES). Send larger files with the multipart upload (POST …/loras/uploads/).",
+            errors={"file": [f"Larger than the {human_size(limit)} limit for uploads through the app."]},
+            limit_bytes=limit,
+        )
+
+
 def inspect_stored_header(read_range: Callable[[int, int], bytes], *, size: int, filename: str) -> LoraInspection:
     """Parse and inspect the header with ranged reads only; a bad file becomes a 422 naming the problem."""
     try:
