@@ -10,9 +10,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from generation.models import GenerationJob, JobStatus
-from lorasite.object_store import get_object_store
 from loras import services as lora_services
 from loras.models import LoRA
+from lorasite.object_store import get_object_store
 from tests.lora_files import write_lora
 from workspaces import services as workspace_services
 from workspaces.models import Role, StoragePurge
@@ -34,7 +34,12 @@ def put(key: str, data: bytes = b"x") -> str:
 
 def finished_job(workspace, user, *, status: str = JobStatus.SUCCEEDED, output_bytes: int = 3) -> GenerationJob:
     job = GenerationJob.objects.create(
-        workspace=workspace, created_by=user, model_key=WAN, model_name="Wan demo", kind="video", prompt="a cat",
+        workspace=workspace,
+        created_by=user,
+        model_key=WAN,
+        model_name="Wan demo",
+        kind="video",
+        prompt="a cat",
         status=status,
     )
     if status == JobStatus.SUCCEEDED:
@@ -52,7 +57,12 @@ def job_url(workspace, job) -> str:
 class TestWorkspaceDeletion:
     def test_its_loras_outputs_and_posters_go_after_the_grace(self, api, workspace, owner, s3_keys, tmp_path):
         with open(write_lora(tmp_path / "style.safetensors", seed=31), "rb") as handle:
-            assert api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart").status_code == 201
+            assert (
+                api.post(
+                    f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart"
+                ).status_code
+                == 201
+            )
         job = finished_job(workspace, owner)
         prefix = f"workspaces/{workspace.id}/"
         stored = s3_keys(prefix)

@@ -14,10 +14,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from generation.models import GenerationJob
-from lorasite.errors import Conflict, PayloadTooLarge
-from lorasite.object_store import get_object_store
 from loras.models import LoRA, LoRAUpload, Status
 from loras.selectors import human_size
+from lorasite.errors import Conflict, PayloadTooLarge
+from lorasite.object_store import get_object_store
 from workspaces.models import Workspace
 
 
@@ -44,7 +44,7 @@ class StorageUsage:
 
     @property
     def label(self) -> str:
-        """"12.3 GiB of 50 GiB used", as the dashboard and the errors word it."""
+        """ "12.3 GiB of 50 GiB used", as the dashboard and the errors word it."""
         if not self.limited:
             return f"{human_size(self.used_bytes)} used (no limit)"
         return f"{human_size(self.used_bytes)} of {human_size(self.limit_bytes)} used"
@@ -59,9 +59,11 @@ def workspace_quota_limit(workspace: Workspace) -> int:
 def _output_bytes(workspace_id: int) -> int:
     # Output sizes are not kept in rows: the bucket is the truth. Only the objects a job row still names count.
     named = set()
-    for output_key, poster_key in GenerationJob.objects.filter(workspace_id=workspace_id).exclude(
-        output_key=""
-    ).values_list("output_key", "poster_key"):
+    for output_key, poster_key in (
+        GenerationJob.objects.filter(workspace_id=workspace_id)
+        .exclude(output_key="")
+        .values_list("output_key", "poster_key")
+    ):
         named.update(key for key in (output_key, poster_key) if key)
     if not named:
         return 0
@@ -72,8 +74,10 @@ def _output_bytes(workspace_id: int) -> int:
 
 def workspace_storage_usage(*, workspace: Workspace) -> StorageUsage:
     # Failed rows' copies are dropped by ingest; deleted ones leave with the purge.
-    loras = LoRA.objects.filter(workspace_id=workspace.id, deleted_at__isnull=True).exclude(file="").exclude(
-        status=Status.FAILED
+    loras = (
+        LoRA.objects.filter(workspace_id=workspace.id, deleted_at__isnull=True)
+        .exclude(file="")
+        .exclude(status=Status.FAILED)
     )
     lora_bytes = loras.aggregate(total=Sum("file_size"))["total"] or 0
     # An open multipart upload holds its declared size, so parallel uploads cannot overshoot together.
@@ -92,7 +96,8 @@ def quota_check_upload(*, workspace: Workspace, size: int) -> None:
             f"This file ({human_size(size)}) does not fit in the workspace's storage quota: {usage.label}. "
             "Delete LoRAs or jobs, or ask an operator for a larger quota.",
             errors={"size": ["Over the workspace's storage quota."]},
-            used_bytes=usage.used_bytes, limit_bytes=usage.limit_bytes,
+            used_bytes=usage.used_bytes,
+            limit_bytes=usage.limit_bytes,
         )
 
 
@@ -102,5 +107,6 @@ def quota_check_generation(*, workspace: Workspace) -> None:
     if usage.limited and usage.used_bytes >= usage.limit_bytes:
         raise StorageQuotaFull(
             f"The workspace's storage is full ({usage.label}); delete LoRAs or jobs before generating.",
-            used_bytes=usage.used_bytes, limit_bytes=usage.limit_bytes,
+            used_bytes=usage.used_bytes,
+            limit_bytes=usage.limit_bytes,
         )

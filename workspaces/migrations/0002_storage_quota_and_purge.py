@@ -4,28 +4,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workspaces', '0001_initial'),
+        ("workspaces", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StoragePurge',
+            name="StoragePurge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('prefix', models.CharField(help_text="Ends with '/': a workspace's or a job's folder.", max_length=500)),
-                ('reason', models.CharField(max_length=200)),
-                ('purge_after', models.DateTimeField(db_index=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "prefix",
+                    models.CharField(help_text="Ends with '/': a workspace's or a job's folder.", max_length=500),
+                ),
+                ("reason", models.CharField(max_length=200)),
+                ("purge_after", models.DateTimeField(db_index=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['purge_after', 'id'],
+                "ordering": ["purge_after", "id"],
             },
         ),
         migrations.AddField(
-            model_name='workspace',
-            name='storage_quota_bytes',
-            field=models.PositiveBigIntegerField(blank=True, help_text='Bytes of LoRAs + job outputs allowed; empty: LORASITE_WORKSPACE_QUOTA_BYTES; 0: no limit.', null=True),
+            model_name="workspace",
+            name="storage_quota_bytes",
+            field=models.PositiveBigIntegerField(
+                blank=True,
+                help_text="Bytes of LoRAs + job outputs allowed; empty: LORASITE_WORKSPACE_QUOTA_BYTES; 0: no limit.",
+                null=True,
+            ),
         ),
     ]
