@@ -29,7 +29,8 @@ GPU_WORKERS = ("worker-gpu-wan", "worker-gpu-flux")
 
 
 def test_services_present():
-    assert {"web", "proxy", *GPU_WORKERS, "worker", "beat", "redis", "postgres", "minio", "createbucket"} <= set(SERVICES)
+    expected = {"web", "proxy", *GPU_WORKERS, "worker", "beat", "redis", "postgres", "minio", "createbucket"}
+    assert expected <= set(SERVICES)
 
 
 NGINX_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
