@@ -9,12 +9,13 @@ from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-
 ERROR_SERIALIZER = inline_serializer(
     "Error",
     fields={
         "message": serializers.CharField(help_text="One human-readable sentence naming the problem."),
-        "code": serializers.CharField(help_text="The kind of problem, for programs: invalid, not_found, service_unavailable…"),
+        "code": serializers.CharField(
+            help_text="The kind of problem, for programs: invalid, not_found, service_unavailable…"
+        ),
         "errors": serializers.DictField(
             child=serializers.ListField(child=serializers.CharField()), help_text="Problems per field (dotted paths)."
         ),

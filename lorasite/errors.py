@@ -2,7 +2,8 @@
 
 Every API error body has the same shape::
 
-    {"message": "<one human-readable sentence>", "code": "<machine-readable kind>", "errors": {"<field>": ["<problem>", ...]}}
+    {"message": "<one human-readable sentence>", "code": "<machine-readable kind>",
+     "errors": {"<field>": ["<problem>", ...]}}
 
 `errors` is empty when the problem is not about a particular field. Services raise these classes;
 views never build error responses by hand. A service the app depends on failing (storage, the job
@@ -22,7 +23,6 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
-
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,13 @@ def token_client(owner) -> Client:
 
 @pytest.fixture
 def local_storage(settings, tmp_path):
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)},
-    }}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
 
 
 def test_a_body_over_the_memory_limit_answers_json_413_naming_the_limit(token_client, settings):
@@ -50,7 +54,9 @@ def test_a_body_over_the_memory_limit_answers_json_413_naming_the_limit(token_cl
     ],
 )
 def test_json_nested_ten_thousand_deep_answers_400(token_client, workspace, method, path):
-    response = getattr(token_client, method)(path.format(slug=workspace.slug), DEEP_JSON, content_type="application/json")
+    response = getattr(token_client, method)(
+        path.format(slug=workspace.slug), DEEP_JSON, content_type="application/json"
+    )
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
     assert "nested too deeply" in response.json()["message"]

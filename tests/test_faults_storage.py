@@ -81,8 +81,11 @@ def test_sign_in_fails_open_when_the_throttle_cache_is_killed(own_redis, setting
 @pytest.fixture
 def storage_down(settings):
     """The S3 storage pointed at a port nothing listens on: boto raises its real connection error."""
-    options = {**settings.STORAGES["default"]["OPTIONS"], "endpoint_url": f"http://127.0.0.1:{_free_port()}",
-               "client_config": Config(signature_version="s3v4", retries={"max_attempts": 1}, connect_timeout=1)}
+    options = {
+        **settings.STORAGES["default"]["OPTIONS"],
+        "endpoint_url": f"http://127.0.0.1:{_free_port()}",
+        "client_config": Config(signature_version="s3v4", retries={"max_attempts": 1}, connect_timeout=1),
+    }
     settings.STORAGES = {**settings.STORAGES, "default": {**settings.STORAGES["default"], "OPTIONS": options}}
 
 
@@ -97,7 +100,9 @@ def _assert_storage_503(response) -> None:
 
 def test_starting_a_multipart_upload_with_storage_down_answers_json_503(storage_down, api, workspace):
     response = api.post(
-        f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": "a.safetensors", "size": 1000}, format="json"
+        f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+        {"filename": "a.safetensors", "size": 1000},
+        format="json",
     )
     _assert_storage_503(response)
 
@@ -127,12 +132,16 @@ def test_a_page_with_storage_down_answers_a_503_page_with_the_message(owner, wor
 
     fragment = client.get(f"/w/{workspace.slug}/loras/", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="library-results")
     assert fragment.status_code == 503
-    assert fragment.content.decode() == '<p class="message error" role="alert">File storage is unavailable; try again shortly.</p>'
+    assert (
+        fragment.content.decode()
+        == '<p class="message error" role="alert">File storage is unavailable; try again shortly.</p>'
+    )
 
 
 def test_an_admin_action_with_the_job_queue_down_shows_a_message(admin_client, owner, workspace, monkeypatch, tmp_path):
     lora = ingest_ready(
-        actor=Membership.objects.get(user=owner, workspace=workspace), path=write_lora(tmp_path / "a.safetensors", seed=2)
+        actor=Membership.objects.get(user=owner, workspace=workspace),
+        path=write_lora(tmp_path / "a.safetensors", seed=2),
     )
 
     def soft_delete_many(**kwargs):
@@ -143,4 +152,6 @@ def test_an_admin_action_with_the_job_queue_down_shows_a_message(admin_client, o
     response = admin_client.post(changelist, {"action": "soft_delete", "_selected_action": [lora.id]}, follow=True)
     assert response.status_code == 200
     assert response.redirect_chain == [(changelist, 302)]
-    assert "The job queue is unavailable; try again shortly." in [str(message) for message in response.context["messages"]]
+    assert "The job queue is unavailable; try again shortly." in [
+        str(message) for message in response.context["messages"]
+    ]

@@ -1,0 +1,173 @@
+"""Every operation /api/v1/schema/ documents, called once for real with a valid request: it answers its
+documented success, and the answer matches the schema (status, content type and body)."""
+
+from pathlib import Path
+
+import pytest
+import requests
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+from schemathesis.core import NOT_SET
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from werkzeug.test import Client
+
+from loras import services as lora_services
+from tests.api_schema import SCHEMA, in_process_wsgi  # noqa: F401 (a fixture)
+from tests.factories import UserFactory, WorkspaceFactory
+from tests.ingest import ingest_ready
+from tests.lora_files import write_lora
+from workspaces.models import Membership, Role
+
+pytestmark = pytest.mark.django_db
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+DEMO_MODEL = "wan22-a14b-demo"
+API = "/api/v1"
+
+
+class Caller:
+    """Calls documented operations by their schema path (without the /api/v1 prefix) and records which were called."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.called: set[tuple[str, str]] = set()
+
+    def __call__(self, method: str, path: str, expect: int, *, body=NOT_SET, media_type=None, **params) -> dict:
+        operation = SCHEMA[API + path][method]
+        path_names = {p.name for p in operation.path_parameters}
+        case = operation.Case(
+            path_parameters={k: v for k, v in params.items() if k in path_names},
+            query={k: v for k, v in params.items() if k not in path_names},
+            body=body,
+            media_type=media_type,
+        )
+        response = case.call(headers=self.headers)
+        assert response.status_code == expect, (method, path, response.status_code, response.text[:500])
+        case.validate_response(response, checks=CHECKS)
+        self.called.add((method, path))
+        return response.json() if response.content else {}
+
+    def upload(self, path: str, expect: int, *, file: Path, **path_parameters) -> dict:
+        """A multipart file upload, sent by Werkzeug's client itself: schemathesis names a file part after
+        its field, and the API takes the extension from the part's filename."""
+        operation = SCHEMA[API + path]["POST"]
+        with open(file, "rb") as handle:
+            response = Client(SCHEMA.app).post(
+                API + path.format(**path_parameters), data={"file": (handle, file.name)}, headers=self.headers
+            )
+        assert response.status_code == expect, (path, response.status_code, response.get_data(as_text=True)[:500])
+        operation.validate_response(response)
+        self.called.add(("POST", path))
+        return response.json
+
+
+def _put_parts(started: dict, path: Path) -> list[dict]:
+    data = path.read_bytes()
+    parts = []
+    for part in started["parts"]:
+        offset = (part["part_number"] - 1) * started["part_size"]
+        response = requests.put(part["url"], data=data[offset : offset + started["part_size"]], timeout=30)
+        assert response.status_code == 200, response.text
+        parts.append({"part_number": part["part_number"], "etag": response.headers["ETag"]})
+    return parts
+
+
+def test_every_documented_operation_answers_its_documented_success(in_process_wsgi, demo_models, tmp_path):  # noqa: F811
+    owner = UserFactory(username="owner")
+    owner.set_password("pw-for-the-token")
+    owner.save()
+    newcomer = UserFactory(username="newcomer")
+    workspace = WorkspaceFactory(slug="acme")
+    actor = Membership.objects.create(workspace=workspace, user=owner, role=Role.OWNER)
+    call = Caller({"Authorization": f"Token {Token.objects.create(user=owner).key}"})
+    slug = workspace.slug
+
+    assert call(
+        "POST",
+        "/auth/token/",
+        200,
+        body={"username": "owner", "password": "pw-for-the-token"},
+        media_type="application/json",
+    )["token"]
+    assert any(model["key"] == DEMO_MODEL for model in call("GET", "/models/", 200))
+
+    # Workspaces and members
+    created = call("POST", "/workspaces/", 201, body={"name": "Scratch"})
+    assert call("GET", "/workspaces/", 200)["count"] == 2
+    call("GET", "/workspaces/{slug}/", 200, slug=slug)
+    call("PATCH", "/workspaces/{slug}/", 200, slug=created["slug"], body={"name": "Scratch 2"})
+    call("POST", "/workspaces/{slug}/members/", 201, slug=slug, body={"user": "newcomer", "role": "viewer"})
+    assert call("GET", "/workspaces/{slug}/members/", 200, slug=slug)["count"] == 2
+    call("PATCH", "/workspaces/{slug}/members/{user_id}/", 200, slug=slug, user_id=newcomer.id, body={"role": "member"})
+    call("DELETE", "/workspaces/{slug}/members/{user_id}/", 204, slug=slug, user_id=newcomer.id)
+    call("DELETE", "/workspaces/{slug}/", 204, slug=created["slug"])
+
+    # LoRAs: through the app, by import, by direct multipart (completed and aborted)
+    ready = ingest_ready(
+        actor=actor,
+        path=write_lora(tmp_path / "ready.safetensors", seed=1, blocks=1),
+        options=lora_services.LoRAOptions(name="Ready"),
+    )
+    uploaded = call.upload(
+        "/workspaces/{slug}/loras/",
+        201,
+        slug=slug,
+        file=write_lora(tmp_path / "through_app.safetensors", seed=2, blocks=1),
+    )
+    import_dir = tmp_path / "imports"
+    (import_dir / slug).mkdir(parents=True)
+    write_lora(import_dir / slug / "imported.safetensors", seed=3, blocks=1)
+    with override_settings(LORASITE_IMPORT_DIRS=[str(import_dir)]):
+        call("POST", "/workspaces/{slug}/loras/import/", 201, slug=slug, body={"file_path": "imported.safetensors"})
+    path = write_lora(tmp_path / "multipart.safetensors", seed=4, blocks=1)
+    started = call(
+        "POST",
+        "/workspaces/{slug}/loras/uploads/",
+        201,
+        slug=slug,
+        body={"filename": path.name, "size": path.stat().st_size},
+    )
+    call("GET", "/workspaces/{slug}/loras/uploads/{upload_id}/", 200, slug=slug, upload_id=started["upload_id"])
+    call(
+        "POST",
+        "/workspaces/{slug}/loras/uploads/{upload_id}/complete/",
+        201,
+        slug=slug,
+        upload_id=started["upload_id"],
+        body={"parts": _put_parts(started, path)},
+    )
+    aborted = call(
+        "POST", "/workspaces/{slug}/loras/uploads/", 201, slug=slug, body={"filename": "b.safetensors", "size": 9}
+    )
+    call("DELETE", "/workspaces/{slug}/loras/uploads/{upload_id}/", 204, slug=slug, upload_id=aborted["upload_id"])
+    assert call("GET", "/workspaces/{slug}/loras/", 200, slug=slug)["count"] == 4
+    assert call("GET", "/workspaces/{slug}/loras/versions/", 200, slug=slug, name="Ready")["count"] == 1
+    call("GET", "/workspaces/{slug}/loras/{lora_id}/", 200, slug=slug, lora_id=ready.id)
+    call(
+        "PATCH", "/workspaces/{slug}/loras/{lora_id}/", 200, slug=slug, lora_id=uploaded["id"], body={"name": "Renamed"}
+    )
+    assert call("GET", "/workspaces/{slug}/loras/{lora_id}/download/", 200, slug=slug, lora_id=ready.id)["url"]
+    call("DELETE", "/workspaces/{slug}/loras/{lora_id}/", 204, slug=slug, lora_id=uploaded["id"])
+
+    # Generation jobs
+    job = call(
+        "POST",
+        "/workspaces/{slug}/generations/",
+        201,
+        slug=slug,
+        body={"model": DEMO_MODEL, "prompt": "a cat", "loras": [{"lora_id": ready.id, "weight": 0.8}]},
+    )
+    assert call("GET", "/workspaces/{slug}/generations/", 200, slug=slug)["count"] == 1
+    call("GET", "/workspaces/{slug}/generations/{job_id}/", 200, slug=slug, job_id=job["id"])
+    call("POST", "/workspaces/{slug}/generations/{job_id}/cancel/", 200, slug=slug, job_id=job["id"])
+    call("POST", "/workspaces/{slug}/generations/{job_id}/retry/", 201, slug=slug, job_id=job["id"])
+    call("DELETE", "/workspaces/{slug}/generations/{job_id}/", 204, slug=slug, job_id=job["id"])
+
+    operations = [result.ok() for result in SCHEMA.get_all_operations()]  # an Err (a broken operation) raises here
+    documented = {(operation.method.upper(), operation.path.removeprefix(API)) for operation in operations}
+    assert call.called == documented, f"operations without a test: {sorted(documented - call.called)}"
