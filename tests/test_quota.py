@@ -170,3 +170,29 @@ class TestQuota:
         with override_settings(LORASITE_WORKSPACE_QUOTA_BYTES=50 * 1024**3):
             for page in (f"/w/{workspace.slug}/loras/", f"/w/{workspace.slug}/jobs/", f"/w/{workspace.slug}/members/"):
                 assert "1 KiB of 50 GiB used" in client.get(page).content.decode(), page
+
+
+def test_pages_survive_storage_being_down(client, owner, workspace, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from lorasite import object_store
+
+    class DownStore:
+        def list(self, prefix):
+            raise EndpointConnectionError(endpoint_url="http://storage")
+
+    finished_job(workspace, owner)
+    monkeypatch.setattr(object_store, "get_object_store", lambda: DownStore())
+    monkeypatch.setattr("workspaces.quota.get_object_store", lambda: DownStore())
+    client.force_login(owner)
+    page = client.get(f"/w/{workspace.slug}/members/")
+    assert page.status_code == 200 and "Storage use unavailable" in page.content.decode()
+
+
+def test_no_limit_means_no_counting(api, workspace, monkeypatch):
+    def refuse(**kwargs):
+        raise AssertionError("usage counted without a limit")
+
+    monkeypatch.setattr("workspaces.quota.workspace_storage_usage", refuse)
+    body = {"filename": "b.safetensors", "size": 1000}
+    assert api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body).status_code == 201

@@ -90,8 +90,10 @@ def workspace_storage_usage(*, workspace: Workspace) -> StorageUsage:
 
 def quota_check_upload(*, workspace: Workspace, size: int) -> None:
     """413 when `size` more bytes would take the workspace over its limit."""
+    if not workspace_quota_limit(workspace):
+        return  # no limit: nothing to count (and no storage listing that could fail)
     usage = workspace_storage_usage(workspace=workspace)
-    if usage.limited and usage.used_bytes + size > usage.limit_bytes:
+    if usage.used_bytes + size > usage.limit_bytes:
         raise StorageQuotaExceeded(
             f"This file ({human_size(size)}) does not fit in the workspace's storage quota: {usage.label}. "
             "Delete LoRAs or jobs, or ask an operator for a larger quota.",
@@ -103,8 +105,10 @@ def quota_check_upload(*, workspace: Workspace, size: int) -> None:
 
 def quota_check_generation(*, workspace: Workspace) -> None:
     """409 while the workspace is at or over its limit: a job's output would add to it."""
+    if not workspace_quota_limit(workspace):
+        return
     usage = workspace_storage_usage(workspace=workspace)
-    if usage.limited and usage.used_bytes >= usage.limit_bytes:
+    if usage.used_bytes >= usage.limit_bytes:
         raise StorageQuotaFull(
             f"The workspace's storage is full ({usage.label}); delete LoRAs or jobs before generating.",
             used_bytes=usage.used_bytes,
