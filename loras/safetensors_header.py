@@ -196,7 +196,8 @@ def _parse_metadata(value: object) -> dict[str, str]:
             raise HeaderError(
                 f"The safetensors __metadata__ entry '{key}' must be a string, but it is a JSON {_json_type(item)}."
             )
-    return value
+    # PostgreSQL cannot store NUL in text or JSON; the metadata is informational, so NULs are dropped.
+    return {key.replace("\x00", ""): item.replace("\x00", "") for key, item in value.items()}
 
 
 def _parse_tensor(name: str, entry: object, *, data_size: int) -> TensorInfo:

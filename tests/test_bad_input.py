@@ -6,7 +6,9 @@ import pytest
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from loras.models import LoRA
 from lorasite.object_store import sign_token
+from tests.lora_files import write_lora
 
 pytestmark = pytest.mark.django_db
 
@@ -74,3 +76,12 @@ def test_a_part_token_at_the_download_endpoint_is_refused(local_storage, client)
     response = client.get(f"/storage/files/{token}")
     assert response.status_code == 403
     assert response.json()["code"] == "permission_denied"
+
+
+def test_a_nul_byte_in_safetensors_metadata_is_stripped_before_it_reaches_the_database(api, workspace, tmp_path):
+    path = write_lora(tmp_path / "nul.safetensors", seed=5, blocks=1, metadata={"ss_output_name": "style\x00name"})
+    with open(path, "rb") as handle:
+        response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart")
+    assert response.status_code == 201, response.json()
+    lora = LoRA.objects.get(id=response.json()["id"])
+    assert lora.header_metadata["ss_output_name"] == "stylename"
