@@ -8,10 +8,10 @@ from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from generation.models import JobLoRA
-from lorasite.errors import InvalidInput, NotFound
-from lorasite.object_store import get_object_store
 from loras.filters import LoRAFilterSet
 from loras.models import LoRA, Status
+from lorasite.errors import InvalidInput, NotFound
+from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role, Workspace
 
 
@@ -22,9 +22,10 @@ def lora_list(*, workspace: Workspace, filters: Mapping[str, str] | None = None)
     queryset = LoRA.objects.alive().filter(workspace=workspace).select_related("created_by")
     filterset = LoRAFilterSet(filters or {}, queryset=queryset)
     if not filterset.is_valid():
-        raise InvalidInput("The filters have invalid values.", errors={
-            field: list(problems) for field, problems in filterset.errors.items()
-        })
+        raise InvalidInput(
+            "The filters have invalid values.",
+            errors={field: list(problems) for field, problems in filterset.errors.items()},
+        )
     return filterset.qs
 
 
@@ -74,7 +75,11 @@ def lora_library(*, workspace: Workspace, filters: Mapping[str, str] | None = No
 
 def lora_library_get(*, workspace: Workspace, lora_id: int) -> LoRA:
     """One alive LoRA of the workspace as a card or detail page shows it (with `duplicate_of_id`)."""
-    lora = _with_duplicate_of(LoRA.objects.alive().select_related("created_by")).filter(id=lora_id, workspace=workspace).first()
+    lora = (
+        _with_duplicate_of(LoRA.objects.alive().select_related("created_by"))
+        .filter(id=lora_id, workspace=workspace)
+        .first()
+    )
     if lora is None:
         raise NotFound("LoRA not found.")
     return lora
@@ -82,7 +87,9 @@ def lora_library_get(*, workspace: Workspace, lora_id: int) -> LoRA:
 
 def lora_tags(*, workspace: Workspace) -> list[str]:
     """Every tag used by the workspace's alive LoRAs, sorted case-insensitively (the tag filter's choices)."""
-    tags = {tag for row in LoRA.objects.alive().filter(workspace=workspace).values_list("tags", flat=True) for tag in row}
+    tags = {
+        tag for row in LoRA.objects.alive().filter(workspace=workspace).values_list("tags", flat=True) for tag in row
+    }
     return sorted(tags, key=str.casefold)
 
 

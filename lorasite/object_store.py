@@ -102,7 +102,9 @@ class S3ObjectStore:
     def multipart_create(self, key: str) -> str:
         return self.client.create_multipart_upload(Bucket=self.bucket, Key=key)["UploadId"]
 
-    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int) -> str:
+    def multipart_part_url(
+        self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int
+    ) -> str:
         """A presigned PUT for one part whose signature covers its Content-Length (SigV4 signs the header):
         S3 refuses a body of any other length."""
         params = {"Bucket": self.bucket, "Key": key, "UploadId": upload_id, "PartNumber": part_number}
@@ -112,7 +114,9 @@ class S3ObjectStore:
 
     def multipart_complete(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
         self.client.complete_multipart_upload(
-            Bucket=self.bucket, Key=key, UploadId=upload_id,
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
             MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag in parts]},
         )
 
@@ -176,7 +180,9 @@ class LocalObjectStore:
             return
         for path in sorted(p for p in base.rglob("*") if p.is_file()):
             stat = path.stat()
-            yield StoredObject(path.relative_to(self.root).as_posix(), stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+            yield StoredObject(
+                path.relative_to(self.root).as_posix(), stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)
+            )
 
     def download_url(self, key: str, *, filename: str, expires_in: int, inline: bool = False) -> str:
         token = sign_token({"key": key, "filename": filename, "inline": inline}, expires_in=expires_in)
@@ -188,7 +194,9 @@ class LocalObjectStore:
         (self.multipart_root / upload_id / "key").write_text(key)
         return upload_id
 
-    def multipart_part_url(self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int) -> str:
+    def multipart_part_url(
+        self, key: str, upload_id: str, part_number: int, *, part_bytes: int, expires_in: int
+    ) -> str:
         # The token carries the part's length: the endpoint refuses a longer body (413).
         token = sign_token({"upload_id": upload_id, "part": part_number, "bytes": part_bytes}, expires_in=expires_in)
         return reverse("object-upload-part", kwargs={"token": token})
@@ -244,7 +252,9 @@ def _transfer_config():
     from boto3.s3.transfer import TransferConfig
 
     # 8 MiB parts, 4 threads: large objects move in parallel while the process stays under ~40 MB.
-    config = TransferConfig(multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+    config = TransferConfig(
+        multipart_threshold=16 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4
+    )
     # A stream without `seek` is buffered part by part; s3transfer's setting, which boto3's constructor does not take.
     config.max_in_memory_upload_chunks = 4
     return config

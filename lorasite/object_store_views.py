@@ -35,7 +35,12 @@ def _payload(token: str, *, needs: set[str]) -> dict | None:
 
 def _part_too_large(limit: int) -> JsonResponse:
     return JsonResponse(
-        {"message": f"This part is over its {limit} bytes.", "code": "payload_too_large", "errors": {}, "limit_bytes": limit},
+        {
+            "message": f"This part is over its {limit} bytes.",
+            "code": "payload_too_large",
+            "errors": {},
+            "limit_bytes": limit,
+        },
         status=413,
     )
 
@@ -85,13 +90,17 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     byte_range = _requested_range(request.headers.get("Range", ""), size)
     if byte_range is None:
         response = FileResponse(
-            store.open_stream(payload["key"]), as_attachment=not payload.get("inline"), filename=payload["filename"],
+            store.open_stream(payload["key"]),
+            as_attachment=not payload.get("inline"),
+            filename=payload["filename"],
             content_type=content_type,
         )
     else:
         # Browsers seek in a video with ranged requests, as they do against S3.
         start, end = byte_range
-        response = StreamingHttpResponse(_read_slice(store, payload["key"], start, end), status=206, content_type=content_type)
+        response = StreamingHttpResponse(
+            _read_slice(store, payload["key"], start, end), status=206, content_type=content_type
+        )
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
         response["Content-Length"] = str(end - start + 1)
     response["Accept-Ranges"] = "bytes"

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
-from lorasite.object_store import S3ObjectStore
 from loras.models import LoRA, LoRAUpload, Status
 from loras.services import rows
+from lorasite.object_store import S3ObjectStore
 from tests.lora_files import write_lora
 
 pytestmark = [
@@ -64,7 +64,7 @@ def start_and_put(api, workspace, path: Path, **options) -> tuple[str, list[dict
     parts = []
     for part in started["parts"]:
         offset = (part["part_number"] - 1) * started["part_size"]
-        put = requests.put(part["url"], data=data[offset: offset + started["part_size"]], timeout=30)
+        put = requests.put(part["url"], data=data[offset : offset + started["part_size"]], timeout=30)
         assert put.status_code == 200, put.text
         parts.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
     return started["upload_id"], parts
@@ -164,7 +164,9 @@ class TestSameNameAndSameContent:
 
     def upload(self, client, workspace, path: Path, **fields):
         with open(path, "rb") as handle:
-            return client.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle, **fields}, format="multipart")
+            return client.post(
+                f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle, **fields}, format="multipart"
+            )
 
     def test_eight_different_files_with_one_name_get_eight_versions(
         self, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows
@@ -179,16 +181,26 @@ class TestSameNameAndSameContent:
     def test_eight_multipart_completes_with_one_name_get_eight_versions(
         self, api, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows
     ):
-        started = [start_and_put(api, workspace, write_lora(tmp_path / f"f{i}.safetensors", seed=i), name="Same") for i in range(8)]
+        started = [
+            start_and_put(api, workspace, write_lora(tmp_path / f"f{i}.safetensors", seed=i), name="Same")
+            for i in range(8)
+        ]
         base = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/"
-        answers = in_threads(*[
-            lambda u=u, p=p: client_for(owner).post(f"{base}{u}/complete/", {"parts": p}, format="json") for u, p in started
-        ])
+        answers = in_threads(
+            *[
+                lambda u=u, p=p: client_for(owner).post(f"{base}{u}/complete/", {"parts": p}, format="json")
+                for u, p in started
+            ]
+        )
         assert [a.status_code for a in answers] == [201] * 8, [a.content for a in answers]
-        assert sorted(int(v) for v in LoRA.objects.filter(name="Same").values_list("version", flat=True)) == list(range(1, 9))
+        assert sorted(int(v) for v in LoRA.objects.filter(name="Same").values_list("version", flat=True)) == list(
+            range(1, 9)
+        )
         bucket_matches_rows()
 
-    def test_same_content_at_once_is_stored_once(self, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows):
+    def test_same_content_at_once_is_stored_once(
+        self, client_for, owner, workspace, tmp_path, wide_race, bucket_matches_rows
+    ):
         path = write_lora(tmp_path / "a.safetensors")
         answers = in_threads(*[lambda: self.upload(client_for(owner), workspace, path)] * 4)
         assert sorted(a.status_code for a in answers) == [201, 409, 409, 409], [a.content for a in answers]
@@ -204,14 +216,18 @@ class TestBoundedParts:
 
         def spy(self, *args, **kwargs):
             url = real(self, *args, **kwargs)
-            signed.append({"bytes": kwargs["part_bytes"], "headers": parse_qs(urlparse(url).query)["X-Amz-SignedHeaders"][0]})
+            signed.append(
+                {"bytes": kwargs["part_bytes"], "headers": parse_qs(urlparse(url).query)["X-Amz-SignedHeaders"][0]}
+            )
             return url
 
         monkeypatch.setattr(S3ObjectStore, "multipart_part_url", spy)
         size = 12 * 1024 * 1024
         with override_settings(LORASITE_UPLOAD_PART_BYTES=5 * 1024 * 1024):
             started = api.post(
-                f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": "a.safetensors", "size": size}, format="json"
+                f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+                {"filename": "a.safetensors", "size": size},
+                format="json",
             )
         assert started.status_code == 201
         assert [s["bytes"] for s in signed] == [5 * 1024 * 1024, 5 * 1024 * 1024, 2 * 1024 * 1024]
@@ -220,7 +236,10 @@ class TestBoundedParts:
     def test_local_part_endpoint_refuses_a_body_over_the_part(self, api, workspace, tmp_path):
         storages = {
             **settings.STORAGES,
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}},
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(tmp_path / "media")},
+            },
         }
         path = write_lora(tmp_path / "a.safetensors")
         size = path.stat().st_size
@@ -231,7 +250,9 @@ class TestBoundedParts:
             too_long = path.read_bytes() + b"x"
             declared = api.generic("PUT", part_url, too_long, content_type="application/octet-stream")
             assert declared.status_code == 413 and declared.json()["limit_bytes"] == size
-            assert not any((tmp_path / "multipart").rglob("*.part")) and not any((tmp_path / "multipart").rglob("*.writing"))
+            assert not any((tmp_path / "multipart").rglob("*.part")) and not any(
+                (tmp_path / "multipart").rglob("*.writing")
+            )
             exact = api.generic("PUT", part_url, path.read_bytes(), content_type="application/octet-stream")
             assert exact.status_code == 200
 
@@ -241,9 +262,15 @@ class TestBoundedParts:
         path = write_lora(tmp_path / "a.safetensors")
         body = {"filename": path.name, "size": path.stat().st_size - 1}
         started = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body, format="json").json()
-        put = requests.put(started["parts"][0]["url"], data=path.read_bytes(), timeout=30)  # moto does not check signatures
+        put = requests.put(
+            started["parts"][0]["url"], data=path.read_bytes(), timeout=30
+        )  # moto does not check signatures
         parts = [{"part_number": 1, "etag": put.headers["ETag"]}]
-        response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/", {"parts": parts}, format="json")
+        response = api.post(
+            f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/",
+            {"parts": parts},
+            format="json",
+        )
         assert response.status_code == 400 and "declared" in response.json()["message"]
         assert not LoRA.objects.exists() and not LoRAUpload.objects.exists()
         bucket_matches_rows()

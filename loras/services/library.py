@@ -6,15 +6,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from lorasite.errors import Conflict, InvalidInput, NotFound
-from lorasite.object_store import get_object_store
 from loras.models import LoRA, LoRAUpload, Status
 from loras.services.rows import resolve_name_version
 from loras.services.uploads import discard_upload
 from loras.services.validation import clean_list, require_editor
+from lorasite.errors import Conflict, InvalidInput, NotFound
+from lorasite.object_store import get_object_store
 from workspaces.models import Membership
 from workspaces.services import storage_purge_pending_prefixes
-
 
 EDITABLE_FIELDS = {"name", "version", "description", "tags", "trigger_words", "preferred_weight", "expert", "is_active"}
 
@@ -36,8 +35,11 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
         setattr(lora, field, value)
     lora.full_clean(validate_constraints=False)
     clash = (
-        LoRA.objects.alive().exclude(status=Status.FAILED).exclude(id=lora.id)
-        .filter(workspace_id=lora.workspace_id, name=lora.name, version=lora.version).exists()
+        LoRA.objects.alive()
+        .exclude(status=Status.FAILED)
+        .exclude(id=lora.id)
+        .filter(workspace_id=lora.workspace_id, name=lora.name, version=lora.version)
+        .exists()
     )
     if clash:
         raise Conflict(

@@ -5,12 +5,12 @@ import hashlib
 
 from django.db import transaction
 
-from lorasite.object_store import get_object_store
 from loras.lora_inspect import detect_family, family_label
 from loras.models import LoRA, Status
 from loras.safetensors_header import read_header
 from loras.services.ingest import HASH_CHUNK
 from loras.services.rows import duplicate_conflict, existing_duplicate
+from lorasite.object_store import get_object_store
 
 
 def lora_finish_ingest(*, lora_id: int) -> LoRA:

@@ -5,18 +5,16 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
-from lorasite.errors import Conflict
-from lorasite.object_store import get_object_store
 from loras.lora_inspect import LoraInspection
 from loras.models import LoRA, Status
 from loras.services.validation import LORA_EXTENSION, LoRAOptions, clean_list
+from lorasite.errors import Conflict
+from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Workspace
 
 
 def existing_duplicate(workspace_id: int, sha256: str) -> LoRA | None:
-    return (
-        LoRA.objects.alive().filter(workspace_id=workspace_id, sha256=sha256).exclude(status=Status.FAILED).first()
-    )
+    return LoRA.objects.alive().filter(workspace_id=workspace_id, sha256=sha256).exclude(status=Status.FAILED).first()
 
 
 def duplicate_conflict(existing: LoRA) -> Conflict:
@@ -48,9 +46,21 @@ def default_name(filename: str) -> str:
     return (stem[: -len(LORA_EXTENSION)] if stem.lower().endswith(LORA_EXTENSION) else stem)[:100] or "LoRA"
 
 
-def new_lora(*, actor: Membership, filename: str, key: str, size: int, inspection: LoraInspection, options: LoRAOptions, sha256: str, status: str) -> LoRA:
+def new_lora(
+    *,
+    actor: Membership,
+    filename: str,
+    key: str,
+    size: int,
+    inspection: LoraInspection,
+    options: LoRAOptions,
+    sha256: str,
+    status: str,
+) -> LoRA:
     name, version = resolve_name_version(
-        workspace_id=actor.workspace_id, name=(options.name or default_name(filename)).strip(), version=options.version.strip()
+        workspace_id=actor.workspace_id,
+        name=(options.name or default_name(filename)).strip(),
+        version=options.version.strip(),
     )
     trigger_words = inspection.trigger_words
     lora = LoRA(
@@ -84,8 +94,15 @@ def new_lora(*, actor: Membership, filename: str, key: str, size: int, inspectio
 
 
 def create_lora_row(
-    *, actor: Membership, filename: str, key: str, size: int, inspection: LoraInspection, options: LoRAOptions,
-    sha256: str, status: str,
+    *,
+    actor: Membership,
+    filename: str,
+    key: str,
+    size: int,
+    inspection: LoraInspection,
+    options: LoRAOptions,
+    sha256: str,
+    status: str,
 ) -> LoRA:
     """`new_lora` in a savepoint under the workspace row's lock (held to the end of the caller's transaction):
     concurrent uploads to one workspace resolve their name, version and duplicate one after the other, so
@@ -96,8 +113,14 @@ def create_lora_row(
             if sha256 and (existing := existing_duplicate(actor.workspace_id, sha256)):
                 raise duplicate_conflict(existing)
             return new_lora(
-                actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
-                sha256=sha256, status=status,
+                actor=actor,
+                filename=filename,
+                key=key,
+                size=size,
+                inspection=inspection,
+                options=options,
+                sha256=sha256,
+                status=status,
             )
     except IntegrityError as error:  # a row written outside the lock (an edit, a restore) took the slot
         if "sha256" in str(error):

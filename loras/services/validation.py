@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from lorasite.errors import InvalidInput, PayloadTooLarge, Unprocessable
 from loras.filenames import extension_of, sanitize_filename
 from loras.lora_inspect import LoraInspection, NotALoRA, inspect_lora
 from loras.models import LoRA
 from loras.safetensors_header import HeaderError, read_header
 from loras.selectors import human_size, lora_can_edit, lora_can_upload
+from lorasite.errors import InvalidInput, PayloadTooLarge, Unprocessable
 from workspaces.models import Membership, Role
 from workspaces.services import require_role
 
@@ -38,7 +38,7 @@ def check_declared_file(*, filename: str, size: int | None) -> None:
         raise InvalidInput(
             f"'{filename}' is a pickle checkpoint ({extension}). Pickle files can run code when loaded, so lorasite "
             "only stores .safetensors. Convert it on a trusted machine: "
-            "python -c \"import torch, safetensors.torch as st; "
+            'python -c "import torch, safetensors.torch as st; '
             "st.save_file(torch.load('in.pt', weights_only=True), 'out.safetensors')\"",
             errors={"file": ["Pickle formats (.ckpt, .pt, .bin) are not accepted; convert to .safetensors."]},
         )
@@ -110,7 +110,10 @@ def clean_list(values, *, field: str, max_items: int = 50, max_length: int = 64)
         if not text:
             continue
         if len(text) > max_length:
-            raise InvalidInput(f"A {field[:-1]} is longer than {max_length} characters.", errors={field: [f"'{text[:20]}…' is too long."]})
+            raise InvalidInput(
+                f"A {field[:-1]} is longer than {max_length} characters.",
+                errors={field: [f"'{text[:20]}…' is too long."]},
+            )
         if text.lower() not in {c.lower() for c in cleaned}:
             cleaned.append(text)
     if len(cleaned) > max_items:
