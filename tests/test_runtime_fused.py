@@ -275,18 +275,18 @@ def _raise(*args, **kwargs):
 
 
 class FileReads:
-    """Counts LoRA files parsed through the pipeline's `lora_state_dict`, while delegating to it."""
+    """Counts LoRA files read (the manager reads a file's bytes once, hashes and parses them), while delegating."""
 
-    def __init__(self, pipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.paths: list[str] = []
-        real = type(pipe).lora_state_dict
+        real = Path.read_bytes
 
-        def spy(cls, path_or_dict, **kwargs):
-            if not isinstance(path_or_dict, dict):
-                self.paths.append(Path(path_or_dict).name)
-            return real(path_or_dict, **kwargs)
+        def spy(path: Path) -> bytes:
+            if path.suffix == ".safetensors":
+                self.paths.append(path.name)
+            return real(path)
 
-        monkeypatch.setattr(type(pipe), "lora_state_dict", classmethod(spy))
+        monkeypatch.setattr(Path, "read_bytes", spy)
 
 
 @pytest.mark.parametrize("key", [WAN22, FLUX])
@@ -298,7 +298,7 @@ def test_an_evicted_lora_comes_back_from_the_host_tier_without_its_file(
     moved = tmp_path / "moved.safetensors"
     moved.write_bytes(lora_file.read_bytes())
     manager = AdapterManager(pipe, residency="cache", max_resident=1)
-    reads = FileReads(pipe, monkeypatch)
+    reads = FileReads(monkeypatch)
 
     first = run_job(manager, [spec(1, moved, 0.8)])
     run_job(manager, [spec(2, other, 0.5)])  # evicts lora_1 from the device
@@ -319,7 +319,7 @@ def test_an_evicted_lora_comes_back_from_the_host_tier_without_its_file(
 def test_without_a_host_tier_an_evicted_lora_is_read_again(load, loras, monkeypatch) -> None:
     pipe = load(WAN22)
     manager = AdapterManager(pipe, residency="unload", host_tier_bytes=0)
-    reads = FileReads(pipe, monkeypatch)
+    reads = FileReads(monkeypatch)
     run_job(manager, [spec(1, loras["wan1"])])
     run_job(manager, [spec(1, loras["wan1"])])
     assert reads.paths == ["wan1.safetensors"] * 2 and manager.last_apply_stats.sources == {"lora_1": "file"}
@@ -396,3 +396,68 @@ def test_no_recycling_while_the_cache_has_room_or_for_text_encoder_loras(load, l
     run_job(full, [spec(2, loras["flux_te"])])
     assert full.last_apply_stats.recycled == ()  # its keys reach the text encoder too: injected normally
     assert flux.get_list_adapters() == {"transformer": ["lora_2"], "text_encoder": ["lora_2"]}
+
+
+# --- bounded pristine backups ----------------------------------------------------------------------------------
+
+
+def test_a_merge_past_the_backup_bound_runs_unfused_with_the_same_output(load, loras, tmp_path) -> None:
+    few = write_lora(tmp_path / "few.safetensors", seed=7,
+                     targets={"blocks.0.attn1.to_q": (24, 24), "blocks.0.attn1.to_k": (24, 24)})
+    pipe = load()
+    pristine = base_tensors(pipe)
+    unfused = run_job(AdapterManager(pipe, apply_mode="unfused"), [spec(2, loras["wan2"])])
+    few_bytes = 2 * (24 * 24 + 24) * 4  # two fp32 Linear layers: weight and bias
+    manager = AdapterManager(pipe, fused_backup_bytes=few_bytes)
+    run_job(manager, [spec(1, few)])
+    assert (manager.last_apply_stats.merge, manager.pristine_backup_bytes) == ("merged", few_bytes)
+    output = run_job(manager, [spec(2, loras["wan2"])])  # would back up every targeted layer
+    stats = manager.last_apply_stats
+    assert (stats.merge, stats.unfused_reason, stats.merged_layers) == ("unfused", "fused backup bound", 0)
+    assert manager.pristine_backup_bytes == few_bytes
+    assert not any(layer.merged for layer in lora_layers(pipe.transformer))
+    np.testing.assert_allclose(output, unfused, atol=FUSED_TOLERANCE)
+    run_job(manager, [spec(1, few)])  # within the bound (its layers are backed up already): merged again
+    assert manager.last_apply_stats.merge == "merged"
+    assert_pristine(pipe, pristine)
+    with pytest.raises(ValueError, match="max_backup_bytes must be >= 0"):
+        AdapterManager(pipe, fused_backup_bytes=-1)
+
+
+def test_the_backup_falls_back_to_pageable_memory_where_pinning_fails(load, loras, caplog) -> None:
+    from generation.runtime.adapters.fusing import FusedWeights
+
+    pipe = load()
+    pristine = base_tensors(pipe)
+    manager = AdapterManager(pipe)
+    # On this CPU-only machine pinning raises, as a CUDA worker's cudaHostAlloc does when pinned memory runs out.
+    with pytest.raises(RuntimeError):
+        torch.empty(1, pin_memory=True)
+    manager._fused = FusedWeights(pin_memory=True, max_backup_bytes=2**40)
+    run_job(manager, [spec(1, loras["wan1"])])
+    assert manager.last_apply_stats.merge == "merged" and manager.pristine_backup_bytes > 0
+    assert "Pinning host memory for the fused-LoRA backup failed" in caplog.text
+    assert_pristine(pipe, pristine)
+
+
+def test_a_file_whose_bytes_fail_their_hash_is_refused_and_nothing_stays_loaded(load, loras, tmp_path) -> None:
+    import hashlib
+
+    from generation.runtime.adapters import LoRAChecksumError
+
+    manager = AdapterManager(load())
+    good = loras["wan1"]
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    rotten = tmp_path / "rotten.safetensors"
+    data = bytearray(good.read_bytes())
+    data[-1] ^= 0x01  # one flipped bit in the last tensor value: still parses, wrong weights
+    rotten.write_bytes(bytes(data))
+    with pytest.raises(LoRAChecksumError, match=f"'style_1' \\(lora_1\\): .* expected {digest}") as error:
+        manager.apply([AdapterSpec(lora_id=1, display_name="style_1", path=rotten, weight=1.0, expert="high",
+                                   sha256=digest)])
+    assert error.value.spec.path == rotten
+    assert manager.resident_adapters == [] and manager.host_tier.paths == []
+    manager.apply([AdapterSpec(lora_id=1, display_name="style_1", path=good, weight=1.0, expert="high",
+                               sha256=digest)])
+    assert manager.last_apply_stats.sources == {"lora_1": "file"}
+    manager.reset()

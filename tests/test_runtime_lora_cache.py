@@ -190,3 +190,29 @@ def test_two_processes_fetch_a_file_once(tmp_path: Path, store: Store) -> None:
 
     assert [worker.exitcode for worker in workers] == [0, 0]
     assert len(log.read_text().splitlines()) == 1
+
+
+def rot(path: Path) -> None:
+    """Flip one bit of a cached file in place, keeping its size and mtime (what the sidecar fingerprints)."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_bit_rot_keeping_size_and_mtime_is_a_hit_until_invalidated(tmp_path: Path, store: Store) -> None:
+    obj = store.put("a", b"A" * 100)
+    cache = LoRACache(tmp_path / "cache", max_bytes=10_000, fetch=store.fetch)
+    path = cache.path_for(**obj)
+    rot(path)
+
+    # The cheap hit cannot see it (the reader's hash check does, and invalidates the entry)...
+    assert cache.path_for(**obj).read_bytes() != b"A" * 100 and store.fetched == ["a"]
+    cache.invalidate(obj["sha256"].upper())
+    assert cache_files(tmp_path / "cache") == []
+    # ...after which the next use fetches it again, intact.
+    assert cache.path_for(**obj).read_bytes() == b"A" * 100 and store.fetched == ["a", "a"]
+    cache.invalidate("f" * 64)  # an entry not cached: nothing to do
+    with pytest.raises(ValueError, match="Not a SHA-256"):
+        cache.invalidate("../x")

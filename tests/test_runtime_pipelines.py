@@ -192,15 +192,8 @@ def test_drop_returns_the_bytes_freed_and_tells_on_evict(demo_models) -> None:
 
 # model_offload and sequential are left out: diffusers re-adds model-offload hooks after a LoRA load with the default
 # device, which must be an accelerator, and accelerate's leaf offload cannot onload to the CPU it offloads to.
-# NOT WORKING YET, fp8 storage with a LoRA: PEFT creates the LoRA layers in their base layer's dtype, float8, and
-# layerwise casting only hooks the layers that existed when it was enabled, so the LoRA matmul runs in float8 (CPU:
-# NotImplementedError; GPU: float8 matmul error or precision loss). The adapter manager must cast the new lora_A/B
-# weights to the compute dtype after each load.
-_FP8_LORA = pytest.mark.xfail(strict=True, raises=NotImplementedError, reason="LoRA layers are created in float8")
-CPU_PLACEMENTS = [
-    ("gpu", ""), ("group_offload", ""),
-    pytest.param("gpu", "fp8", marks=_FP8_LORA), pytest.param("group_offload", "fp8", marks=_FP8_LORA),
-]
+# With fp8 storage the LoRA layers are kept in the compute dtype and applied unfused even with apply_mode="fused".
+CPU_PLACEMENTS = [("gpu", ""), ("group_offload", ""), ("gpu", "fp8"), ("group_offload", "fp8")]
 
 
 @pytest.mark.parametrize("apply_mode", ["fused", "unfused"])
@@ -262,3 +255,41 @@ def test_pipeline_dtypes_follow_the_plan_on_cuda_only() -> None:
         "default": torch.bfloat16, "transformer": torch.bfloat16, "transformer_2": torch.bfloat16,
         "text_encoder": torch.bfloat16, "vae": torch.float32,
     }
+
+
+def test_fp8_lora_layers_hold_the_files_values_in_the_compute_dtype(demo_models, tmp_path) -> None:
+    """PEFT creates them in float8 (rounded values, no CPU kernel): after a load from the file, from the host tier and
+    into a recycled slot alike, they are float32 (the CPU's compute dtype) with exactly the file's values, and
+    apply_mode="fused" applies them unfused."""
+    from safetensors.torch import load_file
+
+    key = "wan22-a14b-demo"
+    pipe = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None, storage_dtype="fp8"))
+    manager = AdapterManager(pipe, apply_mode="fused", max_resident=1)
+    files = {seed: write_lora(tmp_path / f"lora{seed}.safetensors", seed=seed) for seed in (1, 2)}
+    specs = {seed: AdapterSpec(lora_id=seed, display_name=f"l{seed}", weight=1.0, expert="both", path=path)
+             for seed, path in files.items()}
+
+    def assert_holds_file_values(seed: int) -> None:
+        expected = load_file(files[seed])
+        for transformer in (pipe.transformer, pipe.transformer_2):
+            layer = transformer.blocks[1].ffn.net[2]
+            for container in ("lora_A", "lora_B"):
+                weight = getattr(layer, container)[f"lora_{seed}"].weight
+                assert weight.dtype == torch.float32
+                assert torch.equal(weight, expected[f"transformer.blocks.1.ffn.net.2.{container}.weight"])
+            assert layer.base_layer.weight.dtype == torch.float8_e4m3fn and not layer.merged
+
+    base = generate(pipe)
+    outputs = {}
+    for seed, expected_source, recycled in [(1, "file", ()), (2, "file", ("lora_2",)), (1, "host_tier", ("lora_1",))]:
+        manager.apply([specs[seed]])
+        stats = manager.last_apply_stats
+        assert (stats.sources, stats.recycled) == ({f"lora_{seed}": expected_source}, recycled)
+        assert (stats.merge, stats.unfused_reason, manager.pristine_backup_bytes) == ("unfused", "fp8 storage", 0)
+        assert_holds_file_values(seed)
+        outputs.setdefault(seed, []).append(generate(pipe))
+        manager.reset()
+    assert_same(*outputs[1])  # the host-tier reload into a recycled slot computes what the first load did
+    assert_differs(outputs[1][0], base)
+    assert_same(generate(pipe), base)

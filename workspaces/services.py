@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from lorasite.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership, Role, StoragePurge, Workspace
 
 SLUG_MAX_LENGTH = Workspace._meta.get_field("slug").max_length
@@ -38,6 +39,7 @@ def _check_slug_free(slug: str, *, exclude_id: int | None = None) -> None:
 @transaction.atomic
 def workspace_create(*, creator: AbstractBaseUser, name: str, slug: str = "") -> Workspace:
     """Create a workspace; its creator becomes its owner. Without a slug one is derived from the name."""
+    refuse_bidi_controls(name, field="name")
     if slug:
         _check_slug_free(slug)
     else:
@@ -56,6 +58,7 @@ def workspace_update(*, actor: Membership, name: str | None = None, slug: str | 
     require_role(membership=actor, minimum=Role.ADMIN, action="change the workspace")
     workspace = Workspace.objects.select_for_update().get(id=actor.workspace_id)
     if name is not None:
+        refuse_bidi_controls(name, field="name")
         workspace.name = name.strip()
     if slug is not None and slug != workspace.slug:
         _check_slug_free(slug, exclude_id=workspace.id)

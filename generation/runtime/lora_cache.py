@@ -8,7 +8,9 @@ Layout under `root`::
 
 A hit costs a `stat` and a read of the small sidecar, no hashing: the sidecar records the size and mtime the file
 had when its hash was verified, so a file truncated or rewritten since then no longer matches and is fetched
-again (`verify_hash_on_hit=True` re-hashes on every hit, for corruption that keeps size and mtime).
+again. Corruption that keeps size and mtime (bit rot) is caught by whoever reads the file to use it: the worker's
+adapter manager hashes the bytes it reads and calls `invalidate()` on a mismatch, then fetches again
+(`verify_hash_on_hit=True` instead re-hashes on every hit, an extra read of the file).
 
 Limitation: another process may evict a file between `path_for()` returning it and the caller opening it; the
 window is short (the entry was just marked most recently used) and the job then fails with FileNotFoundError.
@@ -107,6 +109,18 @@ class LoRACache:
 
         self._evict(keep={sha256, *(pin.lower() for pin in pinned)})
         return data
+
+    def invalidate(self, sha256: str) -> None:
+        """Forget a cached file whose bytes turned out not to have `sha256`, so the next `path_for` fetches it."""
+        sha256 = sha256.lower()
+        if not _SHA256_RE.match(sha256):
+            raise ValueError(f"Not a SHA-256 hex digest: {sha256!r}")
+        data, marker, lock_path = self._paths(sha256)
+        with FileLock(lock_path, timeout=self.lock_timeout):
+            # Sidecar first, as in eviction: a concurrent reader then sees a miss, never a hit on a missing file.
+            marker.unlink(missing_ok=True)
+            data.unlink(missing_ok=True)
+        logger.warning("Cached LoRA %s failed its hash check when read; dropped from the cache", sha256)
 
     def total_bytes(self) -> int:
         return sum(entry.size for entry in self._entries())

@@ -64,6 +64,20 @@ def runtime_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+# What `storage_dtype: fp8` stores the transformers' weights in (diffusers' layerwise casting upcasts per layer).
+FP8_STORAGE_DTYPE = torch.float8_e4m3fn
+
+
+def fp8_compute_dtype() -> torch.dtype:
+    """The dtype fp8-stored layers compute in on this machine (and the one LoRA layers on them must hold)."""
+    return runtime_dtype(runtime_device())
+
+
+def stored_in_fp8(module: torch.nn.Module) -> bool:
+    """Whether any of the module's parameters is stored in float8 (`storage_dtype: fp8`)."""
+    return any(parameter.dtype == FP8_STORAGE_DTYPE for parameter in module.parameters())
+
+
 def pipeline_dtypes(plan: Plan | None, device: torch.device) -> torch.dtype | dict[str, torch.dtype]:
     """`from_pretrained`'s dtype: the plan's per-component dtypes on a GPU (Wan VAE fp32, the rest bf16); fp32 for
     everything on a CPU, like runtime_dtype."""
@@ -179,7 +193,7 @@ class PipelineRegistry:
         pipe = cls.from_pretrained(path, dtype=dtype, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         if plan is not None and plan.storage_dtype == "fp8":
-            _store_transformers_in_fp8(pipe, compute_dtype=runtime_dtype(device))
+            _store_transformers_in_fp8(pipe, compute_dtype=fp8_compute_dtype())
         nbytes = weight_nbytes(pipe)  # before offload hooks can move weights to the meta device
         _apply_placement(pipe, placement, device)
         return _Loaded(pipe=pipe, plan=plan, nbytes=nbytes)
@@ -188,10 +202,10 @@ class PipelineRegistry:
 def _store_transformers_in_fp8(pipe: DiffusionPipeline, *, compute_dtype: torch.dtype) -> None:
     for module in expert_modules(pipe).values():
         # Passing the pattern replaces diffusers' default, so repeat it and the model's own, then leave out the LoRA
-        # layers: they are added later and must compute in full precision.
+        # layers: they are added later and must compute in full precision (adapters/precision.py keeps them so).
         skip = (*DEFAULT_SKIP_MODULES_PATTERN, *(module._skip_layerwise_casting_patterns or ()), "lora")
         module.enable_layerwise_casting(
-            storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype, skip_modules_pattern=skip
+            storage_dtype=FP8_STORAGE_DTYPE, compute_dtype=compute_dtype, skip_modules_pattern=skip
         )
 
 

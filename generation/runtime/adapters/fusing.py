@@ -8,13 +8,20 @@ Restoring never subtracts the deltas (PEFT's `unmerge()` does, which drifts in b
 are copied to host memory (pinned on CUDA, so the copy back is a DMA) the first time a layer is merged, and copied
 back with `copy_`. The pristine copy is kept for the life of the pipeline, since the base weights never change
 otherwise: later jobs pay only the host-to-device copy, never another device-to-host copy or pinned allocation.
-Host memory grows to the base weights of every layer any LoRA ever touched (`backup_bytes`).
+Host memory grows to the base weights of every layer any LoRA ever touched (`backup_bytes`), up to
+`max_backup_bytes`: the manager checks `extra_backup_bytes` before merging and applies a job unfused rather than
+go past it (an A14B pair's fully touched transformers would pin ~54 GB). Where pinned memory cannot be had, the
+backup falls back to pageable memory (a slower copy back, same bits).
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
+
+logger = logging.getLogger(__name__)
 
 # An identical key on the next job means its merged weights can stay as they are.
 MergeKey = tuple[tuple[str, str, float, str], ...]
@@ -23,8 +30,11 @@ MergeKey = tuple[tuple[str, str, float, str], ...]
 class FusedWeights:
     """The merged state of one pipeline's LoRA layers: which layers hold merged deltas, and their pristine weights."""
 
-    def __init__(self, *, pin_memory: bool) -> None:
+    def __init__(self, *, pin_memory: bool, max_backup_bytes: int) -> None:
+        if max_backup_bytes < 0:
+            raise ValueError(f"max_backup_bytes must be >= 0, not {max_backup_bytes}")
         self._pin_memory = pin_memory
+        self.max_backup_bytes = max_backup_bytes
         # id(base layer) -> (the base layer, its parameters as they were before any merge), on the host.
         self._pristine: dict[int, tuple[torch.nn.Module, dict[str, torch.Tensor]]] = {}
         self._merged_layers: list[BaseTunerLayer] = []
@@ -38,6 +48,16 @@ class FusedWeights:
     @property
     def backup_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, params in self._pristine.values() for t in params.values())
+
+    def extra_backup_bytes(self, layers: list[BaseTunerLayer], weights: dict[str, float]) -> int:
+        """Host bytes that merging the adapters in `weights` into `layers` would add to the backup."""
+        bases = {
+            id(base): base
+            for layer in layers
+            if any(name in layer.lora_A for name in weights)
+            and id(base := layer.get_base_layer()) not in self._pristine
+        }
+        return sum(p.numel() * p.element_size() for base in bases.values() for p in base.parameters(recurse=False))
 
     def merge(self, layers: list[BaseTunerLayer], weights: dict[str, float], key: MergeKey) -> int:
         """Merge the adapters in `weights` (scales already set on the layers) into every layer holding any of them.
@@ -78,7 +98,17 @@ class FusedWeights:
             return
         copies = {}
         for name, parameter in base.named_parameters(recurse=False):
-            host = torch.empty(parameter.shape, dtype=parameter.dtype, device="cpu", pin_memory=self._pin_memory)
+            host = self._host_buffer(parameter)
             host.copy_(parameter.detach())
             copies[name] = host
         self._pristine[id(base)] = (base, copies)
+
+    def _host_buffer(self, parameter: torch.Tensor) -> torch.Tensor:
+        if self._pin_memory:
+            try:
+                return torch.empty(parameter.shape, dtype=parameter.dtype, device="cpu", pin_memory=True)
+            except RuntimeError as error:  # torch reports a failed cudaHostAlloc as a RuntimeError (CUDA OOM)
+                self._pin_memory = False
+                logger.warning("Pinning host memory for the fused-LoRA backup failed (%s); using pageable memory",
+                               " ".join(str(error).split())[:200])
+        return torch.empty(parameter.shape, dtype=parameter.dtype, device="cpu")

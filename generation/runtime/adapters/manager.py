@@ -25,7 +25,15 @@ What diffusers/PEFT do that this module relies on or works around:
   diffusers' own cleanup only covers layers where the adapter was active. The adapter is therefore deleted from
   every component by name after any failure.
 * Files are read with `use_safetensors=True`: diffusers otherwise falls back to `torch.load` (pickle), and
-  user-uploaded files must never be unpickled.
+  user-uploaded files must never be unpickled. The manager reads a file's bytes once, checks them against the
+  spec's SHA-256 (`LoRAChecksumError` on a mismatch: bit rot in a cache that only fingerprints size and mtime) and
+  parses those same bytes; only a file carrying diffusers adapter metadata is then loaded by path (see below),
+  a second read that the check does not cover.
+* On a model stored in fp8 (`storage_dtype: fp8`) PEFT creates LoRA layers in float8; each load converts them to
+  the compute dtype with the file's values (`precision`), and LoRAs are applied unfused there (never merged into
+  float8 weights).
+* apply_mode="fused" stays within `fused_backup_bytes` of pristine backups: a job whose merge would need more is
+  applied unfused (`ApplyStats.unfused_reason`).
 * `pipe.lora_state_dict(path)` is the parse-and-convert step of `load_lora_weights`; its result, kept in the
   host tier, is what `load_lora_weights(state_dict)` loads without the file. A state dict passed in memory loses
   the file's diffusers adapter metadata (`lora_adapter_metadata`: alpha, rank patterns), so such files are not
@@ -37,7 +45,9 @@ What diffusers/PEFT do that this module relies on or works around:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -46,12 +56,16 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
+from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load as load_safetensors_bytes
 
-from ..lora_keys import prefixed_state_dict
-from ..pipelines import EXPERT_COMPONENTS, expert_modules
+from ..lora_keys import with_component_prefix
+from ..pipelines import EXPERT_COMPONENTS, expert_modules, fp8_compute_dtype, stored_in_fp8
 from .fusing import FusedWeights, MergeKey
 from .host_tier import HostTier, StateDict
+from .precision import to_compute_dtype
 from .slots import recycle, slot_plan
 
 logger = logging.getLogger(__name__)
@@ -60,6 +74,10 @@ RESIDENCY_MODES = ("unload", "cache")
 APPLY_MODES = ("fused", "unfused")
 EXPERT_CHOICES = ("high", "low", "both")
 DEFAULT_HOST_TIER_BYTES = 8 * 1024**3
+DEFAULT_FUSED_BACKUP_BYTES = 64 * 1024**3
+# ApplyStats.unfused_reason when apply_mode="fused" applied a job unfused.
+UNFUSED_FP8 = "fp8 storage"
+UNFUSED_BACKUP_BOUND = "fused backup bound"
 
 
 def adapter_name(lora_id: int) -> str:
@@ -85,6 +103,7 @@ class AdapterSpec:
     path: Path
     weight: float
     expert: str  # "high" | "low" | "both"; single-expert models only accept "high"
+    sha256: str = ""  # when set, the file's bytes are checked against it whenever they are read
 
     @property
     def adapter_name(self) -> str:
@@ -98,6 +117,16 @@ class LoRALoadError(RuntimeError):
     """A LoRA file could not be loaded into the model; nothing of it stays loaded."""
 
 
+class LoRAChecksumError(LoRALoadError):
+    """The bytes read from a LoRA's file do not have its SHA-256: the file rotted or was replaced on disk."""
+
+    def __init__(self, spec: AdapterSpec, actual: str) -> None:
+        super().__init__(
+            f"LoRA '{spec.display_name}' ({spec.adapter_name}): {spec.path} has sha256 {actual}, expected {spec.sha256}"
+        )
+        self.spec = spec
+
+
 @dataclass(frozen=True)
 class ApplyStats:
     """What the last `apply()` did, for logs and benchmarks.
@@ -106,13 +135,16 @@ class ApplyStats:
     or "file" (parsed and converted from its file). recycled: the adapters among those that were copied into the
     modules of the adapter the cache would have evicted (`slots`) rather than injected anew. merge: "kept"
     (identical set and weights as the job before: merged weights reused), "merged", "unfused" or "none" (no
-    LoRA). Seconds are wall time of each phase.
+    LoRA). unfused_reason: why apply_mode="fused" ran the job "unfused" (UNFUSED_FP8: the model is stored in
+    float8; UNFUSED_BACKUP_BOUND: merging would take the pristine backup past `fused_backup_bytes`), else "".
+    Seconds are wall time of each phase.
     """
 
     sources: dict[str, str] = field(default_factory=dict)
     recycled: tuple[str, ...] = ()
     merge: str = "none"
     merged_layers: int = 0
+    unfused_reason: str = ""
     load_seconds: float = 0.0
     merge_seconds: float = 0.0
 
@@ -140,6 +172,9 @@ class AdapterManager:
     host_tier_bytes: converted LoRA state dicts kept in host RAM (pinned on CUDA), so a LoRA evicted from the
     device reloads without reading its file again; 0 disables the tier.
 
+    fused_backup_bytes: the bound on host memory for pristine copies of merged-into base weights (`fusing`); a job
+    needing more runs unfused. A model stored in fp8 always runs its LoRAs unfused.
+
     Keep one manager per pipeline for the life of the process: it is the only record of what is resident.
     """
 
@@ -152,6 +187,7 @@ class AdapterManager:
         max_resident_bytes: int = 4 * 1024**3,
         apply_mode: str = "fused",
         host_tier_bytes: int = DEFAULT_HOST_TIER_BYTES,
+        fused_backup_bytes: int = DEFAULT_FUSED_BACKUP_BYTES,
     ) -> None:
         if residency not in RESIDENCY_MODES:
             raise ValueError(f"residency must be one of {RESIDENCY_MODES}, not {residency!r}")
@@ -166,7 +202,11 @@ class AdapterManager:
         self._components = lora_components(pipe)
         on_cuda = any(p.is_cuda for module in self._components.values() for p in module.parameters())
         self.host_tier = HostTier(max_bytes=host_tier_bytes, pin_memory=on_cuda)
-        self._fused = FusedWeights(pin_memory=on_cuda)
+        self._fused = FusedWeights(pin_memory=on_cuda, max_backup_bytes=fused_backup_bytes)
+        self._fp8 = any(stored_in_fp8(module) for module in self._experts.values())
+        if self._fp8 and apply_mode == "fused":
+            logger.info("The transformers are stored in float8: LoRAs will be applied unfused (a merge would round "
+                        "their deltas to float8)")
         # Least recently used first.
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
         self._active: list[str] = []
@@ -217,24 +257,41 @@ class AdapterManager:
             recycled: list[str] = []
             sources = {spec.adapter_name: self._ensure_loaded(spec, set(names), recycled) for spec in specs}
             loaded = time.perf_counter()
-            merge, merged_layers = "none", 0
+            merge, merged_layers, unfused_reason = "none", 0, ""
             if specs:
                 weights = {spec.adapter_name: spec.weight for spec in specs}
                 self._activate(weights)
                 merge = "unfused"
                 if self.apply_mode == "fused":
-                    merged_layers = self._fused.merge(self._tuner_layers(), weights, key)
-                    merge = "merged"
+                    unfused_reason = self._unfused_reason(weights)
+                    if not unfused_reason:
+                        merged_layers = self._fused.merge(self._tuner_layers(), weights, key)
+                        merge = "merged"
                 self._active = names
             self.last_apply_stats = ApplyStats(
                 sources=sources, recycled=tuple(recycled), merge=merge, merged_layers=merged_layers,
-                load_seconds=loaded - started, merge_seconds=time.perf_counter() - loaded,
+                unfused_reason=unfused_reason, load_seconds=loaded - started,
+                merge_seconds=time.perf_counter() - loaded,
             )
         except BaseException:
             self.reset()
             raise
         for spec in specs:
             logger.info("Active LoRA %s (%s, %s)", spec.describe(), sources[spec.adapter_name], merge)
+
+    def _unfused_reason(self, weights: dict[str, float]) -> str:
+        """Why this job cannot be merged (checked before any layer is touched), or "" where it can."""
+        if self._fp8:
+            return UNFUSED_FP8
+        extra = self._fused.extra_backup_bytes(self._tuner_layers(), weights)
+        if self._fused.backup_bytes + extra > self._fused.max_backup_bytes:
+            logger.warning(
+                "Applying %s unfused: merging needs %d more bytes of pristine backup on top of %d, over the bound "
+                "of %d (LORASITE_FUSED_BACKUP_BYTES)",
+                ", ".join(sorted(weights)), extra, self._fused.backup_bytes, self._fused.max_backup_bytes,
+            )
+            return UNFUSED_BACKUP_BOUND
+        return ""
 
     def reset(self, *, keep_merged: bool = False) -> None:
         """Leave no adapter active; call after every job (success, failure, cancellation, time limit).
@@ -338,9 +395,12 @@ class AdapterManager:
         source = "host_tier"
         try:
             weights: StateDict | str | None = self.host_tier.get(spec.path)
+            state_dict = weights
             if weights is None:
                 source = "file"
-                weights = self._read(spec.path)
+                weights, state_dict = self._read(spec)
+        except LoRAChecksumError:
+            raise
         except Exception as error:
             raise self._load_error(spec, targets[0], error) from error
         if isinstance(weights, dict) and self._recycle(spec, targets, weights, job_names):
@@ -348,30 +408,35 @@ class AdapterManager:
             logger.info("Loaded LoRA %s from the %s into a recycled slot", spec.describe(), source.replace("_", " "))
             return source
         for expert in targets:
-            self._load_into(spec, expert, weights)
+            self._load_into(spec, expert, weights, state_dict)
         nbytes = sum(_adapter_nbytes(component, name) for component in self._components.values())
         self._resident[name] = _Resident(path=spec.path, experts=targets, nbytes=nbytes)
         logger.info("Loaded LoRA %s from the %s (%d bytes)", spec.describe(), source.replace("_", " "), nbytes)
         return source
 
-    def _read(self, path: Path) -> StateDict | str:
-        """The file's converted state dict (kept in the host tier when it fits), or its path where only the file
-        carries everything needed (diffusers adapter metadata, see the module docstring)."""
-        reader = type(self.pipe).lora_state_dict
+    def _read(self, spec: AdapterSpec) -> tuple[StateDict | str, StateDict]:
+        """What to load the file from: its converted state dict (kept in the host tier when it fits), or its path
+        where only the file carries everything needed (diffusers adapter metadata, see the module docstring); and
+        the converted state dict itself. The file is read once; its bytes are checked against `spec.sha256`."""
+        path = spec.path
+        data = path.read_bytes()
+        if spec.sha256 and (actual := hashlib.sha256(data).hexdigest()) != spec.sha256.lower():
+            raise LoRAChecksumError(spec, actual)
+        tensors = load_safetensors_bytes(data)
         # Bare module names (PEFT, native Wan keys) get the prefix diffusers needs, as the ingest coverage did.
-        source = prefixed_state_dict(path) or str(path)
+        prefix = with_component_prefix(list(tensors))
+        source = {prefix + key: value for key, value in tensors.items()} if prefix else tensors
+        reader = type(self.pipe).lora_state_dict
         if "return_alphas" in inspect.signature(reader).parameters:
             # FLUX-style readers pop `.alpha` tensors out of the state dict; put them back so that loading the
             # dict extracts them again, exactly as loading the file does.
-            state_dict, alphas, metadata = reader(
-                source, use_safetensors=True, return_alphas=True, return_lora_metadata=True
-            )
+            state_dict, alphas = reader(source, use_safetensors=True, return_alphas=True)
             state_dict = {**state_dict, **(alphas or {})}
         else:
-            state_dict, metadata = reader(source, use_safetensors=True, return_lora_metadata=True)
-        if metadata:
-            return str(path)
-        return self.host_tier.put(path, state_dict)
+            state_dict = reader(source, use_safetensors=True)
+        if _has_adapter_metadata(data):
+            return str(path), state_dict
+        return self.host_tier.put(path, state_dict), state_dict
 
     def _recycle(self, spec: AdapterSpec, targets: tuple[str, ...], state_dict: StateDict, job_names: set[str]) -> bool:
         """Copy `state_dict` into the modules of the adapter the cache would evict next, if the cache is full and
@@ -405,7 +470,7 @@ class AdapterManager:
         logger.info("Evicted resident LoRA %s (its modules now hold %s)", slot, spec.adapter_name)
         return True
 
-    def _load_into(self, spec: AdapterSpec, expert: str, weights: StateDict | str) -> None:
+    def _load_into(self, spec: AdapterSpec, expert: str, weights: StateDict | str, state_dict: StateDict) -> None:
         name = spec.adapter_name
         module = self._experts[expert]
         self._layers = None  # loading wraps more layers
@@ -421,9 +486,28 @@ class AdapterManager:
             # diffusers only warns when no key of the file matches the transformer, and loads nothing.
             if name not in getattr(module, "peft_config", {}):
                 raise ValueError(f"the file has no LoRA weights for {EXPERT_COMPONENTS[expert]}")
+            if self._fp8:
+                self._keep_compute_dtype(spec, expert, state_dict)
         except Exception as error:
             self._delete(name)
             raise self._load_error(spec, expert, error) from error
+
+    def _keep_compute_dtype(self, spec: AdapterSpec, expert: str, state_dict: StateDict) -> None:
+        """The new adapter's float8 LoRA tensors in this expert, in the compute dtype with the file's values."""
+        module = self._experts[expert]
+        self._layers = None
+        converted, unsourced = to_compute_dtype(
+            self._layers_by_path()[EXPERT_COMPONENTS[expert]], spec.adapter_name, state_dict,
+            prefix=getattr(self.pipe, "transformer_name", "transformer"), dtype=fp8_compute_dtype(),
+        )
+        if unsourced:
+            logger.info("LoRA %s: %d of its %d tensors in the %s had no value in the state dict (kept as loaded)",
+                        spec.describe(), unsourced, converted, self._expert_label(expert))
+        if converted:
+            # Group offloading with streams keeps pinned copies of every parameter, taken when diffusers re-applied
+            # it after the load, i.e. of the float8 ones: re-apply it (what diffusers itself does after a LoRA load;
+            # a private helper, diffusers has no public one). A no-op without group offloading.
+            _maybe_remove_and_reapply_group_offloading(module)
 
     def _load_error(self, spec: AdapterSpec, expert: str, error: BaseException) -> LoRALoadError:
         return LoRALoadError(
@@ -456,6 +540,17 @@ class AdapterManager:
 
 def _merge_key(specs: list[AdapterSpec]) -> MergeKey:
     return tuple(sorted((spec.adapter_name, str(spec.path), float(spec.weight), spec.expert) for spec in specs))
+
+
+def _has_adapter_metadata(data: bytes) -> bool:
+    """Whether a safetensors file's `__metadata__` holds diffusers' LoRA adapter metadata (alpha, rank patterns).
+
+    The safetensors layout: an 8-byte little-endian header length, then the JSON header; safetensors has no public
+    reader of metadata from bytes, and the bytes are all the manager reads.
+    """
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_length])
+    return bool((header.get("__metadata__") or {}).get(LORA_ADAPTER_METADATA_KEY))
 
 
 def _compact(error: BaseException) -> str:
