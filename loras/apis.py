@@ -15,6 +15,7 @@ from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
 from loras.models import Expert, LoRA
+from workspaces.quota import quota_check_upload
 from workspaces.scoping import WorkspaceScopedAPIView
 
 
@@ -121,6 +122,8 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         if declared > limit + 1024 * 1024:  # refused before the body is read (1 MiB for the form around the file)
             services.check_declared_file(filename="upload.safetensors", size=declared)
             services.check_app_upload_size(declared)
+        # The file is at least the body less the form around it: one that cannot fit the quota is refused unread.
+        quota_check_upload(workspace=self.membership.workspace, size=max(declared - 1024 * 1024, 0))
         data = parse_input(LoRAUploadInput, request.data)
         upload = data.pop("file")
         lora = services.lora_ingest_uploaded_file(actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data))

@@ -196,3 +196,16 @@ def test_no_limit_means_no_counting(api, workspace, monkeypatch):
     monkeypatch.setattr("workspaces.quota.workspace_storage_usage", refuse)
     body = {"filename": "b.safetensors", "size": 1000}
     assert api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body).status_code == 201
+
+
+def test_through_the_app_is_refused_from_its_content_length(api, workspace, monkeypatch):
+    def unread(**kwargs):
+        raise AssertionError("the body was read")
+
+    monkeypatch.setattr(lora_services, "lora_ingest_uploaded_file", unread)
+    body = io.BytesIO(b"\0" * (2 * 1024 * 1024))
+    body.name = "big.safetensors"
+    workspace.storage_quota_bytes = 1024
+    workspace.save()
+    response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": body}, format="multipart")
+    assert response.status_code == 413 and response.json()["code"] == "storage_quota_exceeded"
