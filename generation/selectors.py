@@ -149,8 +149,9 @@ def lora_cost_estimate(*, model: BaseModel, file_size: int, lora: LoRA | None, e
         file_size=file_size, file_dtype=lora.dtype, module_shapes=lora.flat_module_shapes,
         placement=placement or "gpu", apply_mode=apply_mode,
         experts=2 if expert == "both" and model.two_experts else 1,  # "both" loads a copy into each expert
+        storage_dtype=model.storage_dtype,
     )
-    return {"placement": placement, "apply_mode": apply_mode, **cost.as_dict()}
+    return {"placement": placement, **cost.as_dict()}  # the cost's apply_mode: "unfused" on an fp8 model
 
 
 def job_lora_cost(*, job_lora: JobLoRA) -> dict | None:

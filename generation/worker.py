@@ -19,7 +19,7 @@ from django.conf import settings
 from generation import services
 from generation.model_registry import BaseModel, model_get
 from generation.models import GenerationJob
-from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRALoadError
+from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRAChecksumError, LoRALoadError
 from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
@@ -58,6 +58,7 @@ def adapter_manager(model: BaseModel, pipe) -> AdapterManager:
             pipe, residency=settings.LORASITE_LORA_RESIDENCY,
             max_resident=settings.LORASITE_RESIDENT_ADAPTERS, max_resident_bytes=settings.LORASITE_RESIDENT_ADAPTER_BYTES,
             apply_mode=settings.LORASITE_LORA_APPLY, host_tier_bytes=settings.LORASITE_HOST_TIER_BYTES,
+            fused_backup_bytes=settings.LORASITE_FUSED_BACKUP_BYTES,
         )
         _ADAPTER_MANAGERS[model.key] = manager
     return manager
@@ -100,8 +101,23 @@ def _adapter_specs(job: GenerationJob, timings: dict) -> list[AdapterSpec]:
                 path = cache.path_for(sha256=jl.sha256, object_key=jl.file_key, size=jl.file_size, pinned=pinned)
             except (LoRAIntegrityError, FileNotFoundError) as error:
                 raise LoRALoadError(f"LoRA '{jl.name}' (lora_{jl.lora_ref}) could not be fetched intact: {error}") from error
-            specs.append(AdapterSpec(lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert, path=path))
+            specs.append(AdapterSpec(lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert,
+                                     path=path, sha256=jl.sha256))
     return specs
+
+
+def _apply_adapters(job: GenerationJob, manager: AdapterManager, specs: list[AdapterSpec], timings: dict) -> None:
+    """Apply the job's LoRAs; a cached file whose bytes fail their hash when read (bit rot that kept its size and
+    mtime) is dropped from the cache and fetched once more; failing again fails the job (the error names it)."""
+    try:
+        with phase(timings, "adapter_load"):
+            manager.apply(specs)
+    except LoRAChecksumError as error:
+        logger.warning("Job %s: %s; fetching it again", job.id, error)
+        lora_cache().invalidate(error.spec.sha256)
+        specs = _adapter_specs(job, timings)
+        with phase(timings, "adapter_load"):
+            manager.apply(specs)
 
 
 def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict) -> tuple[str, str]:
@@ -152,20 +168,13 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     try:
         model = model_get(job.model_key)
         model_placement = model_plan(model)  # before loading: a model that cannot fit fails here
-        if model_placement.storage_dtype == "fp8" and job.job_loras.exists():
-            # PEFT would create the LoRA layers in float8 too (see tests/test_runtime_pipelines.py): refuse.
-            raise LoRALoadError(
-                f"{model.display_name} is stored in fp8 (storage_dtype: fp8) and LoRAs cannot be applied to it yet; "
-                "run the job without LoRAs or remove storage_dtype from the models file."
-            )
         with phase(timings, "model_load"):
             pipe = PIPELINES.get(model.key, path=model.path, pipeline_class=model.pipeline_class, plan=model_placement)
         manager = adapter_manager(model, pipe)
         specs = _adapter_specs(job, timings)
         for spec in specs:
             logger.info("Job %s: applying %s", job.id, spec.describe())
-        with phase(timings, "adapter_load"):
-            manager.apply(specs)
+        _apply_adapters(job, manager, specs, timings)
         outcome["keys"] = _generate_and_store(job, model, pipe, _Progress(str(job.id)), timings)
     except GenerationCancelled:
         outcome["cancelled"] = True

@@ -302,6 +302,11 @@ if LORASITE_LORA_APPLY not in ("fused", "unfused"):
 LORASITE_HOST_TIER_BYTES = env_int("LORASITE_HOST_TIER_BYTES", 8 * 1024**3)
 if LORASITE_HOST_TIER_BYTES < 0:
     raise ImproperlyConfigured("LORASITE_HOST_TIER_BYTES must be 0 or more.")
+# Host memory (pinned on CUDA) per pipeline for the pristine copies of base weights that fused LoRAs merge into; a job
+# whose merge would need more runs its LoRAs unfused instead (slower steps, same output). 0: never fuse.
+LORASITE_FUSED_BACKUP_BYTES = env_int("LORASITE_FUSED_BACKUP_BYTES", 64 * 1024**3)
+if LORASITE_FUSED_BACKUP_BYTES < 0:
+    raise ImproperlyConfigured("LORASITE_FUSED_BACKUP_BYTES must be 0 or more.")
 # The models a GPU worker serves (comma-separated keys; empty: every enabled model whose weights
 # are present). It consumes exactly their queues: `python manage.py gpu_worker`.
 LORASITE_WORKER_MODELS = env_list("LORASITE_WORKER_MODELS")

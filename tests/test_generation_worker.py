@@ -242,3 +242,56 @@ def test_an_identical_next_job_reuses_the_merged_weights_and_a_failed_one_restor
     assert manager.merged_adapters == [] and pipeline_is_clean()
     monkeypatch.undo()
     assert np.array_equal(frame_of(run(actor)), base)
+
+
+def rot_cached(lora: LoRA) -> None:
+    """Flip a bit in the worker's cached copy of `lora`, keeping the size and mtime its cache sidecar records."""
+    import os
+
+    path = worker.lora_cache().root / lora.sha256[:2] / f"{lora.sha256}.safetensors"
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the last tensor value: the file still parses, only its weights are wrong
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def forget_adapters(model_key: str = WAN) -> None:
+    """A new manager for the next job (as after a worker restart): nothing resident, merged or host-tiered, so the
+    job reads its LoRA files from the cache."""
+    manager = worker._ADAPTER_MANAGERS.pop(model_key, None)
+    if manager is not None:
+        manager.reset()  # copies back weights a succeeded job left merged
+
+
+def test_a_cached_lora_rotted_in_place_is_fetched_again_and_the_job_succeeds(actor, make_lora, monkeypatch):
+    lora = make_lora("rot")
+    clean = run(actor, loras=[(lora, 1.0, "both")])
+    assert clean.status == JobStatus.SUCCEEDED, clean.error
+    rot_cached(lora)
+    forget_adapters()
+    store = get_object_store()
+    fetches = []
+    download_to = type(store).download_to
+    monkeypatch.setattr(type(store), "download_to",
+                        lambda self, key, path: (fetches.append(key), download_to(self, key, path)))
+    job = run(actor, loras=[(lora, 1.0, "both")])
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert fetches == [lora.file.name]
+    np.testing.assert_array_equal(frame_of(job), frame_of(clean))
+    assert pipeline_is_clean(after_success=True)
+
+    # Rotting again right after every fetch: the second mismatch fails the job, naming the LoRA.
+    forget_adapters()
+    path_for = worker.LoRACache.path_for
+
+    def path_for_then_rot(self, **kwargs):
+        path = path_for(self, **kwargs)
+        rot_cached(lora)
+        return path
+
+    monkeypatch.setattr(worker.LoRACache, "path_for", path_for_then_rot)
+    failed = run(actor, loras=[(lora, 1.0, "both")])
+    assert failed.status == JobStatus.FAILED
+    assert failed.error.startswith(f"LoRA 'rot' (lora_{lora.id}): ") and f"expected {lora.sha256}" in failed.error
+    assert pipeline_is_clean()

@@ -202,7 +202,13 @@ def test_lora_cost_fused_and_unfused() -> None:
     both = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
                                  apply_mode="fused", experts=2)
     assert (both.adapter_bytes, both.extra_host_bytes) == (400_000_000, 2 * touched)  # a copy per expert
-    assert set(on_cpu.as_dict()) == {"adapter_bytes", "extra_device_bytes", "extra_host_bytes", "load_seconds"}
+    assert set(on_cpu.as_dict()) == {"apply_mode", "adapter_bytes", "extra_device_bytes", "extra_host_bytes",
+                                     "load_seconds"}
+    # A model stored in fp8 never merges: its LoRAs are costed unfused whatever the configured mode.
+    fp8 = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
+                                apply_mode="fused", storage_dtype="fp8")
+    assert (fp8.apply_mode, fp8.extra_device_bytes, fp8.extra_host_bytes) == ("unfused", 200_000_000, 0)
+    assert fused.apply_mode == "fused"
     with pytest.raises(ValueError, match="apply_mode must be"):
         memory_plan.lora_cost(file_size=1, file_dtype="BF16", module_shapes={}, placement="gpu", apply_mode="merged")
 
@@ -384,7 +390,7 @@ def test_the_generate_page_shows_the_cost_next_to_each_picked_lora(demo_models, 
 
 
 @pytest.mark.django_db
-def test_a_job_with_loras_on_an_fp8_model_is_refused_before_loading(fresh_worker, actor, ready_lora, tmp_path):
+def test_a_job_with_loras_on_an_fp8_model_runs_them_unfused(fresh_worker, actor, ready_lora, client_for, tmp_path):
     from django.test import override_settings
 
     from generation import services
@@ -395,7 +401,10 @@ def test_a_job_with_loras_on_an_fp8_model_is_refused_before_loading(fresh_worker
         job = services.generation_create(actor=actor, model="wan22-a14b-demo", prompt="a cat", params={"seed": 1},
                                          loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="high")])
         fresh_worker.execute_job(str(job.id), worker_name="test@worker")
+        [entry] = client_for(actor.user).get(
+            f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
     job.refresh_from_db()
-    assert job.status == "failed"
-    assert job.error.startswith("Wan 2.2 A14B (demo) is stored in fp8 (storage_dtype: fp8) and LoRAs cannot be applied")
-    assert "wan22-a14b-demo" not in fresh_worker.PIPELINES.loaded_keys()
+    assert job.status == "succeeded", job.error
+    stats = fresh_worker._ADAPTER_MANAGERS["wan22-a14b-demo"].last_apply_stats
+    assert (stats.merge, stats.unfused_reason) == ("unfused", "fp8 storage")
+    assert entry["cost"]["apply_mode"] == "unfused"  # the estimate says what the worker does

@@ -366,19 +366,21 @@ def plan(model: BaseModel, device_bytes: int | None) -> Plan:
 
 @dataclass(frozen=True)
 class LoRACost:
+    apply_mode: str  # how the worker applies it: the configured mode, except "unfused" on a model stored in fp8
     adapter_bytes: int  # the adapter weights at bf16
     extra_device_bytes: int  # on the device beyond the base model while the LoRA's expert runs
     extra_host_bytes: int  # fused: a host backup of the base weights the LoRA touches
     load_seconds: float
 
     def as_dict(self) -> dict:
-        return {"adapter_bytes": self.adapter_bytes, "extra_device_bytes": self.extra_device_bytes,
+        return {"apply_mode": self.apply_mode, "adapter_bytes": self.adapter_bytes,
+                "extra_device_bytes": self.extra_device_bytes,
                 "extra_host_bytes": self.extra_host_bytes, "load_seconds": round(self.load_seconds, 3)}
 
 
 def lora_cost(
     *, file_size: int, file_dtype: str, module_shapes: dict[str, list[int]], placement: str, apply_mode: str,
-    experts: int = 1,
+    experts: int = 1, storage_dtype: str = "",
 ) -> LoRACost:
     """Estimated cost of one LoRA under `placement` and `apply_mode` ("fused" | "unfused").
 
@@ -389,13 +391,16 @@ def lora_cost(
     loading, but the touched base weights (in x out per module, bf16) are kept on the host to restore them.
     Without an accelerator (placement "cpu") everything counts as host memory. `experts`: how many experts the LoRA
     is loaded into (2 for "both" on a two-expert model), each holding its own copy.
-    `module_shapes`: {module: [in, out]} of every layer the LoRA targets.
+    `module_shapes`: {module: [in, out]} of every layer the LoRA targets. A model with `storage_dtype` "fp8" runs
+    its LoRAs unfused whatever `apply_mode` says (merging would round the deltas to float8), so it is costed so.
     Load time: bytes / ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S (fused: the backup too).
     """
     file_bytes_per_param = {"F32": 4, "F16": 2, "BF16": 2}.get((file_dtype or "").upper(), 2)
     adapter_bytes = file_size * DTYPE_BYTES["bf16"] // file_bytes_per_param * experts
     if apply_mode not in ("fused", "unfused"):
         raise ValueError(f"apply_mode must be 'fused' or 'unfused', not {apply_mode!r}")
+    if storage_dtype == "fp8":
+        apply_mode = "unfused"
     if apply_mode == "fused":
         touched = sum(math.prod(shape) for shape in module_shapes.values()) * DTYPE_BYTES["bf16"] * experts
         device, host, moved = 0, touched, adapter_bytes + touched
@@ -404,5 +409,6 @@ def lora_cost(
     if placement == CPU_PLACEMENT:
         device = 0  # no accelerator: everything is host memory
         host += adapter_bytes
-    return LoRACost(adapter_bytes=adapter_bytes, extra_device_bytes=device, extra_host_bytes=host,
+    return LoRACost(apply_mode=apply_mode, adapter_bytes=adapter_bytes, extra_device_bytes=device,
+                    extra_host_bytes=host,
                     load_seconds=moved / ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S)
