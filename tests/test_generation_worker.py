@@ -295,3 +295,20 @@ def test_a_cached_lora_rotted_in_place_is_fetched_again_and_the_job_succeeds(act
     assert failed.status == JobStatus.FAILED
     assert failed.error.startswith(f"LoRA 'rot' (lora_{lora.id}): ") and f"expected {lora.sha256}" in failed.error
     assert pipeline_is_clean()
+
+
+def test_a_job_whose_merge_would_pass_the_fused_backup_bound_runs_unfused(actor, make_lora):
+    lora = make_lora("bounded")
+    forget_adapters()
+    merged = run(actor, loras=[(lora, 1.0, "both")])
+    assert worker._ADAPTER_MANAGERS[WAN].last_apply_stats.merge == "merged"
+    forget_adapters()
+    with override_settings(LORASITE_FUSED_BACKUP_BYTES=0):
+        bounded = run(actor, loras=[(lora, 1.0, "both")])
+        stats = worker._ADAPTER_MANAGERS[WAN].last_apply_stats
+    assert bounded.status == JobStatus.SUCCEEDED, bounded.error
+    assert (stats.merge, stats.unfused_reason) == ("unfused", "fused backup bound")
+    assert worker._ADAPTER_MANAGERS[WAN].pristine_backup_bytes == 0
+    assert np.abs(frame_of(bounded).astype(int) - frame_of(merged).astype(int)).max() <= 1  # same LoRA, rounding
+    assert pipeline_is_clean()
+    forget_adapters()
