@@ -85,3 +85,52 @@ def test_a_nul_byte_in_safetensors_metadata_is_stripped_before_it_reaches_the_da
     assert response.status_code == 201, response.json()
     lora = LoRA.objects.get(id=response.json()["id"])
     assert lora.header_metadata["ss_output_name"] == "stylename"
+
+
+BIDI_NAMES = ["evil\u202egpj.exe", "a\u202ab", "a\u2066b", "a\u2069b"]
+
+
+@pytest.mark.parametrize("name", BIDI_NAMES)
+def test_workspace_names_with_bidi_controls_are_refused(api, workspace, name):
+    created = api.post("/api/v1/workspaces/", {"name": name}, format="json")
+    renamed = api.patch(f"/api/v1/workspaces/{workspace.slug}/", {"name": name}, format="json")
+    for response in (created, renamed):
+        assert response.status_code == 400
+        assert list(response.json()["errors"]) == ["name"]
+        assert "bidirectional" in response.json()["message"]
+
+
+@pytest.mark.parametrize("name", BIDI_NAMES)
+def test_lora_names_with_bidi_controls_are_refused(api, workspace, tmp_path, name):
+    path = write_lora(tmp_path / "ok.safetensors", seed=6, blocks=1)
+    with open(path, "rb") as handle:
+        upload = api.post(
+            f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle, "name": name}, format="multipart"
+        )
+    started = api.post(
+        f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+        {"filename": "ok.safetensors", "size": 100, "name": name},
+        format="json",
+    )
+    for response in (upload, started):
+        assert response.status_code == 400, response.json()
+        assert list(response.json()["errors"]) == ["name"]
+    assert not LoRA.objects.exists()
+
+    with open(path, "rb") as handle:
+        lora_id = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart").json()[
+            "id"
+        ]
+    renamed = api.patch(f"/api/v1/workspaces/{workspace.slug}/loras/{lora_id}/", {"name": name}, format="json")
+    assert renamed.status_code == 400
+    assert list(renamed.json()["errors"]) == ["name"]
+
+
+def test_a_filename_with_bidi_controls_is_refused(api, workspace):
+    response = api.post(
+        f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+        {"filename": "evil\u202egpj.safetensors", "size": 100},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["file"]

@@ -12,6 +12,7 @@ from loras.services.uploads import discard_upload
 from loras.services.validation import clean_list, require_editor
 from lorasite.errors import Conflict, InvalidInput, NotFound
 from lorasite.object_store import get_object_store
+from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership
 from workspaces.services import storage_purge_pending_prefixes
 
@@ -30,6 +31,7 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
             changes[field] = clean_list(changes[field], field=field)
     for field in ("name", "version"):
         if field in changes:
+            refuse_bidi_controls(changes[field], field=field)
             changes[field] = changes[field].strip()
     for field, value in changes.items():
         setattr(lora, field, value)

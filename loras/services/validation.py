@@ -12,6 +12,7 @@ from loras.models import LoRA
 from loras.safetensors_header import HeaderError, read_header
 from loras.selectors import human_size, lora_can_edit, lora_can_upload
 from lorasite.errors import InvalidInput, PayloadTooLarge, Unprocessable
+from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership, Role
 from workspaces.services import require_role
 
@@ -30,9 +31,14 @@ class LoRAOptions:
     expert: str = ""
     preferred_weight: float | None = None
 
+    def __post_init__(self) -> None:
+        refuse_bidi_controls(self.name, field="name")
+        refuse_bidi_controls(self.version, field="version")
+
 
 def check_declared_file(*, filename: str, size: int | None) -> None:
     """Refuse by name and declared size before a byte is accepted."""
+    refuse_bidi_controls(filename, field="file")
     extension = extension_of(filename)
     if extension in PICKLE_EXTENSIONS:
         raise InvalidInput(
