@@ -37,10 +37,13 @@ def to_compute_dtype(
                 container = getattr(layer, container_name, None)
                 if container is None or name not in container:
                     continue
-                for param_name, parameter in container[name].named_parameters():
+                item = container[name]
+                # ModuleDicts (lora_A, lora_B, DoRA magnitudes) hold modules; ParameterDicts (embedding LoRAs) tensors.
+                named = item.named_parameters() if isinstance(item, torch.nn.Module) else [("", item)]
+                for param_name, parameter in named:
                     if parameter.dtype != FP8_STORAGE_DTYPE:
                         continue
-                    source = state_dict.get(f"{prefix}.{path}.{container_name}.{param_name}")
+                    source = state_dict.get(".".join(filter(None, (prefix, path, container_name, param_name))))
                     # `.data =` keeps the Parameter object, which optimizers' and offload hooks' references name.
                     if source is not None and source.shape == parameter.shape:
                         parameter.data = source.to(device=parameter.device, dtype=dtype, copy=True)
