@@ -72,6 +72,7 @@
     constructor(body, status) {
       super(body.message || `The server answered ${status}.`);
       this.body = body;
+      this.status = status;
     }
   }
 
@@ -232,7 +233,16 @@
       open = await api("POST", uploadsUrl, { filename: file.name, size: file.size });
       const parts = await sendParts(file, open, row, cancel.signal);
       setState(row, "processing", PROCESSING);
-      const lora = await api("POST", `${uploadsUrl}${open.upload_id}/complete/`, { parts });
+      const completeUrl = `${uploadsUrl}${open.upload_id}/complete/`;
+      let lora;
+      try {
+        lora = await api("POST", completeUrl, { parts });
+      } catch (error) {
+        // A proxy that timed out while the server still assembles: `complete` is idempotent (a second one
+        // waits for the first and answers the same LoRA), so ask again before giving the upload up.
+        if (error instanceof ApiError && error.status < 500) throw error;
+        lora = await api("POST", completeUrl, { parts });
+      }
       open = null;
       await showCard(lora.id, row);
     } catch (error) {
