@@ -33,6 +33,19 @@ class JSONParser(parsers.JSONParser):
             raise ParseError("JSON parse error - the body is nested too deeply.") from None
 
 
+def document_common_errors(result: dict, generator: Any, request: Any, public: bool) -> dict:
+    """drf-spectacular postprocessing hook: the answers any operation can give, documented once here rather
+    than in every view — 503 when a service it needs is down (lorasite.errors.unavailable_service) and, for
+    an operation with a body, 413 when the body is over DATA_UPLOAD_MAX_MEMORY_SIZE."""
+    error = {"description": "", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path_item in result["paths"].values():
+        for operation in path_item.values():
+            operation["responses"].setdefault("503", error)
+            if "requestBody" in operation:
+                operation["responses"].setdefault("413", error)
+    return result
+
+
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ERROR_SERIALIZER) for code in codes}
 

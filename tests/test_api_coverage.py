@@ -171,3 +171,11 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     operations = [result.ok() for result in SCHEMA.get_all_operations()]  # an Err (a broken operation) raises here
     documented = {(operation.method.upper(), operation.path.removeprefix(API)) for operation in operations}
     assert call.called == documented, f"operations without a test: {sorted(documented - call.called)}"
+
+
+def test_every_operation_documents_503_and_every_operation_with_a_body_413():
+    for result in SCHEMA.get_all_operations():
+        operation = result.ok()
+        responses = operation.definition.raw["responses"]
+        assert "503" in responses, operation.label
+        assert ("413" in responses) == ("requestBody" in operation.definition.raw), operation.label
