@@ -58,3 +58,13 @@ def test_one_filter_declaration_serves_the_api_and_the_page(client, owner, works
     client.force_login(owner)
     page = client.get(f"/w/{workspace.slug}/loras/").content.decode()
     assert all(f'name="{name}"' in page for name in filters)
+
+
+def test_the_lora_cache_has_no_hash_on_hit_option():
+    """The reader of a cached file checks its hash (bit rot) and invalidates the entry; a second, opt-in check on
+    every hit was never turned on."""
+    import inspect
+
+    from generation.runtime.lora_cache import LoRACache
+
+    assert "verify_hash_on_hit" not in inspect.signature(LoRACache).parameters

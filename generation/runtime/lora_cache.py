@@ -9,8 +9,7 @@ Layout under `root`::
 A hit costs a `stat` and a read of the small sidecar, no hashing: the sidecar records the size and mtime the file
 had when its hash was verified, so a file truncated or rewritten since then no longer matches and is fetched
 again. Corruption that keeps size and mtime (bit rot) is caught by whoever reads the file to use it: the worker's
-adapter manager hashes the bytes it reads and calls `invalidate()` on a mismatch, then fetches again
-(`verify_hash_on_hit=True` instead re-hashes on every hit, an extra read of the file).
+adapter manager hashes the bytes it reads and calls `invalidate()` on a mismatch, then fetches again.
 
 Limitation: another process may evict a file between `path_for()` returning it and the caller opening it; the
 window is short (the entry was just marked most recently used) and the job then fails with FileNotFoundError.
@@ -72,12 +71,10 @@ class LoRACache:
         *,
         max_bytes: int,
         fetch: Callable[[str, Path], None],
-        verify_hash_on_hit: bool = False,
         lock_timeout: float = 600.0,
     ) -> None:
         self.root = root
         self.max_bytes = max_bytes
-        self.verify_hash_on_hit = verify_hash_on_hit
         self.lock_timeout = lock_timeout
         self.stats = CacheStats()
         self._fetch = fetch
@@ -150,11 +147,7 @@ class LoRACache:
         )
         if not fingerprint_matches:
             logger.warning("Cached LoRA %s is missing, truncated or modified; fetching it again", sha256)
-            return False
-        if self.verify_hash_on_hit and _sha256_of(data) != sha256:
-            logger.warning("Cached LoRA %s fails its hash check; fetching it again", sha256)
-            return False
-        return True
+        return fingerprint_matches
 
     def _fetch_verified(self, object_key: str, sha256: str, size: int, data: Path, marker: Path) -> None:
         # Holding the entry's lock, so any temporary file for this hash is a leftover of a crashed process.
