@@ -181,7 +181,10 @@ class UploadDetailAPI(WorkspaceScopedAPIView):
         upload = services.lora_upload_refresh(actor=self.membership, upload_id=upload_id)
         return Response(_upload_payload(request, upload))
 
-    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Abort an upload")
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["loras"],
+        summary="Abort an upload (409 once it is complete: the answer names its LoRA)",
+    )
     def delete(self, request, slug, upload_id):
         services.lora_upload_abort(actor=self.membership, upload_id=upload_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
