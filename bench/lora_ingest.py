@@ -83,7 +83,7 @@ def _measure(make_reader: Callable[[], Callable[[int, int], bytes]], *, size: in
 
 
 def _local_reader(path: Path) -> Callable[[], Callable[[int, int], bytes]]:
-    # Like loras.services._local_read_range: open, seek, read for each range.
+    # Like loras.services.ingest._local_read_range: open, seek, read for each range.
     def make() -> Callable[[int, int], bytes]:
         def read_range(offset: int, length: int) -> bytes:
             with open(path, "rb") as handle:
