@@ -19,8 +19,13 @@ class TokenObtainAPI(ObtainAuthToken):
     throttle_scope = "auth_token"
 
     @extend_schema(
-        request=inline_serializer("TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}),
-        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField()}), **error_responses(400, 429)},
+        request=inline_serializer(
+            "TokenRequest", {"username": serializers.CharField(), "password": serializers.CharField()}
+        ),
+        responses={
+            200: inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+            **error_responses(400, 429),
+        },
         tags=["auth"],
         summary="Exchange username and password for an API token",
     )
@@ -60,12 +65,21 @@ class WorkspaceListCreateAPI(APIView):
     @extend_schema(responses={200: WorkspaceOutput(many=True), **error_responses(401)}, tags=["workspaces"])
     def get(self, request):
         roles = dict(Membership.objects.filter(user=request.user).values_list("workspace_id", "role"))
-        return paginated(request, self, selectors.workspace_list_for_user(user=request.user), WorkspaceOutput, roles=roles)
+        return paginated(
+            request, self, selectors.workspace_list_for_user(user=request.user), WorkspaceOutput, roles=roles
+        )
 
-    @extend_schema(request=WorkspaceCreateInput, responses={201: WorkspaceOutput, **error_responses(400, 401, 409)}, tags=["workspaces"])
+    @extend_schema(
+        request=WorkspaceCreateInput,
+        responses={201: WorkspaceOutput, **error_responses(400, 401, 409)},
+        tags=["workspaces"],
+    )
     def post(self, request):
         workspace = services.workspace_create(creator=request.user, **parse_input(WorkspaceCreateInput, request.data))
-        return Response(WorkspaceOutput(workspace, context={"roles": {workspace.id: Role.OWNER}}).data, status=status.HTTP_201_CREATED)
+        return Response(
+            WorkspaceOutput(workspace, context={"roles": {workspace.id: Role.OWNER}}).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class WorkspaceUpdateInput(serializers.Serializer):
@@ -81,7 +95,11 @@ class WorkspaceDetailAPI(WorkspaceScopedAPIView):
     def get(self, request, slug):
         return Response(self._output(self.membership.workspace))
 
-    @extend_schema(request=WorkspaceUpdateInput, responses={200: WorkspaceOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["workspaces"])
+    @extend_schema(
+        request=WorkspaceUpdateInput,
+        responses={200: WorkspaceOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["workspaces"],
+    )
     def patch(self, request, slug):
         data = parse_input(WorkspaceUpdateInput, request.data, partial=True)
         return Response(self._output(services.workspace_update(actor=self.membership, **data)))
@@ -102,9 +120,15 @@ class MemberListCreateAPI(WorkspaceScopedAPIView):
 
     @extend_schema(responses={200: MembershipOutput(many=True), **error_responses(401, 404)}, tags=["members"])
     def get(self, request, slug):
-        return paginated(request, self, selectors.membership_list(workspace=self.membership.workspace), MembershipOutput)
+        return paginated(
+            request, self, selectors.membership_list(workspace=self.membership.workspace), MembershipOutput
+        )
 
-    @extend_schema(request=MemberAddInput, responses={201: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    @extend_schema(
+        request=MemberAddInput,
+        responses={201: MembershipOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["members"],
+    )
     def post(self, request, slug):
         membership = services.membership_add(actor=self.membership, **parse_input(MemberAddInput, request.data))
         return Response(MembershipOutput(membership).data, status=status.HTTP_201_CREATED)
@@ -118,7 +142,11 @@ class MemberDetailAPI(WorkspaceScopedAPIView):
     def _target(self, user_id: int) -> Membership:
         return selectors.membership_get(workspace=self.membership.workspace, user_id=user_id)
 
-    @extend_schema(request=MemberRoleInput, responses={200: MembershipOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["members"])
+    @extend_schema(
+        request=MemberRoleInput,
+        responses={200: MembershipOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["members"],
+    )
     def patch(self, request, slug, user_id):
         data = parse_input(MemberRoleInput, request.data)
         membership = services.membership_change_role(actor=self.membership, target=self._target(user_id), **data)

@@ -77,7 +77,8 @@ def storage_purge_schedule(*, prefix: str, reason: str) -> StoragePurge:
     """The objects under `prefix` outlived their rows: beat deletes them after LORASITE_PURGE_AFTER_DAYS, the same
     grace soft-deleted LoRAs get."""
     purge = StoragePurge(
-        prefix=prefix, reason=reason[:200],
+        prefix=prefix,
+        reason=reason[:200],
         purge_after=timezone.now() + timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS),
     )
     purge.full_clean()
@@ -119,7 +120,9 @@ def workspace_delete(*, actor: Membership) -> None:
 def _find_user(identifier: str) -> AbstractBaseUser:
     User = get_user_model()
     identifier = identifier.strip()
-    matches = list(User.objects.filter(Q(username__iexact=identifier) | Q(email__iexact=identifier), is_active=True)[:2])
+    matches = list(
+        User.objects.filter(Q(username__iexact=identifier) | Q(email__iexact=identifier), is_active=True)[:2]
+    )
     if not identifier or not matches:
         raise InvalidInput(
             f"No user with the username or email '{identifier}'.",
@@ -151,7 +154,9 @@ def _owner_count(workspace_id: int) -> int:
 
 def _check_not_last_owner(target: Membership, *, action: str) -> None:
     if target.role == Role.OWNER and _owner_count(target.workspace_id) <= 1:
-        raise Conflict(f"{target.user.get_username()} is the last owner and cannot {action}; make someone else an owner first.")
+        raise Conflict(
+            f"{target.user.get_username()} is the last owner and cannot {action}; make someone else an owner first."
+        )
 
 
 @transaction.atomic
