@@ -41,7 +41,11 @@ class GenerationJob(models.Model):
     output_key = models.CharField(max_length=500, blank=True)
     poster_key = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the first attempt started.")
+    attempt_started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker accepted the job's latest message; empty until it has."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -14,7 +14,9 @@ from django.utils import timezone
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from generation.queues import gpu_queue
-from lorasite.errors import Conflict, InvalidInput
+from lorasite.errors import Conflict, InvalidInput, ServiceUnavailable
+from lorasite.object_store import get_object_store
+from lorasite.queueing import REDISPATCH_GRACE_SECONDS, send_after_commit, send_now
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from workspaces.models import Membership, Role
@@ -24,6 +26,11 @@ from workspaces.services import require_role, storage_purge_schedule
 logger = logging.getLogger(__name__)
 
 SEED_MAX = 2**32 - 1
+
+QUEUE_DOWN_MESSAGE = "The job queue is unavailable; your job is saved and will start when it is back."
+# Beat re-queues a running job whose attempt started longer than the hard limit plus this ago: the hard
+# limit has killed any worker still on it, so its worker died (a lost node never acknowledges the message).
+STALL_MARGIN_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -161,14 +168,27 @@ def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARe
     return resolved
 
 
-@transaction.atomic
 def generation_create(
     *, actor: Membership, model: str, prompt: str, negative_prompt: str = "", params: dict | None = None,
     loras: list[LoRARequest] | None = None, retry_of: GenerationJob | None = None,
 ) -> GenerationJob:
-    """Validate everything a GPU would otherwise discover too late, then queue the job."""
-    from generation.tasks import generation_run
+    """Validate everything a GPU would otherwise discover too late, then queue the job. With the job queue
+    down the job is saved all the same (beat sends it later) and ServiceUnavailable names its id."""
+    with transaction.atomic():
+        job = _create_job(
+            actor=actor, model=model, prompt=prompt, negative_prompt=negative_prompt, params=params, loras=loras,
+            retry_of=retry_of,
+        )
+        delivery = send_after_commit(lambda: _send_job(job), description=f"job {job.id}")
+    if delivery.failed:
+        raise ServiceUnavailable(QUEUE_DOWN_MESSAGE, service="job queue", job_id=str(job.id))
+    return job
 
+
+def _create_job(
+    *, actor: Membership, model: str, prompt: str, negative_prompt: str, params: dict | None,
+    loras: list[LoRARequest] | None, retry_of: GenerationJob | None,
+) -> GenerationJob:
     require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
     quota_check_generation(workspace=actor.workspace)
     base = model_get(model)
@@ -192,9 +212,31 @@ def generation_create(
             job=job, lora=lora, position=position, lora_ref=lora.id, name=lora.name, version=lora.version,
             sha256=lora.sha256, file_key=lora.file.name, file_size=lora.file_size, weight=weight, expert=expert,
         )
-    # One queue per model: only a worker that serves this model receives the job.
-    generation_run.apply_async_on_commit(args=[str(job.id)], queue=gpu_queue(base.key))
     return job
+
+
+def _send_job(job: GenerationJob) -> None:
+    """Publish the job's message and record that the broker took it (raises the broker's error)."""
+    from generation.tasks import generation_run
+
+    # One queue per model: only a worker that serves this model receives the job.
+    generation_run.apply_async(args=[str(job.id)], queue=gpu_queue(job.model_key))
+    GenerationJob.objects.filter(id=job.id).update(enqueued_at=timezone.now())
+
+
+def jobs_redispatch(*, now=None) -> int:
+    """Beat: re-send queued jobs whose message may not have reached the broker; the number the broker took."""
+    now = now or timezone.now()
+    unsent = GenerationJob.objects.filter(
+        status=JobStatus.QUEUED, enqueued_at__isnull=True,
+        updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS),
+    )
+    sent = 0
+    for job in unsent.only("id", "model_key"):
+        if not send_now(lambda job=job: _send_job(job), description=f"job {job.id}"):
+            break  # the broker is still down: the next beat run tries again
+        sent += 1
+    return sent
 
 
 def generation_retry(*, actor: Membership, job: GenerationJob) -> GenerationJob:
@@ -244,21 +286,42 @@ def job_delete(*, actor: Membership, job: GenerationJob) -> None:
 # --- transitions reported by the GPU worker --------------------------------------------------------
 
 
+def _stall_cutoff(now):
+    """An attempt started before this cannot still be running: the hard time limit has stopped it."""
+    return now - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + STALL_MARGIN_SECONDS)
+
+
+def _gave_up_message(attempts: int) -> str:
+    return f"The worker running this job stopped {attempts} times; giving up."
+
+
 @transaction.atomic
 def job_claim(*, job_id: str, worker: str) -> GenerationJob | None:
-    """Start (or, after a lost worker, restart) a job; None when it must not run."""
+    """Start (or, after a lost worker, restart) a job; None when it must not run.
+
+    Idempotent, so a message sent twice is harmless: a `running` job is only restarted when its attempt
+    cannot still be alive (started before the stall cutoff); a second message for a live attempt is dropped.
+    """
     job = GenerationJob.objects.select_for_update().filter(id=job_id).first()
     if job is None or job.is_finished:
         return None
-    if job.attempts >= settings.LORASITE_TASK_MAX_ATTEMPTS:
-        _finish(job, JobStatus.FAILED, error=f"The worker running this job stopped {job.attempts} times; giving up.")
-        return None
     now = timezone.now()
+    if job.status == JobStatus.RUNNING and job.attempt_started_at and job.attempt_started_at >= _stall_cutoff(now):
+        logger.info(
+            "Job %s: attempt %s is still running on %s; dropping a second message", job.id, job.attempts, job.worker
+        )
+        return None
+    if job.attempts >= settings.LORASITE_TASK_MAX_ATTEMPTS:
+        _finish(job, JobStatus.FAILED, error=_gave_up_message(job.attempts))
+        return None
     job.attempts += 1
     job.status, job.worker = JobStatus.RUNNING, worker[:200]
     job.started_at = job.started_at or now
+    job.attempt_started_at = now
     job.timings = {**job.timings, "queue_wait": round((now - job.created_at).total_seconds(), 3)}
-    job.save(update_fields=["attempts", "status", "worker", "started_at", "timings", "updated_at"])
+    job.save(
+        update_fields=["attempts", "status", "worker", "started_at", "attempt_started_at", "timings", "updated_at"]
+    )
     return job
 
 
@@ -281,17 +344,36 @@ def _finish(job: GenerationJob, status: str, *, error: str = "", timings: dict |
     job.save()
 
 
+def _running_or_none(job_id: str, *, outcome: str) -> GenerationJob | None:
+    """The job locked, when it is `running` (the only state a worker's result may move it from)."""
+    job = GenerationJob.objects.select_for_update().get(id=job_id)
+    if job.status != JobStatus.RUNNING:
+        logger.warning("Job %s is %s; ignoring a worker's report that it %s", job.id, job.status, outcome)
+        return None
+    return job
+
+
+def _delete_objects(*keys: str) -> None:
+    store = get_object_store()
+    for key in filter(None, keys):
+        store.delete(key)
+
+
 @transaction.atomic
 def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict) -> None:
-    job = GenerationJob.objects.select_for_update().get(id=job_id)
+    job = _running_or_none(job_id, outcome="succeeded")
+    if job is None:
+        # The job ended otherwise meanwhile (failed by beat, say): its late output belongs to no row.
+        transaction.on_commit(lambda: _delete_objects(output_key, poster_key))
+        return
     _finish(job, JobStatus.SUCCEEDED, timings=timings, output_key=output_key, poster_key=poster_key, progress=100)
     LoRA.objects.filter(job_uses__job=job).update(use_count=F("use_count") + 1, last_used_at=job.finished_at)
 
 
 @transaction.atomic
 def job_fail(*, job_id: str, error: str, timings: dict, cancelled: bool = False) -> None:
-    job = GenerationJob.objects.select_for_update().get(id=job_id)
-    if job.is_finished:
+    job = _running_or_none(job_id, outcome="cancelled" if cancelled else "failed")
+    if job is None:
         return
     if cancelled:
         _finish(job, JobStatus.CANCELLED, error="Cancelled.", timings=timings)
@@ -299,13 +381,29 @@ def job_fail(*, job_id: str, error: str, timings: dict, cancelled: bool = False)
         _finish(job, JobStatus.FAILED, error=error, timings=timings)
 
 
-def jobs_fail_stuck(*, now=None) -> int:
-    """Fail jobs still `running` past the hard time limit: their worker died without a word."""
+@transaction.atomic
+def jobs_recover_stalled(*, now=None) -> dict[str, int]:
+    """Beat: a job still `running` past the stall cutoff lost its worker. Re-queue it for its next attempt (the
+    one redelivery the README promises, whatever the broker's visibility timeout), or fail it once it has had
+    LORASITE_TASK_MAX_ATTEMPTS; a cancelled one just ends. A late message for it is dropped by `job_claim`."""
     now = now or timezone.now()
-    limit = settings.CELERY_TASK_TIME_LIMIT
-    cutoff = now - timedelta(seconds=limit + 120)
-    stuck = GenerationJob.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
-    return stuck.update(
-        status=JobStatus.FAILED, finished_at=now, updated_at=now,
-        error=f"The worker stopped responding: no result {limit} s after the job started.",
+    counts = {"requeued": 0, "failed": 0, "cancelled": 0}
+    stalled = GenerationJob.objects.select_for_update(skip_locked=True).filter(
+        status=JobStatus.RUNNING, attempt_started_at__lt=_stall_cutoff(now)
     )
+    for job in stalled:
+        if job.cancel_requested:
+            _finish(job, JobStatus.CANCELLED, error="Cancelled.")
+            counts["cancelled"] += 1
+        elif job.attempts >= settings.LORASITE_TASK_MAX_ATTEMPTS:
+            _finish(job, JobStatus.FAILED, error=_gave_up_message(job.attempts))
+            counts["failed"] += 1
+        else:
+            logger.warning(
+                "Job %s: its worker %s stopped during attempt %s; queueing it again", job.id, job.worker, job.attempts
+            )
+            job.status, job.enqueued_at, job.progress, job.current_step = JobStatus.QUEUED, None, 0, 0
+            job.save(update_fields=["status", "enqueued_at", "progress", "current_step", "updated_at"])
+            send_after_commit(lambda job=job: _send_job(job), description=f"job {job.id}")
+            counts["requeued"] += 1
+    return counts

@@ -22,9 +22,14 @@ def generation_run(self, job_id: str) -> None:
     execute_job(job_id, worker_name=self.request.hostname or "")
 
 
-@shared_task(name="generation.tasks.generation_fail_stuck")
-def generation_fail_stuck() -> int:
-    return services.jobs_fail_stuck()
+@shared_task(name="generation.tasks.generation_redispatch")
+def generation_redispatch() -> int:
+    return services.jobs_redispatch()
+
+
+@shared_task(name="generation.tasks.generation_recover_stalled")
+def generation_recover_stalled() -> dict[str, int]:
+    return services.jobs_recover_stalled()
 
 
 @worker_ready.connect

@@ -37,6 +37,9 @@ class LoRA(models.Model):
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING)
     error = models.TextField(blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the broker accepted the lora_ingest message; empty until it has."
+    )
     base_model = models.CharField(max_length=32, default="unknown", help_text="Detected model family.")
     expert = models.CharField(max_length=4, choices=Expert.choices, default=Expert.BOTH)
     rank = models.PositiveIntegerField(null=True, blank=True)

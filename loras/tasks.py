@@ -2,6 +2,7 @@ from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 
 from loras import services
+from loras.services import dispatch
 
 
 class _IngestTask(DjangoTask):
@@ -13,6 +14,11 @@ class _IngestTask(DjangoTask):
 @shared_task(name="loras.tasks.lora_ingest", base=_IngestTask, acks_late=True)
 def lora_ingest(lora_id: int) -> None:
     services.lora_finish_ingest(lora_id=lora_id)
+
+
+@shared_task(name="loras.tasks.lora_ingest_sweep")
+def lora_ingest_sweep() -> dict[str, int]:
+    return dispatch.loras_ingest_sweep()
 
 
 @shared_task(name="loras.tasks.lora_storage_cleanup")

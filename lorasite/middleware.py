@@ -39,7 +39,12 @@ class ServiceFailureMiddleware:
             messages.error(request, unavailable.message)
             return HttpResponseRedirect(request.get_full_path())
         if getattr(request, "htmx", False):
+            # The message goes on top of the page's main area, whatever the request's own target was, and
+            # the content already there stays (base.html's htmx-config swaps a 503).
             fragment = format_html('<p class="message error" role="alert">{}</p>', unavailable.message)
-            return HttpResponse(fragment, status=unavailable.status_code)
+            response = HttpResponse(fragment, status=unavailable.status_code)
+            response["HX-Retarget"] = "#main"
+            response["HX-Reswap"] = "afterbegin"
+            return response
         context = {"message": unavailable.message, "service": unavailable.extra["service"]}
         return render(request, "503.html", context, status=unavailable.status_code)

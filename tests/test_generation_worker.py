@@ -187,14 +187,17 @@ def test_redelivered_job_runs_once_more_then_fails(actor):
     assert stuck.status == JobStatus.FAILED and "stopped" in stuck.error
 
 
-def test_beat_fails_jobs_running_past_the_hard_limit(actor):
+def test_beat_fails_a_stalled_job_that_has_had_its_attempts(actor):
     from datetime import timedelta
 
     job = services.generation_create(actor=actor, model=WAN, prompt="x")
-    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.RUNNING, started_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 600))
-    assert services.jobs_fail_stuck() == 1
+    long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 600)
+    GenerationJob.objects.filter(id=job.id).update(
+        status=JobStatus.RUNNING, attempts=settings.LORASITE_TASK_MAX_ATTEMPTS, started_at=long_ago, attempt_started_at=long_ago
+    )
+    assert services.jobs_recover_stalled() == {"requeued": 0, "failed": 1, "cancelled": 0}
     job.refresh_from_db()
-    assert job.status == JobStatus.FAILED and "stopped responding" in job.error
+    assert job.status == JobStatus.FAILED and f"stopped {settings.LORASITE_TASK_MAX_ATTEMPTS} times" in job.error
 
 
 def test_cancelled_before_start_never_runs(actor):

@@ -64,7 +64,7 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     or a server-path import. The header checks and the duplicate check answer here (422, 409); the
     file is read once more, to store and hash it in one pass. The row is `processing` until the
     `lora_ingest` task has computed its coverage."""
-    from loras.tasks import lora_ingest
+    from loras.services.dispatch import lora_ingest_after_commit, raise_if_queue_refused
 
     require_uploader(actor)
     size = path.stat().st_size
@@ -76,16 +76,20 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     # and its copy deleted.
     sha256 = _store_and_hash(key, path)
 
+    ingest = None
+
     def create() -> LoRA:
+        nonlocal ingest
         lora = create_lora_row(
             actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
             sha256=sha256, status=Status.PROCESSING,
         )
-        lora_ingest.delay_on_commit(lora.id)
+        ingest = lora_ingest_after_commit(lora.id)
         return lora
 
     lora = save_row_or_delete_object(key, create)
     logger.info("LoRA %s stored as '%s' v%s (%s, %s)", lora.id, lora.name, lora.version, lora.base_model, human_size(size))
+    raise_if_queue_refused(ingest, lora)  # the row and its object stay: beat queues the ingest later
     return lora
 
 

@@ -183,7 +183,7 @@ def lora_upload_complete(*, actor: Membership, upload_id: uuid.UUID, parts: list
     `complete` answers the LoRA the first made. A wrong part list is a 400 that keeps the upload open
     for a corrected retry; a refused file deletes the object and the upload so that nothing is left
     behind. Storage failing midway keeps the upload open: a retry, an abort or its expiry closes it."""
-    from loras.tasks import lora_ingest
+    from loras.services.dispatch import lora_ingest_after_commit, raise_if_queue_refused
 
     with transaction.atomic():
         upload = _open_upload(actor, upload_id, lock=True)
@@ -200,6 +200,9 @@ def lora_upload_complete(*, actor: Membership, upload_id: uuid.UUID, parts: list
             discard_upload(upload)  # committed with this transaction; the refusal is raised after it
         else:
             upload.delete()
-            lora_ingest.delay_on_commit(lora.id)
-            return lora
-    raise refusal
+            ingest = lora_ingest_after_commit(lora.id)
+            refusal = None
+    if refusal is not None:
+        raise refusal
+    raise_if_queue_refused(ingest, lora)  # the LoRA is saved `processing`: beat queues its ingest later
+    return lora
