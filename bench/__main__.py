@@ -21,7 +21,8 @@ NOT_BENCHMARKS = {"report"}
 def available() -> list[str]:
     package_dir = Path(__file__).resolve().parent
     return sorted(
-        m.name for m in pkgutil.iter_modules([str(package_dir)])
+        m.name
+        for m in pkgutil.iter_modules([str(package_dir)])
         if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS
     )
 

@@ -35,14 +35,32 @@ DEMO_REPEATS, MID_REPEATS = 15, 7
 WARMUP = 1
 
 # Wan 2.1 T2V 1.3B and Wan 2.2 A14B (each expert) transformer shapes, as in their diffusers configs.
-WAN_COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
-                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6)
+WAN_COMMON = dict(
+    patch_size=(1, 2, 2),
+    in_channels=16,
+    out_channels=16,
+    text_dim=4096,
+    freq_dim=256,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+)
 WAN_13B = dict(WAN_COMMON, num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30)
 WAN_A14B = dict(WAN_COMMON, num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40)
 # The linear layers a typical Wan LoRA trains in every block (diffusers names): attention q/k/v/o of self- and
 # cross-attention, and both FFN projections (hidden -> ffn -> hidden).
-LORA_MODULES = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-                "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ffn.net.0.proj", "ffn.net.2")
+LORA_MODULES = (
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ffn.net.0.proj",
+    "ffn.net.2",
+)
 PROBE_MODULE = "blocks.0.attn1.to_q"
 
 
@@ -174,10 +192,13 @@ class Worker(Route):
 
         pinned = {lora.sha256 for lora in job}
         return [
-            AdapterSpec(lora_id=lora.lora_id, display_name=f"bench-{lora.lora_id}", weight=lora.weight,
-                        expert=lora.expert,
-                        path=self.cache.path_for(sha256=lora.sha256, object_key=lora.object_key, size=lora.size,
-                                                 pinned=pinned))
+            AdapterSpec(
+                lora_id=lora.lora_id,
+                display_name=f"bench-{lora.lora_id}",
+                weight=lora.weight,
+                expert=lora.expert,
+                path=self.cache.path_for(sha256=lora.sha256, object_key=lora.object_key, size=lora.size, pinned=pinned),
+            )
             for lora in job
         ]
 
@@ -262,8 +283,9 @@ class Hotswap(Route):
     def _load(self, job: list[Lora], *, hotswap: bool) -> None:
         for n, lora in enumerate(job):
             source = self.state_dicts[lora.path] if self.from_ram else str(lora.path)
-            self.s.pipe.load_lora_weights(source, adapter_name=f"slot_{n}", hotswap=hotswap, use_safetensors=True,
-                                          **_load_kwargs(lora))
+            self.s.pipe.load_lora_weights(
+                source, adapter_name=f"slot_{n}", hotswap=hotswap, use_safetensors=True, **_load_kwargs(lora)
+            )
 
     def apply(self, i: int) -> None:
         job = self.s.jobs[self.variant(i)]
@@ -364,17 +386,19 @@ def measure_routes(setup: Setup, routes: list[type[Route]], *, repeats: int) -> 
             route.teardown()
         fetched = route.extra.get("fetched", [0])[WARMUP:-1] or [0]
         check = "=" if active_ok and base_ok else f"DIFFERS (job {diff:.2g}, after reset {base_diff:.2g})"
-        results.append(Result(
-            kind=route_class.__name__,
-            name=route.name,
-            download=statistics.median(s[0] for s in samples),
-            apply=statistics.median(s[1] for s in samples),
-            reset=statistics.median(s[2] for s in samples),
-            total=statistics.median(sum(s) for s in samples),
-            fetched=statistics.median(fetched),
-            check=check,
-            extra=route.extra,
-        ))
+        results.append(
+            Result(
+                kind=route_class.__name__,
+                name=route.name,
+                download=statistics.median(s[0] for s in samples),
+                apply=statistics.median(s[1] for s in samples),
+                reset=statistics.median(s[2] for s in samples),
+                total=statistics.median(sum(s) for s in samples),
+                fetched=statistics.median(fetched),
+                check=check,
+                extra=route.extra,
+            )
+        )
         gc.collect()
     return results
 
@@ -400,8 +424,18 @@ def _rows(results: list[Result], floor: float, floor_label: str) -> list[list[ob
     naive = results[0].total
     rows = []
     for r in results:
-        rows.append([r.name, _ms(r.download), _ms(r.apply), _ms(r.reset), _ms(r.total), f"{naive / r.total:.1f}x",
-                     _mb(r.fetched), r.check])
+        rows.append(
+            [
+                r.name,
+                _ms(r.download),
+                _ms(r.apply),
+                _ms(r.reset),
+                _ms(r.total),
+                f"{naive / r.total:.1f}x",
+                _mb(r.fetched),
+                r.check,
+            ]
+        )
     rows.append([floor_label, "-", _ms(floor), "-", _ms(floor), f"{naive / floor:.0f}x", "-", "-"])
     return rows
 
@@ -444,9 +478,14 @@ ROUTES = [Naive, WorkerUnload, WorkerHit, WorkerHitFull, WorkerMiss, WorkerCold,
 def _breakdown_note(results: list[Result], layers: int, modules: int) -> str:
     by = results_by_type(results)
     parts = []
-    for key, label in (("WorkerHit", "alone"), ("WorkerHitFull", f"cache full ({by['WorkerHitFull'].extra['resident']})")):
+    for key, label in (
+        ("WorkerHit", "alone"),
+        ("WorkerHitFull", f"cache full ({by['WorkerHitFull'].extra['resident']})"),
+    ):
         b = by[key].extra["breakdown"]
-        parts.append(f"{label}: worker {_ms(by[key].total)} ms vs " + " + ".join(f"`{k}` {_ms(v)}" for k, v in b.items()))
+        parts.append(
+            f"{label}: worker {_ms(by[key].total)} ms vs " + " + ".join(f"`{k}` {_ms(v)}" for k, v in b.items())
+        )
     return (
         "Per-job cost of a hit, against what diffusers' pipeline-wide calls cost on the same state (each timed "
         "alone, ms): " + "; ".join(parts) + ". "
@@ -460,8 +499,10 @@ def _breakdown_note(results: list[Result], layers: int, modules: int) -> str:
 
 def _full_note(results: list[Result]) -> str:
     full = results_by_type(results)["WorkerHitFull"]
-    return (f"'cache full': other LoRAs loaded first, one job each, up to the settings' default bounds (8 adapters, "
-            f"4 GiB): {full.extra['resident']} adapters resident during the timed jobs.")
+    return (
+        f"'cache full': other LoRAs loaded first, one job each, up to the settings' default bounds (8 adapters, "
+        f"4 GiB): {full.extra['resident']} adapters resident during the timed jobs."
+    )
 
 
 # --- LoRA files ---------------------------------------------------------------------------------------------------
@@ -496,8 +537,15 @@ def publish(store, path: Path, *, lora_id: int, expert: str, weight: float) -> L
     if (id(store), key) not in _PUBLISHED:
         store.save_file(key, path)
         _PUBLISHED.add((id(store), key))
-    return Lora(lora_id=lora_id, path=path, expert=expert, weight=weight, object_key=key, sha256=sha256,
-                size=path.stat().st_size)
+    return Lora(
+        lora_id=lora_id,
+        path=path,
+        expert=expert,
+        weight=weight,
+        object_key=key,
+        sha256=sha256,
+        size=path.stat().st_size,
+    )
 
 
 def _lora_tensor_bytes(path: Path) -> int:
@@ -548,8 +596,10 @@ def _loadavg() -> str:
 
 
 def _load_note(at_start: str) -> str:
-    return (f"Load average (1 min) at the start / end of this section: {at_start} / {_loadavg()} on "
-            f"{os.cpu_count()} cores; other processes on the machine inflate all routes' times.")
+    return (
+        f"Load average (1 min) at the start / end of this section: {at_start} / {_loadavg()} on "
+        f"{os.cpu_count()} cores; other processes on the machine inflate all routes' times."
+    )
 
 
 def _peak_rss_gib() -> float:
@@ -574,8 +624,14 @@ def demo_section(root: Path, store, models: dict[str, Path]) -> Section:
             expert = "high" if n % 2 == 0 else "low"
             path = write_lora(folder / f"demo-{n + 1}.safetensors", seed=n + 1)
             loras.append(publish(store, path, lora_id=n + 1, expert=expert, weight=0.8 if expert == "high" else 0.6))
-        setup = Setup(pipe=pipe, jobs=[loras[0:2], loras[2:4]], extra=loras[4:], cache_root=root / "cache-demo",
-                      store=store, rank=4)
+        setup = Setup(
+            pipe=pipe,
+            jobs=[loras[0:2], loras[2:4]],
+            extra=loras[4:],
+            cache_root=root / "cache-demo",
+            store=store,
+            rank=4,
+        )
         results = measure_routes(setup, ROUTES, repeats=DEMO_REPEATS)
     job_bytes = sum(_lora_tensor_bytes(lora.path) for lora in setup.jobs[0])
     floor = copy_floor(job_bytes)
@@ -586,7 +642,8 @@ def demo_section(root: Path, store, models: dict[str, Path]) -> Section:
     return Section(
         title="Demo Wan 2.2 A14B pipeline: per-job adapter overhead, a job with a high- and a low-noise LoRA",
         method=(
-            "The demo `wan22-a14b-demo` `WanPipeline` (two tiny experts, fp32, CPU) built by `build_demo_models`. A job "
+            "The demo `wan22-a14b-demo` `WanPipeline` (two tiny experts, fp32, CPU) built by "
+            "`build_demo_models`. A job "
             "uses two rank-4 LoRAs in diffusers format (`tests.runtime_fixtures.write_lora`): one for `transformer` "
             "(high noise), one for `transformer_2` (low noise, `load_into_transformer_2=True`). Every LoRA is stored "
             "in a real S3 API (moto's server on 127.0.0.1); the worker routes get it through `LoRACache.path_for` "
@@ -660,9 +717,15 @@ def bare_wan_pipeline(transformer, transformer_2=None):
     `load_lora_weights` and `AdapterManager`, and buildable where the demo models are not (the GPU machine)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(),
-                       transformer=transformer, transformer_2=transformer_2,
-                       boundary_ratio=0.875 if transformer_2 is not None else None)
+    pipe = WanPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        transformer=transformer,
+        transformer_2=transformer_2,
+        boundary_ratio=0.875 if transformer_2 is not None else None,
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -696,15 +759,22 @@ def midsize_section(root: Path, store, models: dict[str, Path]) -> Section:
         folder.mkdir()
         written = {}
         for seed in (1, 2):
-            written[seed] = write_wan_lora(folder / f"wan13b-r{rank}-{seed}.safetensors", hidden=hidden,
-                                           ffn=WAN_13B["ffn_dim"], blocks=WAN_13B["num_layers"], rank=rank, seed=seed,
-                                           dtype=dtype)
+            written[seed] = write_wan_lora(
+                folder / f"wan13b-r{rank}-{seed}.safetensors",
+                hidden=hidden,
+                ffn=WAN_13B["ffn_dim"],
+                blocks=WAN_13B["num_layers"],
+                rank=rank,
+                seed=seed,
+                dtype=dtype,
+            )
         job_a = publish(store, written[1], lora_id=1, expert="high", weight=0.8)
         job_b = publish(store, written[2], lora_id=2, expert="high", weight=0.8)
         # Fillers up to the default bounds (8 adapters): the same files under other LoRA ids.
         extra = [publish(store, written[1 + n % 2], lora_id=10 + n, expert="high", weight=0.8) for n in range(7)]
-        setup = Setup(pipe=pipe, jobs=[[job_a], [job_b]], extra=extra, cache_root=root / "cache-mid", store=store,
-                      rank=rank)
+        setup = Setup(
+            pipe=pipe, jobs=[[job_a], [job_b]], extra=extra, cache_root=root / "cache-mid", store=store, rank=rank
+        )
         results = measure_routes(setup, ROUTES, repeats=MID_REPEATS)
     lora_bytes = _lora_tensor_bytes(job_a.path)
     floor = copy_floor(lora_bytes)
@@ -715,8 +785,10 @@ def midsize_section(root: Path, store, models: dict[str, Path]) -> Section:
     hit = by["WorkerHit"]
     notes = [
         f"Transformer: Wan 2.1 T2V 1.3B config (hidden {hidden}, FFN {WAN_13B['ffn_dim']}, {WAN_13B['num_layers']} "
-        f"blocks), {params / 1e9:.2f}B parameters in bf16 (diffusers' fp32 modules kept fp32), random N(0, 0.02), built "
-        f"in {build_seconds:.0f} s (meta device + `to_empty`). bf16 rather than the CPU runtime's fp32 because it is the "
+        f"blocks), {params / 1e9:.2f}B parameters in bf16 (diffusers' fp32 modules kept fp32), random "
+        "N(0, 0.02), built "
+        f"in {build_seconds:.0f} s (meta device + `to_empty`). bf16 rather than the CPU runtime's "
+        "fp32 because it is the "
         "production dtype and makes the adapter weights the same 88 MB as the file (PEFT creates LoRA layers in the "
         "base layer's dtype).",
         f"LoRA: rank {rank}, bf16, diffusers format, attn1/attn2 q,k,v,o + ffn.net.0.proj + ffn.net.2 of all "
@@ -725,15 +797,18 @@ def midsize_section(root: Path, store, models: dict[str, Path]) -> Section:
         _breakdown_note(results, layers, modules),
         _full_note(results),
         f"Download: a hit is one `stat` + sidecar read ({_ms(hit.download)} ms, nothing fetched); a miss fetches "
-        f"{by['WorkerCold'].fetched / MB:.1f} MB from moto over HTTP and hashes it ({_ms(by['WorkerCold'].download)} ms). "
+        f"{by['WorkerCold'].fetched / MB:.1f} MB from moto over HTTP and hashes it "
+        f"({_ms(by['WorkerCold'].download)} ms). "
         "Residency=unload (the settings' default) reloads the file every job: no faster than naive.",
-        f"Reference figures from the issue (1.4B Wan-shaped, rank-32 88 MB LoRA, this kind of machine): naive 950 ms, "
-        f"hotswap from the file 300 ms, from a state dict in RAM 80 ms, memory copy 8 ms.",
+        "Reference figures from the issue (1.4B Wan-shaped, rank-32 88 MB LoRA, this kind of machine): naive 950 ms, "
+        "hotswap from the file 300 ms, from a state dict in RAM 80 ms, memory copy 8 ms.",
         _load_note(load) + f" Peak RSS of the benchmark process {_peak_rss_gib():.1f} GiB; section time "
         f"{time.monotonic() - started:.0f} s.",
     ]
     section = Section(
-        title="Wan 2.1 1.3B-shaped transformer (random bf16 weights) on the CPU: per-job adapter overhead, rank-32 LoRA",
+        title=(
+            "Wan 2.1 1.3B-shaped transformer (random bf16 weights) on the CPU: per-job adapter overhead, rank-32 LoRA"
+        ),
         method=(
             "A `WanTransformer3DModel` with the Wan 2.1 T2V 1.3B config and random bf16 weights replaces the "
             "transformer of the single-expert demo `WanPipeline` (tiny VAE, text encoder, tokenizer). A job uses one "

@@ -85,9 +85,14 @@ class Scale:
 
 FULL = Scale(config=WAN_A14B, frames=81, height=480, width=832, text_tokens=512, rank=64)
 # Same code path, tiny tensors: a two-block transformer of hidden 32 at 3 x 2 x 2 tokens.
-SMOKE = Scale(config=dict(WAN_COMMON, text_dim=32, num_attention_heads=2, attention_head_dim=16, ffn_dim=64,
-                          num_layers=2),
-              frames=9, height=32, width=32, text_tokens=8, rank=4)
+SMOKE = Scale(
+    config=dict(WAN_COMMON, text_dim=32, num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2),
+    frames=9,
+    height=32,
+    width=32,
+    text_tokens=8,
+    rank=4,
+)
 
 
 def run() -> list[Section]:
@@ -96,14 +101,17 @@ def run() -> list[Section]:
     smoke = os.environ.get("LORASITE_BENCH_GPU_SMOKE") == "1"
     cuda = torch.cuda.is_available()
     if not cuda and not smoke:
-        raise Skipped(f"needs CUDA (torch {torch.__version__} sees no GPU); LORASITE_BENCH_GPU_SMOKE=1 runs a "
-                      "tiny CPU smoke test of the same code")
+        raise Skipped(
+            f"needs CUDA (torch {torch.__version__} sees no GPU); LORASITE_BENCH_GPU_SMOKE=1 runs a "
+            "tiny CPU smoke test of the same code"
+        )
     scale = SMOKE if smoke else FULL
     repeats = int(os.environ.get("LORASITE_BENCH_GPU_REPEATS", "1"))
     switch_repeats = int(os.environ.get("LORASITE_BENCH_GPU_SWITCH_REPEATS", "3"))
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-gpu-") as tmp, _quiet():
         return GpuBench(scale, device="cuda" if cuda else "cpu", root=Path(tmp), smoke=smoke).run(
-            repeats=repeats, switch_repeats=switch_repeats)
+            repeats=repeats, switch_repeats=switch_repeats
+        )
 
 
 class GpuBench:
@@ -126,17 +134,34 @@ class GpuBench:
 
         scale, config = self.scale, self.scale.config
         dtype = torch.bfloat16
-        self.progress(f"building two transformers ({config['num_layers']} blocks, hidden {self.hidden}) on "
-                      f"{self.device}")
+        self.progress(
+            f"building two transformers ({config['num_layers']} blocks, hidden {self.hidden}) on {self.device}"
+        )
         high = random_wan_transformer(config, device=self.device, dtype=dtype, seed=0)
         low = random_wan_transformer(config, device=self.device, dtype=dtype, seed=1)
         pipe = bare_wan_pipeline(high, low)
         self.progress(f"writing {max(LORA_COUNTS)} rank-{scale.rank} LoRA files")
-        paths = [write_wan_lora(self.root / f"a14b-r{scale.rank}-{n}.safetensors", hidden=self.hidden,
-                                ffn=config["ffn_dim"], blocks=config["num_layers"], rank=scale.rank, seed=n,
-                                dtype=dtype) for n in range(max(LORA_COUNTS))]
-        inputs = wan_inputs(config, frames=scale.frames, height=scale.height, width=scale.width,
-                            text_tokens=scale.text_tokens, device=self.device, dtype=dtype)
+        paths = [
+            write_wan_lora(
+                self.root / f"a14b-r{scale.rank}-{n}.safetensors",
+                hidden=self.hidden,
+                ffn=config["ffn_dim"],
+                blocks=config["num_layers"],
+                rank=scale.rank,
+                seed=n,
+                dtype=dtype,
+            )
+            for n in range(max(LORA_COUNTS))
+        ]
+        inputs = wan_inputs(
+            config,
+            frames=scale.frames,
+            height=scale.height,
+            width=scale.width,
+            text_tokens=scale.text_tokens,
+            device=self.device,
+            dtype=dtype,
+        )
         planned = self.planned_peaks({"transformer": high, "transformer_2": low})
 
         self.progress("peak memory, placement gpu (one step per expert)")
@@ -144,12 +169,17 @@ class GpuBench:
         # Before any route pins host memory: model_offload needs a pageable host copy of both experts.
         self.progress("peak memory, placement model_offload")
         measured["model_offload"], offload_note = self.offload_peak(pipe, inputs)
-        memory = self.memory_section(measured, planned, notes=[offload_note], weights=sum(
-            p.numel() * p.element_size() for m in (high, low) for p in m.parameters()))
+        memory = self.memory_section(
+            measured,
+            planned,
+            notes=[offload_note],
+            weights=sum(p.numel() * p.element_size() for m in (high, low) for p in m.parameters()),
+        )
 
         self.progress("per-step time")
-        timings = measure_steps(pipe, paths, inputs, repeats=repeats, steps_per_config=STEPS_PER_CONFIG,
-                                step=self.step, sync=self.sync)
+        timings = measure_steps(
+            pipe, paths, inputs, repeats=repeats, steps_per_config=STEPS_PER_CONFIG, step=self.step, sync=self.sync
+        )
         step = self.step_section(timings, repeats)
 
         self.progress("switch costs")
@@ -199,8 +229,10 @@ class GpuBench:
             started = time.monotonic()
             pipe.enable_model_cpu_offload(device=self.device)
             peak = self.peak_of(lambda: [self.step(pipe, inputs, i) for i in range(STEPS_PER_CONFIG)])
-            note = (f"model_offload: one step per expert took {time.monotonic() - started:.0f} s, including "
-                    "moving each expert to the GPU and the previous one back.")
+            note = (
+                f"model_offload: one step per expert took {time.monotonic() - started:.0f} s, including "
+                "moving each expert to the GPU and the previous one back."
+            )
         except Exception as error:  # report it and measure the rest: the other tables do not depend on it
             peak, note = None, f"model_offload failed: {type(error).__name__}: {error}"
         pipe.remove_all_hooks()
@@ -217,10 +249,16 @@ class GpuBench:
 
             components = tuple(_component_size(memory_plan, name, module) for name, module in experts.items())
             config = self.scale.config
-            model = SimpleNamespace(kind="video", vae_scale=8, vae_decode_channels=0, storage_dtype="",
-                                    dims=SimpleNamespace(architecture="wan", hidden=self.hidden, ffn=config["ffn_dim"]))
-            reserve = memory_plan.activation_reserve(model, width=self.scale.width, height=self.scale.height,
-                                                     frames=self.scale.frames)
+            model = SimpleNamespace(
+                kind="video",
+                vae_scale=8,
+                vae_decode_channels=0,
+                storage_dtype="",
+                dims=SimpleNamespace(architecture="wan", hidden=self.hidden, ffn=config["ffn_dim"]),
+            )
+            reserve = memory_plan.activation_reserve(
+                model, width=self.scale.width, height=self.scale.height, frames=self.scale.frames
+            )
             return memory_plan.placement_peaks(components, dataclasses.replace(reserve, decode_bytes=0))
         except Exception as error:  # the planner is another module's API: report, don't lose the run
             return f"plan unavailable ({type(error).__name__}: {error})"
@@ -230,17 +268,20 @@ class GpuBench:
         for placement in ("gpu", "model_offload"):
             peak = measured.get(placement)
             plan = planned.get(placement) if isinstance(planned, dict) else None
-            rows.append([placement, _gib(peak), _gib(plan),
-                         f"{peak / plan:.2f}" if peak is not None and plan else "-"])
+            rows.append([placement, _gib(peak), _gib(plan), f"{peak / plan:.2f}" if peak is not None and plan else "-"])
         notes = [f"Weights of the two experts: {_gib(weights)} GiB (bf16; diffusers' fp32 modules kept fp32).", *notes]
         if isinstance(planned, str):
             notes.append(planned)
         if not self.cuda:
             notes.append("Smoke run on a CPU: no GPU memory to measure.")
-        ok = isinstance(planned, dict) and all(measured.get(p) is not None and measured[p] <= planned[p]
-                                                for p in ("gpu", "model_offload"))
-        verdict = ("INFO: measured peaks " + ", ".join(f"{p} {_gib(measured.get(p))} GiB" for p in measured)
-                   + ("; all within the plan's estimate" if ok else "; see the table against the plan"))
+        ok = isinstance(planned, dict) and all(
+            measured.get(p) is not None and measured[p] <= planned[p] for p in ("gpu", "model_offload")
+        )
+        verdict = (
+            "INFO: measured peaks "
+            + ", ".join(f"{p} {_gib(measured.get(p))} GiB" for p in measured)
+            + ("; all within the plan's estimate" if ok else "; see the table against the plan")
+        )
         return Section(
             title=f"GPU memory: Wan 2.2 A14B-shaped pair at {self.tokens:,} tokens, measured peak vs memory_plan",
             method=(
@@ -251,7 +292,11 @@ class GpuBench:
                 "the built modules, denoising reserve from `memory_plan.activation_reserve` (no VAE here)."
             ),
             header=["placement", "measured peak GiB", "planned peak GiB", "measured / plan"],
-            rows=rows, verdict=verdict, passed=None, notes=notes, machine=self.machine(),
+            rows=rows,
+            verdict=verdict,
+            passed=None,
+            notes=notes,
+            machine=self.machine(),
         )
 
     def machine(self) -> dict[str, str]:
@@ -267,7 +312,7 @@ class GpuBench:
         scale = self.scale
         return Section(
             title=f"Per-step LoRA overhead: Wan 2.2 A14B-shaped pair on {self.device}, {self.tokens:,} tokens, "
-                  f"rank-{scale.rank}",
+            f"rank-{scale.rank}",
             method=(
                 f"Two `WanTransformer3DModel`s with the A14B expert config (hidden {self.hidden}, FFN "
                 f"{scale.config['ffn_dim']}, {scale.config['num_layers']} blocks), random bf16 weights on the "
@@ -280,7 +325,10 @@ class GpuBench:
                 f"outside the timing; {repeats} round(s) of all configurations in turn, each step ending with "
                 "`torch.cuda.synchronize()`."
             ),
-            header=STEP_HEADER, rows=step_rows(timings), verdict=verdict, passed=passed,
+            header=STEP_HEADER,
+            rows=step_rows(timings),
+            verdict=verdict,
+            passed=passed,
             notes=["merged layers and fused vs unfused as in the CPU `lora_step` table."],
             machine=self.machine(),
         )
@@ -289,11 +337,23 @@ class GpuBench:
         from generation.runtime.adapters import AdapterSpec
 
         # A Wan 2.2 job: one high-noise and one low-noise LoRA; two such jobs to switch between.
-        jobs = [[AdapterSpec(lora_id=100 + 2 * j + k, display_name=f"bench-{100 + 2 * j + k}", path=paths[2 * j + k],
-                             weight=0.8, expert=("high", "low")[k]) for k in (0, 1)] for j in (0, 1)]
+        jobs = [
+            [
+                AdapterSpec(
+                    lora_id=100 + 2 * j + k,
+                    display_name=f"bench-{100 + 2 * j + k}",
+                    path=paths[2 * j + k],
+                    weight=0.8,
+                    expert=("high", "low")[k],
+                )
+                for k in (0, 1)
+            ]
+            for j in (0, 1)
+        ]
         touched = touched_bytes(pipe, ("high", "low"))
-        results = measure_switches(pipe, jobs, repeats=repeats, sync=self.sync,
-                                   progress=lambda key: self.progress(f"switch route {key}"))
+        results = measure_switches(
+            pipe, jobs, repeats=repeats, sync=self.sync, progress=lambda key: self.progress(f"switch route {key}")
+        )
         lora_bytes = sum(_lora_tensor_bytes(spec.path) for spec in jobs[0])
         floor = copy_floor(lora_bytes, device=self.device)
         touched_floor = floor * touched / lora_bytes
@@ -301,7 +361,7 @@ class GpuBench:
         verdict, passed = switch_verdict(results, floor=floor, what=f"Wan 2.2 A14B-shaped pair, {self.device}")
         return Section(
             title=f"LoRA switch cost: Wan 2.2 A14B-shaped pair on {self.device}, a rank-{self.scale.rank} LoRA per "
-                  "expert",
+            "expert",
             method=(
                 "The routes of `bench.lora_switch` on the pair above: a job is one high-noise and one low-noise "
                 f"LoRA ({lora_bytes / 1e6:.0f} MB of tensors together; the base weights they touch: "
@@ -310,18 +370,30 @@ class GpuBench:
                 "scaled from the same bandwidth."
             ),
             header=SWITCH_HEADER,
-            rows=switch_rows(results, floor=floor, touched_floor=touched_floor,
-                             floor_label=f"floor: {kind} of {lora_bytes / 1e6:.0f} MB",
-                             touched_label=f"floor: {kind} of the {touched / 1e9:.1f} GB of touched weights"),
-            verdict=verdict, passed=passed, notes=[stats_note(results)], machine=self.machine(),
+            rows=switch_rows(
+                results,
+                floor=floor,
+                touched_floor=touched_floor,
+                floor_label=f"floor: {kind} of {lora_bytes / 1e6:.0f} MB",
+                touched_label=f"floor: {kind} of the {touched / 1e9:.1f} GB of touched weights",
+            ),
+            verdict=verdict,
+            passed=passed,
+            notes=[stats_note(results)],
+            machine=self.machine(),
         )
 
 
 def _component_size(memory_plan, name: str, module):
     blocks = [sum(p.numel() for p in block.parameters()) for block in module.blocks]
     return memory_plan.ComponentSize(
-        name=name, params=sum(p.numel() for p in module.parameters()), dtype="bf16", storage_dtype="bf16",
-        source="built module", largest_block_params=max(blocks), block_params=sum(blocks),
+        name=name,
+        params=sum(p.numel() for p in module.parameters()),
+        dtype="bf16",
+        storage_dtype="bf16",
+        source="built module",
+        largest_block_params=max(blocks),
+        block_params=sum(blocks),
         largest_tensor_params=max(p.numel() for p in module.parameters()),
     )
 

@@ -36,8 +36,16 @@ LOCAL_RUNS, S3_RUNS = 20, 5
 BUCKET = "bench-loras"
 STREAM_CHUNK = 1 * MiB
 # Environment that could point the server at other services; the embedded defaults must apply.
-SERVER_ENV_DROP = ("DATABASE_URL", "LORASITE_STORAGE", "CELERY_BROKER_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
-                   "LORASITE_MAX_LORA_BYTES", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL")
+SERVER_ENV_DROP = (
+    "DATABASE_URL",
+    "LORASITE_STORAGE",
+    "CELERY_BROKER_URL",
+    "REDIS_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "LORASITE_MAX_LORA_BYTES",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_ENDPOINT_URL",
+)
 
 
 def run() -> list[Section]:
@@ -79,7 +87,12 @@ def _measure(make_reader: Callable[[], Callable[[int, int], bytes]], *, size: in
     results = [_validate(make_reader(), size=size, filename="bench.safetensors") for _ in range(runs)]
     calls, nbytes, _, header_bytes = results[0]
     assert all(r[:2] == (calls, nbytes) for r in results), "read pattern changed between runs"
-    return {"calls": calls, "bytes": nbytes, "seconds": statistics.median(r[2] for r in results), "header": header_bytes}
+    return {
+        "calls": calls,
+        "bytes": nbytes,
+        "seconds": statistics.median(r[2] for r in results),
+        "header": header_bytes,
+    }
 
 
 def _local_reader(path: Path) -> Callable[[], Callable[[int, int], bytes]]:
@@ -106,15 +119,24 @@ def header_validation(root: Path) -> Section:
         with moto_s3() as (store, upload_seconds):
             for size, path in files.items():
                 key = f"loras/{size}.safetensors"
-                upload_seconds[size] = _timed(lambda: store.save_file(key, path))
-                measured.append(("S3 (moto, HTTP)", size, _measure(lambda: (lambda o, n: store.read_range(key, o, n)), size=size, runs=S3_RUNS), S3_RUNS))
+                upload_seconds[size] = _timed(lambda key=key, path=path: store.save_file(key, path))
+                measured.append(
+                    (
+                        "S3 (moto, HTTP)",
+                        size,
+                        _measure(lambda key=key: lambda o, n: store.read_range(key, o, n), size=size, runs=S3_RUNS),
+                        S3_RUNS,
+                    )
+                )
                 store.delete(key)  # moto keeps objects in memory; free the 2 GiB before the next one
     finally:
         for path in files.values():
             path.unlink(missing_ok=True)
 
     for source, size, m, runs in measured:
-        rows.append([_size(size), source, m["calls"], f"{m['bytes']:,}", f"{m['header']:,}", f"{m['seconds'] * 1000:.2f}", runs])
+        rows.append(
+            [_size(size), source, m["calls"], f"{m['bytes']:,}", f"{m['header']:,}", f"{m['seconds'] * 1000:.2f}", runs]
+        )
 
     by = {(source, size): m for source, size, m, _ in measured}
     sources = list(dict.fromkeys(source for source, *_ in measured))
@@ -125,7 +147,8 @@ def header_validation(root: Path) -> Section:
     s3_ratio = by[(sources[1], LARGE)]["seconds"] / by[(sources[1], SMALL)]["seconds"]
     passed = only_header and same_calls and spread <= 64
     verdict = (
-        f"{'flat' if passed else 'NOT flat'}: {by[('local', SMALL)]['calls']} ranged reads of exactly the 8-byte prefix "
+        f"{'flat' if passed else 'NOT flat'}: {by[('local', SMALL)]['calls']} ranged reads of exactly "
+        "the 8-byte prefix "
         f"+ header for both sizes and both sources ({min(m['bytes'] for *_, m, _ in measured):,}-"
         f"{max(m['bytes'] for *_, m, _ in measured):,} B, a {LARGE // SMALL}x larger file reads {spread} B more); "
         f"local time {local_ratio:.2f}x for the 2 GiB file."
@@ -137,7 +160,8 @@ def header_validation(root: Path) -> Section:
             "app does it: `read_header(read_range, file_size=...)` then `inspect_lora(header, read_range=...)`, with a "
             "`read_range` that counts calls and bytes returned. Sources: the local file (open/seek/read per range, "
             "like `loras.services`), and a real S3 API over HTTP (moto's server on 127.0.0.1) through "
-            "`lorasite.object_store.S3ObjectStore.read_range` (ranged `GetObject`); each object is uploaded first with one "
+            "`lorasite.object_store.S3ObjectStore.read_range` (ranged `GetObject`); each object is "
+            "uploaded first with one "
             "`PutObject`. Time is the median of the runs after one warm-up run, validation only "
             "(the size lookup is not included)."
         ),
@@ -147,11 +171,13 @@ def header_validation(root: Path) -> Section:
         passed=passed,
         notes=[
             f"The 2 GiB header is {spread} B longer than the 10 MiB one only because its tensor shape has more digits.",
-            f"S3 time is {s3_ratio:.0f}x for the 2 GiB object, a property of moto, not of the app: moto serves a ranged "
+            f"S3 time is {s3_ratio:.0f}x for the 2 GiB object, a property of moto, not of the app: "
+            "moto serves a ranged "
             "GET by reading the whole object into memory (`FakeKey.value`) and slicing it. The bytes on the wire are "
             "the same for both sizes; real S3 answers a range in time independent of the object size.",
-            f"Uploading the objects to moto (one PUT each, in-memory server): "
-            + ", ".join(f"{_size(s)} {t:.1f} s" for s, t in upload_seconds.items()) + ".",
+            "Uploading the objects to moto (one PUT each, in-memory server): "
+            + ", ".join(f"{_size(s)} {t:.1f} s" for s, t in upload_seconds.items())
+            + ".",
         ],
     )
 
@@ -170,11 +196,16 @@ def moto_s3() -> Iterator[tuple[object, dict]]:
     server.start()
     try:
         client = boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
         client.create_bucket(Bucket=BUCKET)
-        store = S3ObjectStore(SimpleNamespace(bucket_name=BUCKET, connection=SimpleNamespace(meta=SimpleNamespace(client=client))))
+        store = S3ObjectStore(
+            SimpleNamespace(bucket_name=BUCKET, connection=SimpleNamespace(meta=SimpleNamespace(client=client)))
+        )
         # moto assembles a multipart upload in one bytearray; a single PUT is lighter (about 2x the object in RAM).
         single_put = TransferConfig(multipart_threshold=5 * GiB, max_concurrency=1)
         store.save_file = lambda key, path: client.upload_file(str(path), BUCKET, key, Config=single_put)
@@ -198,7 +229,9 @@ def upload_through_app(root: Path) -> Section:
     spool.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_DROP and not k.startswith("AWS_")}
     # TMPDIR: Django spools uploads with tempfile, so the 2 GiB spool file lands in our directory.
-    env.update(LORASITE_VAR_DIR=str(var_dir), DJANGO_DEBUG="1", DJANGO_SETTINGS_MODULE="lorasite.settings", TMPDIR=str(spool))
+    env.update(
+        LORASITE_VAR_DIR=str(var_dir), DJANGO_DEBUG="1", DJANGO_SETTINGS_MODULE="lorasite.settings", TMPDIR=str(spool)
+    )
     token = _prepare_site(env)
 
     port = _free_port()
@@ -226,11 +259,18 @@ def upload_through_app(root: Path) -> Section:
         # The web process's part ends with the stored object: the row is `processing` until the ingest task ran.
         good = r["status"] == 201 and r["body"].get("status") == "processing" and r["body"].get("file_size") == size
         ok = ok and good
-        rows.append([
-            _size(size), f"{r['seconds']:.2f}", f"{size / MiB / r['seconds']:.0f}", f"{r['baseline'] / MiB:.1f}",
-            f"{r['peak'] / MiB:.1f}", f"{(r['peak'] - r['baseline']) / MiB:+.1f}", f"{(r['after'] - r['baseline']) / MiB:+.1f}",
-            f"{r['status']} {r['body'].get('status')}" if good else f"{r['status']} {_error_text(r['body'])}",
-        ])
+        rows.append(
+            [
+                _size(size),
+                f"{r['seconds']:.2f}",
+                f"{size / MiB / r['seconds']:.0f}",
+                f"{r['baseline'] / MiB:.1f}",
+                f"{r['peak'] / MiB:.1f}",
+                f"{(r['peak'] - r['baseline']) / MiB:+.1f}",
+                f"{(r['after'] - r['baseline']) / MiB:+.1f}",
+                f"{r['status']} {r['body'].get('status')}" if good else f"{r['status']} {_error_text(r['body'])}",
+            ]
+        )
     growth = measured[-1][1]["peak"] - measured[-1][1]["baseline"]
     passed = ok and growth < RSS_LIMIT
     verdict = (
@@ -253,15 +293,26 @@ def upload_through_app(root: Path) -> Section:
             "RSS just before the upload, after a warm-up upload of a small real LoRA. Time: first byte sent to "
             "response received (the server spools the body, hashes it and copies it to storage)."
         ),
-        header=["file size", "time s", "MiB/s", "baseline RSS MiB", "peak RSS MiB", "peak growth MiB",
-                "growth after MiB", "response"],
+        header=[
+            "file size",
+            "time s",
+            "MiB/s",
+            "baseline RSS MiB",
+            "peak RSS MiB",
+            "peak growth MiB",
+            "growth after MiB",
+            "response",
+        ],
         rows=rows,
         verdict=verdict,
         passed=passed,
-        notes=[f"Peak from VmHWM after a reset: {'yes' if all(r['hwm_reset'] for _, r in measured) else 'no (sampling only)'}; "
-               f"RSS samples during the 2 GiB upload: {measured[-1][1]['samples']}.",
-               f"Storage held {stored / MiB:,.1f} MiB after the uploads (warm-up + 10 MiB + 2 GiB); the upload spool "
-               f"directory was {'empty' if not any(spool.iterdir()) else 'NOT empty'} afterwards."],
+        notes=[
+            "Peak from VmHWM after a reset: "
+            f"{'yes' if all(r['hwm_reset'] for _, r in measured) else 'no (sampling only)'}; "
+            f"RSS samples during the 2 GiB upload: {measured[-1][1]['samples']}.",
+            f"Storage held {stored / MiB:,.1f} MiB after the uploads (warm-up + 10 MiB + 2 GiB); the upload spool "
+            f"directory was {'empty' if not any(spool.iterdir()) else 'NOT empty'} afterwards.",
+        ],
     )
 
 
@@ -276,7 +327,9 @@ def _prepare_site(env: dict) -> str:
         "workspace_create(creator=user, name='Bench', slug='bench')\n"
         "print('TOKEN=' + Token.objects.create(user=user).key)\n"
     )
-    out = subprocess.run([*manage, "shell", "-c", script], env=env, cwd=REPO, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [*manage, "shell", "-c", script], env=env, cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
     return next(line[6:] for line in out.splitlines() if line.startswith("TOKEN="))
 
 
@@ -285,8 +338,19 @@ def gunicorn(env: dict, port: int, log) -> Iterator[int]:
     """Start gunicorn with one sync worker; yield the worker's pid; stop it on exit."""
     import psutil
 
-    command = [sys.executable, "-m", "gunicorn", "lorasite.wsgi:application", "-w", "1", "--timeout", "600",
-               "-b", f"127.0.0.1:{port}", "--no-control-socket"]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "lorasite.wsgi:application",
+        "-w",
+        "1",
+        "--timeout",
+        "600",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+    ]
     master = subprocess.Popen(command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -360,7 +424,7 @@ class UploadClient:
         size = path.stat().st_size
         boundary = uuid.uuid4().hex
         head = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{path.name}\"\r\n"
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
             "Content-Type: application/octet-stream\r\n\r\n"
         ).encode()
         tail = f"\r\n--{boundary}--\r\n".encode()
@@ -399,8 +463,16 @@ class UploadClient:
             body = json.loads(raw)
         except ValueError:
             body = {"raw": raw[:200].decode(errors="replace")}
-        return {"status": response.status, "body": body, "seconds": seconds, "baseline": baseline, "peak": peak,
-                "after": status["VmRSS"], "samples": sampler.samples, "hwm_reset": hwm_reset}
+        return {
+            "status": response.status,
+            "body": body,
+            "seconds": seconds,
+            "baseline": baseline,
+            "peak": peak,
+            "after": status["VmRSS"],
+            "samples": sampler.samples,
+            "hwm_reset": hwm_reset,
+        }
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ def wan_tokens(frames: int, height: int, width: int, patch: tuple[int, int, int]
     return (latent[0] // patch[0]) * (latent[1] // patch[1]) * (latent[2] // patch[2])
 
 
-def wan_inputs(config: dict, *, frames: int, height: int, width: int, text_tokens: int, device, dtype,
-               batch: int = 1) -> dict:
+def wan_inputs(
+    config: dict, *, frames: int, height: int, width: int, text_tokens: int, device, dtype, batch: int = 1
+) -> dict:
     """Random transformer inputs of one forward: latents, a timestep, prompt embeddings."""
     import torch
 
@@ -55,8 +56,9 @@ def wan_inputs(config: dict, *, frames: int, height: int, width: int, text_token
     return {
         "hidden_states": torch.randn(latent_shape, generator=generator, device=device, dtype=dtype),
         "timestep": torch.full((batch,), 500.0, device=device),
-        "encoder_hidden_states": torch.randn(batch, text_tokens, config["text_dim"], generator=generator,
-                                             device=device, dtype=dtype),
+        "encoder_hidden_states": torch.randn(
+            batch, text_tokens, config["text_dim"], generator=generator, device=device, dtype=dtype
+        ),
         "return_dict": False,
     }
 
@@ -86,13 +88,34 @@ def run() -> list[Section]:
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-step-") as tmp, _quiet():
         transformer = random_wan_transformer(config, device="cpu", dtype=dtype, seed=0)
         pipe = bare_wan_pipeline(transformer)
-        paths = [write_wan_lora(Path(tmp) / f"step-{n}.safetensors", hidden=hidden, ffn=config["ffn_dim"],
-                                blocks=blocks, rank=RANK, seed=n, dtype=dtype) for n in range(max(LORA_COUNTS))]
-        inputs = wan_inputs(config, frames=FRAMES, height=HEIGHT, width=WIDTH, text_tokens=TEXT_TOKENS,
-                            device="cpu", dtype=dtype)
+        paths = [
+            write_wan_lora(
+                Path(tmp) / f"step-{n}.safetensors",
+                hidden=hidden,
+                ffn=config["ffn_dim"],
+                blocks=blocks,
+                rank=RANK,
+                seed=n,
+                dtype=dtype,
+            )
+            for n in range(max(LORA_COUNTS))
+        ]
+        inputs = wan_inputs(
+            config, frames=FRAMES, height=HEIGHT, width=WIDTH, text_tokens=TEXT_TOKENS, device="cpu", dtype=dtype
+        )
         timings = measure_steps(pipe, paths, inputs, repeats=repeats)
-    return [step_section(timings, blocks=blocks, tokens=tokens, repeats=repeats, started=started, load=load,
-                         threads=torch.get_num_threads(), device="cpu")]
+    return [
+        step_section(
+            timings,
+            blocks=blocks,
+            tokens=tokens,
+            repeats=repeats,
+            started=started,
+            load=load,
+            threads=torch.get_num_threads(),
+            device="cpu",
+        )
+    ]
 
 
 class StepTimings:
@@ -115,8 +138,9 @@ def step_configs() -> list[tuple[str, int]]:
     return [("base", 0)] + [(mode, n) for mode in APPLY_MODES for n in LORA_COUNTS]
 
 
-def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_per_config: int = 1,
-                  step=None, sync=lambda: None) -> StepTimings:
+def measure_steps(
+    pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_per_config: int = 1, step=None, sync=lambda: None
+) -> StepTimings:
     """Time `steps_per_config` denoising steps `step(pipe, inputs, index)` (default: one forward of
     `pipe.transformer`) per configuration, all configurations in turn, `repeats` rounds. Each configuration is
     applied outside the timing by the `AdapterManager` of its apply mode (residency "unload", so that reset leaves
@@ -127,8 +151,10 @@ def measure_steps(pipe, paths: list[Path], inputs: dict, *, repeats: int, steps_
 
     step = step or (lambda p, x, index: p.transformer(**x))
     experts = "both" if getattr(pipe, "transformer_2", None) is not None else "high"
-    specs = [AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert=experts)
-             for n, path in enumerate(paths)]
+    specs = [
+        AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert=experts)
+        for n, path in enumerate(paths)
+    ]
     # One manager per apply mode for the whole run, so that fused mode backs the pristine weights up once.
     managers = {mode: AdapterManager(pipe, residency="unload", apply_mode=mode) for mode in APPLY_MODES}
     timings = StepTimings()
@@ -180,9 +206,16 @@ def step_rows(timings: StepTimings) -> list[list[object]]:
         merged, layers = timings.merged[key]
         label = "base (no LoRA)" if mode == "base" else f"{count} LoRA{'s' if count > 1 else ''}, {mode}"
         apply = timings.apply_seconds.get(key)
-        rows.append([label, f"{timings.median(key) * 1000:.0f}", f"{_ratio(timings, key):.3f}x",
-                     f"{statistics.median(apply) * 1000:.0f}" if apply else "-",
-                     f"{merged}/{layers}" if layers else "-", _agreement(timings, count) if mode == "fused" else "-"])
+        rows.append(
+            [
+                label,
+                f"{timings.median(key) * 1000:.0f}",
+                f"{_ratio(timings, key):.3f}x",
+                f"{statistics.median(apply) * 1000:.0f}" if apply else "-",
+                f"{merged}/{layers}" if layers else "-",
+                _agreement(timings, count) if mode == "fused" else "-",
+            ]
+        )
     return rows
 
 
@@ -196,15 +229,26 @@ def step_verdict(timings: StepTimings, *, what: str) -> tuple[str, bool]:
     merged, layers = timings.merged[("fused", most)]
     really_fused = layers > 0 and merged == layers
     passed = ratio <= TARGET_FUSED_RATIO and really_fused
-    verdict = (f"{'PASS' if passed else 'FAIL'}: {what}: {most} fused LoRAs cost {ratio:.3f}x base per step "
-               f"(target <= {TARGET_FUSED_RATIO}x); unfused {unfused:.2f}x")
+    verdict = (
+        f"{'PASS' if passed else 'FAIL'}: {what}: {most} fused LoRAs cost {ratio:.3f}x base per step "
+        f"(target <= {TARGET_FUSED_RATIO}x); unfused {unfused:.2f}x"
+    )
     if not really_fused:
         verdict += f"; only {merged}/{layers} LoRA layers were merged in fused mode"
     return verdict, passed
 
 
-def step_section(timings: StepTimings, *, blocks: int, tokens: int, repeats: int, started: float, load: str,
-                 threads: int, device: str) -> Section:
+def step_section(
+    timings: StepTimings,
+    *,
+    blocks: int,
+    tokens: int,
+    repeats: int,
+    started: float,
+    load: str,
+    threads: int,
+    device: str,
+) -> Section:
     verdict, passed = step_verdict(timings, what=f"Wan 1.3B-width slice, {tokens:,} tokens, {device}")
     hidden = WAN_13B["num_attention_heads"] * WAN_13B["attention_head_dim"]
     return Section(

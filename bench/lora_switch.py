@@ -67,19 +67,45 @@ def switch_routes(job_size: int) -> list[SwitchRoute]:
     evicting = {"residency": "cache", "max_resident": job_size}
     return [
         SwitchRoute("naive", "naive: load_lora_weights from the file + set_adapters, unload_lora_weights", None, True),
-        SwitchRoute("hit", "resident hit, unfused (the same LoRAs as the last job)",
-                    {"residency": "cache", "apply_mode": "unfused"}, False),
-        SwitchRoute("fused_keep", "fused, the same LoRAs and weights as the last job (merged state kept)",
-                    {"residency": "cache", "apply_mode": "fused"}, False, keep_merged=True),
-        SwitchRoute("fused_switch", "fused switch: restore the touched weights + merge the other job's LoRAs",
-                    {"residency": "cache", "apply_mode": "fused"}, True, keep_merged=True),
-        SwitchRoute("host_miss", "host-tier miss, unfused: evicted from the device, back from host RAM",
-                    {**evicting, "apply_mode": "unfused", "host_tier_bytes": HOST_TIER_BYTES}, True),
-        SwitchRoute("host_miss_fused", "host-tier miss, fused: restore + back from host RAM + merge",
-                    {**evicting, "apply_mode": "fused", "host_tier_bytes": HOST_TIER_BYTES}, True,
-                    keep_merged=True),
-        SwitchRoute("file_miss", "file miss, unfused: evicted, host tier off (parse and load the file again)",
-                    {**evicting, "apply_mode": "unfused", "host_tier_bytes": 0}, True),
+        SwitchRoute(
+            "hit",
+            "resident hit, unfused (the same LoRAs as the last job)",
+            {"residency": "cache", "apply_mode": "unfused"},
+            False,
+        ),
+        SwitchRoute(
+            "fused_keep",
+            "fused, the same LoRAs and weights as the last job (merged state kept)",
+            {"residency": "cache", "apply_mode": "fused"},
+            False,
+            keep_merged=True,
+        ),
+        SwitchRoute(
+            "fused_switch",
+            "fused switch: restore the touched weights + merge the other job's LoRAs",
+            {"residency": "cache", "apply_mode": "fused"},
+            True,
+            keep_merged=True,
+        ),
+        SwitchRoute(
+            "host_miss",
+            "host-tier miss, unfused: evicted from the device, back from host RAM",
+            {**evicting, "apply_mode": "unfused", "host_tier_bytes": HOST_TIER_BYTES},
+            True,
+        ),
+        SwitchRoute(
+            "host_miss_fused",
+            "host-tier miss, fused: restore + back from host RAM + merge",
+            {**evicting, "apply_mode": "fused", "host_tier_bytes": HOST_TIER_BYTES},
+            True,
+            keep_merged=True,
+        ),
+        SwitchRoute(
+            "file_miss",
+            "file miss, unfused: evicted, host tier off (parse and load the file again)",
+            {**evicting, "apply_mode": "unfused", "host_tier_bytes": 0},
+            True,
+        ),
     ]
 
 
@@ -101,8 +127,9 @@ def _naive_apply(pipe, job: list) -> None:
     pipe.set_adapters([f"naive_{n}" for n in range(len(job))], [spec.weight for spec in job])
 
 
-def measure_switches(pipe, jobs: list[list], *, repeats: int, sync=lambda: None,
-                     progress=lambda text: None) -> list[SwitchResult]:
+def measure_switches(
+    pipe, jobs: list[list], *, repeats: int, sync=lambda: None, progress=lambda text: None
+) -> list[SwitchResult]:
     """Time apply + reset of `repeats` jobs per route after WARMUP jobs; `jobs` are two lists of AdapterSpecs of
     the same shapes (alternating routes switch between them)."""
     from generation.runtime.adapters import AdapterManager
@@ -171,16 +198,33 @@ def touched_bytes(pipe, experts: tuple[str, ...]) -> int:
 SWITCH_HEADER = ["route", "apply ms", "reset ms", "per-job ms", "x floor (LoRA bytes)", "x naive"]
 
 
-def switch_rows(results: list[SwitchResult], *, floor: float, touched_floor: float, floor_label: str,
-                touched_label: str) -> list[list[object]]:
+def switch_rows(
+    results: list[SwitchResult], *, floor: float, touched_floor: float, floor_label: str, touched_label: str
+) -> list[list[object]]:
     naive = next(r.total for r in results if r.route.key == "naive")
     rows = []
     for r in results:
-        rows.append([r.route.label, _ms(r.apply), _ms(r.reset), _ms(r.total), f"{r.total / floor:.1f}x",
-                     f"{r.total / naive:.2f}x"])
+        rows.append(
+            [
+                r.route.label,
+                _ms(r.apply),
+                _ms(r.reset),
+                _ms(r.total),
+                f"{r.total / floor:.1f}x",
+                f"{r.total / naive:.2f}x",
+            ]
+        )
     rows.append([floor_label, _ms(floor), "-", _ms(floor), "1.0x", f"{floor / naive:.3f}x"])
-    rows.append([touched_label, _ms(touched_floor), "-", _ms(touched_floor), f"{touched_floor / floor:.1f}x",
-                 f"{touched_floor / naive:.2f}x"])
+    rows.append(
+        [
+            touched_label,
+            _ms(touched_floor),
+            "-",
+            _ms(touched_floor),
+            f"{touched_floor / floor:.1f}x",
+            f"{touched_floor / naive:.2f}x",
+        ]
+    )
     return rows
 
 
@@ -192,8 +236,10 @@ def switch_verdict(results: list[SwitchResult], *, floor: float, what: str) -> t
     miss = by["host_miss"]
     ratio = miss.total / floor
     passed = ratio <= HOST_TIER_TARGET and hit_ok
-    return (f"{'PASS' if passed else 'FAIL'}: {what}: a host-tier miss costs {_ms(miss.total)} ms, {ratio:.1f}x the "
-            f"copy floor of the job's LoRA bytes (target <= {HOST_TIER_TARGET:.0f}x); {hit_text}"), passed
+    return (
+        f"{'PASS' if passed else 'FAIL'}: {what}: a host-tier miss costs {_ms(miss.total)} ms, {ratio:.1f}x the "
+        f"copy floor of the job's LoRA bytes (target <= {HOST_TIER_TARGET:.0f}x); {hit_text}"
+    ), passed
 
 
 def stats_note(results: list[SwitchResult]) -> str:
@@ -217,10 +263,22 @@ def run() -> list[Section]:
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-switch-") as tmp, _quiet():
         transformer = random_wan_transformer(config, device="cpu", dtype=dtype, seed=0)
         pipe = bare_wan_pipeline(transformer)
-        paths = [write_wan_lora(Path(tmp) / f"switch-{n}.safetensors", hidden=hidden, ffn=config["ffn_dim"],
-                                blocks=blocks, rank=RANK, seed=n, dtype=dtype) for n in (1, 2)]
-        jobs = [[AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert="high")]
-                for n, path in enumerate(paths)]
+        paths = [
+            write_wan_lora(
+                Path(tmp) / f"switch-{n}.safetensors",
+                hidden=hidden,
+                ffn=config["ffn_dim"],
+                blocks=blocks,
+                rank=RANK,
+                seed=n,
+                dtype=dtype,
+            )
+            for n in (1, 2)
+        ]
+        jobs = [
+            [AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert="high")]
+            for n, path in enumerate(paths)
+        ]
         touched = touched_bytes(pipe, ("high",))
         results = measure_switches(pipe, jobs, repeats=repeats)
         lora_bytes = _lora_tensor_bytes(paths[0])
@@ -228,23 +286,32 @@ def run() -> list[Section]:
     touched_floor = floor * touched / lora_bytes
     what = f"Wan 1.3B-shaped transformer ({blocks} blocks), CPU"
     verdict, passed = switch_verdict(results, floor=floor, what=what)
-    return [Section(
-        title=f"LoRA switch cost: Wan 2.1 1.3B-shaped transformer on the CPU ({blocks} blocks), rank-{RANK} LoRA",
-        method=(
-            f"A `WanTransformer3DModel` with the Wan 2.1 T2V 1.3B config ({blocks} of its 30 blocks; hidden {hidden}, "
-            f"FFN {config['ffn_dim']}), random bf16 weights, in a bare `WanPipeline`. A job uses one rank-{RANK} bf16 "
-            f"LoRA on {', '.join(LORA_MODULES)} of every block ({lora_bytes / 1e6:.0f} MB of tensors; the base weights "
-            f"it touches: {touched / 1e9:.2f} GB). Each route is one `AdapterManager` (or naive diffusers calls) "
-            "timing `apply(job)` and `reset()`; alternating routes switch between two such LoRAs. Median of "
-            f"{repeats} jobs per route after {WARMUP} warm-up jobs; torch on {torch.get_num_threads()} threads. "
-            "Floor: one `copy_` in RAM of the LoRA's tensor bytes; touched-bytes floor scaled from the same bandwidth."
-        ),
-        header=SWITCH_HEADER,
-        rows=switch_rows(results, floor=floor, touched_floor=touched_floor,
-                         floor_label=f"floor: memory copy of the LoRA's {lora_bytes / 1e6:.0f} MB",
-                         touched_label=f"floor: memory copy of the {touched / 1e9:.2f} GB of touched weights"),
-        verdict=verdict,
-        passed=passed,
-        notes=[stats_note(results), _load_note(load) + f" Section time {time.monotonic() - started:.0f} s."],
-    )]
-
+    return [
+        Section(
+            title=f"LoRA switch cost: Wan 2.1 1.3B-shaped transformer on the CPU ({blocks} blocks), rank-{RANK} LoRA",
+            method=(
+                f"A `WanTransformer3DModel` with the Wan 2.1 T2V 1.3B config ({blocks} of its 30 "
+                f"blocks; hidden {hidden}, "
+                f"FFN {config['ffn_dim']}), random bf16 weights, in a bare `WanPipeline`. A job uses "
+                f"one rank-{RANK} bf16 "
+                f"LoRA on {', '.join(LORA_MODULES)} of every block ({lora_bytes / 1e6:.0f} MB of "
+                "tensors; the base weights "
+                f"it touches: {touched / 1e9:.2f} GB). Each route is one `AdapterManager` (or naive diffusers calls) "
+                "timing `apply(job)` and `reset()`; alternating routes switch between two such LoRAs. Median of "
+                f"{repeats} jobs per route after {WARMUP} warm-up jobs; torch on {torch.get_num_threads()} threads. "
+                "Floor: one `copy_` in RAM of the LoRA's tensor bytes; touched-bytes floor scaled "
+                "from the same bandwidth."
+            ),
+            header=SWITCH_HEADER,
+            rows=switch_rows(
+                results,
+                floor=floor,
+                touched_floor=touched_floor,
+                floor_label=f"floor: memory copy of the LoRA's {lora_bytes / 1e6:.0f} MB",
+                touched_label=f"floor: memory copy of the {touched / 1e9:.2f} GB of touched weights",
+            ),
+            verdict=verdict,
+            passed=passed,
+            notes=[stats_note(results), _load_note(load) + f" Section time {time.monotonic() - started:.0f} s."],
+        )
+    ]

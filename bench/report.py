@@ -76,7 +76,7 @@ def format_table(header: list[str], rows: list[list[object]]) -> str:
     numeric = [all(_looks_numeric(row[i]) for row in cells[1:]) for i in range(len(header))]
 
     def line(row: list[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric)).rstrip()
+        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(row, widths, numeric, strict=True)).rstrip()
 
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths), *map(line, cells[1:])])
 

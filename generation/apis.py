@@ -5,9 +5,9 @@ from rest_framework.views import APIView
 
 from generation import selectors, services, worker_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
+from loras.models import Expert
 from lorasite.api import error_responses, paginated, parse_input
 from lorasite.pagination import PageNumberPagination
-from loras.models import Expert
 from workspaces.scoping import WorkspaceScopedAPIView
 
 
@@ -19,7 +19,9 @@ class ModelOutput(serializers.Serializer):
     pipeline_class = serializers.CharField()
     path = serializers.CharField(required=False, help_text="Local diffusers directory of the weights (staff only).")
     weights_present = serializers.BooleanField()
-    experts = serializers.DictField(child=serializers.CharField(), help_text='{"high": "transformer", "low": "transformer_2"}')
+    experts = serializers.DictField(
+        child=serializers.CharField(), help_text='{"high": "transformer", "low": "transformer_2"}'
+    )
     two_experts = serializers.BooleanField()
     capabilities = serializers.DictField()
     enabled = serializers.BooleanField()
@@ -32,7 +34,9 @@ class ModelOutput(serializers.Serializer):
 
 
 class ModelListAPI(APIView):
-    @extend_schema(responses={200: ModelOutput(many=True), **error_responses(401)}, tags=["generation"], summary="Base models")
+    @extend_schema(
+        responses={200: ModelOutput(many=True), **error_responses(401)}, tags=["generation"], summary="Base models"
+    )
     def get(self, request):
         models = ModelOutput(selectors.model_list(), many=True).data
         if not request.user.is_staff:  # server paths are for operators only
@@ -81,10 +85,29 @@ class JobOutput(serializers.ModelSerializer):
     class Meta:
         model = GenerationJob
         fields = [
-            "id", "model", "model_name", "kind", "prompt", "negative_prompt", "params", "loras", "status", "progress",
-            "current_step", "total_steps", "error", "waiting_reason", "timings", "attempts", "output_url", "poster_url",
+            "id",
+            "model",
+            "model_name",
+            "kind",
+            "prompt",
+            "negative_prompt",
+            "params",
+            "loras",
+            "status",
+            "progress",
+            "current_step",
+            "total_steps",
+            "error",
+            "waiting_reason",
+            "timings",
+            "attempts",
+            "output_url",
+            "poster_url",
             "retry_of",
-            "created_by", "created_at", "started_at", "finished_at",
+            "created_by",
+            "created_at",
+            "started_at",
+            "finished_at",
         ]
 
     def _urls(self, job: GenerationJob) -> dict:
@@ -143,20 +166,35 @@ class GenerationListCreateAPI(WorkspaceScopedAPIView):
         status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
         lora = serializers.IntegerField(required=False, help_text="Only jobs that used this LoRA id.")
 
-    @extend_schema(parameters=[FilterInput], responses={200: JobOutput(many=True), **error_responses(401, 404)}, tags=["generation"])
+    @extend_schema(
+        parameters=[FilterInput],
+        responses={200: JobOutput(many=True), **error_responses(401, 404)},
+        tags=["generation"],
+    )
     def get(self, request, slug):
         filters = parse_input(self.FilterInput, request.query_params)
-        jobs = selectors.job_list(workspace=self.membership.workspace, status=filters.get("status", ""), lora_id=filters.get("lora"))
+        jobs = selectors.job_list(
+            workspace=self.membership.workspace, status=filters.get("status", ""), lora_id=filters.get("lora")
+        )
         return paginated(request, self, jobs, JobOutput, request=request)
 
-    @extend_schema(request=GenerationInput, responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["generation"],
-                   summary="Queue a generation with up to 5 LoRAs")
+    @extend_schema(
+        request=GenerationInput,
+        responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["generation"],
+        summary="Queue a generation with up to 5 LoRAs",
+    )
     def post(self, request, slug):
         data = parse_input(GenerationInput, request.data)
         data["loras"] = [services.LoRARequest(**entry) for entry in data["loras"]]
         data["params"] = dict(data["params"])
         job = services.generation_create(actor=self.membership, **data)
-        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data, status=status.HTTP_201_CREATED)
+        return Response(
+            JobOutput(
+                selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class GenerationDetailAPI(WorkspaceScopedAPIView):
@@ -166,23 +204,41 @@ class GenerationDetailAPI(WorkspaceScopedAPIView):
         return Response(JobOutput(job, context={"request": request}).data)
 
     @extend_schema(
-        responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["generation"],
+        responses={204: None, **error_responses(401, 403, 404, 409)},
+        tags=["generation"],
         summary="Delete a finished job (members their own, admins any); its output is purged after the grace",
     )
     def delete(self, request, slug, job_id):
-        services.job_delete(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
+        services.job_delete(
+            actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class GenerationCancelAPI(WorkspaceScopedAPIView):
     @extend_schema(request=None, responses={200: JobOutput, **error_responses(401, 403, 404, 409)}, tags=["generation"])
     def post(self, request, slug, job_id):
-        job = services.generation_cancel(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
-        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data)
+        job = services.generation_cancel(
+            actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id)
+        )
+        return Response(
+            JobOutput(
+                selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}
+            ).data
+        )
 
 
 class GenerationRetryAPI(WorkspaceScopedAPIView):
-    @extend_schema(request=None, responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["generation"])
+    @extend_schema(
+        request=None, responses={201: JobOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["generation"]
+    )
     def post(self, request, slug, job_id):
-        job = services.generation_retry(actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id))
-        return Response(JobOutput(selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}).data, status=status.HTTP_201_CREATED)
+        job = services.generation_retry(
+            actor=self.membership, job=selectors.job_get(workspace=self.membership.workspace, job_id=job_id)
+        )
+        return Response(
+            JobOutput(
+                selectors.job_get(workspace=self.membership.workspace, job_id=job.id), context={"request": request}
+            ).data,
+            status=status.HTTP_201_CREATED,
+        )

@@ -70,7 +70,9 @@ class LoRASection:
 def _parse_rows(data: QueryDict, model: BaseModel, choices: dict[int, LoRAChoice]) -> list[LoRARow]:
     """Rows come as three parallel lists in document order (high-noise section first)."""
     rows = []
-    entries = zip_longest(data.getlist("lora_id"), data.getlist("lora_weight"), data.getlist("lora_expert"), fillvalue="")
+    entries = zip_longest(
+        data.getlist("lora_id"), data.getlist("lora_weight"), data.getlist("lora_expert"), fillvalue=""
+    )
     for index, (raw_id, raw_weight, raw_expert) in enumerate(entries):
         errors = []
         try:
@@ -105,14 +107,25 @@ class GenerateForm(forms.Form):
     guidance_2 = forms.FloatField(label="Guidance 2 (low noise)")
     seed = forms.IntegerField(required=False, help_text="Empty: a random one.")
 
-    def __init__(self, data: QueryDict | None = None, *, model: BaseModel, choices: list[LoRAChoice], carry: QueryDict | None = None) -> None:
+    def __init__(
+        self,
+        data: QueryDict | None = None,
+        *,
+        model: BaseModel,
+        choices: list[LoRAChoice],
+        carry: QueryDict | None = None,
+    ) -> None:
         """`carry` holds the values of the form the user had before switching models: the prompts
         and LoRA rows stay, the parameters start again from the new model's defaults."""
         caps = model.capabilities
         initial = {
-            "model": model.key, "resolution": "%dx%d" % caps.resolutions[0], "steps": caps.default_steps,
-            "guidance": caps.default_guidance, "guidance_2": caps.default_guidance_2,
-            "num_frames": caps.frame_counts[0] if caps.frame_counts else None, "fps": caps.default_fps,
+            "model": model.key,
+            "resolution": "{}x{}".format(*caps.resolutions[0]),
+            "steps": caps.default_steps,
+            "guidance": caps.default_guidance,
+            "guidance_2": caps.default_guidance_2,
+            "num_frames": caps.frame_counts[0] if caps.frame_counts else None,
+            "fps": caps.default_fps,
         }
         if carry is not None:
             initial.update(prompt=carry.get("prompt", ""), negative_prompt=carry.get("negative_prompt", ""))
@@ -145,7 +158,11 @@ class GenerateForm(forms.Form):
 
     @property
     def param_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("resolution", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed") if name in self.fields]
+        return [
+            self[name]
+            for name in ("resolution", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed")
+            if name in self.fields
+        ]
 
     @property
     def has_usable_loras(self) -> bool:
@@ -155,10 +172,18 @@ class GenerateForm(forms.Form):
         if not self.base_model.two_experts:
             return [LoRASection("", "LoRAs", "", self.lora_rows)]
         return [
-            LoRASection("high", "High-noise", "Early, noisy steps (transformer): composition and motion.",
-                        [row for row in self.lora_rows if row.expert == "high"]),
-            LoRASection("low", "Low-noise", "Late steps (transformer_2): detail and texture.",
-                        [row for row in self.lora_rows if row.expert == "low"]),
+            LoRASection(
+                "high",
+                "High-noise",
+                "Early, noisy steps (transformer): composition and motion.",
+                [row for row in self.lora_rows if row.expert == "high"],
+            ),
+            LoRASection(
+                "low",
+                "Low-noise",
+                "Late steps (transformer_2): detail and texture.",
+                [row for row in self.lora_rows if row.expert == "low"],
+            ),
         ]
 
     @property
@@ -173,9 +198,17 @@ class GenerateForm(forms.Form):
         data = self.cleaned_data
         width, height = map(int, data["resolution"].split("x"))
         params = {"width": width, "height": height, "steps": data["steps"], "guidance": data["guidance"]}
-        params.update({name: data[name] for name in ("guidance_2", "num_frames", "fps", "seed") if data.get(name) is not None})
+        params.update(
+            {name: data[name] for name in ("guidance_2", "num_frames", "fps", "seed") if data.get(name) is not None}
+        )
         loras = [LoRARequest(lora_id=row.lora_id, weight=row.weight, expert=row.expert) for row in self.lora_rows]
-        return {"model": data["model"], "prompt": data["prompt"], "negative_prompt": data["negative_prompt"], "params": params, "loras": loras}
+        return {
+            "model": data["model"],
+            "prompt": data["prompt"],
+            "negative_prompt": data["negative_prompt"],
+            "params": params,
+            "loras": loras,
+        }
 
     def add_service_error(self, error: ApplicationError) -> None:
         """Put each of the service's field errors next to its input; the rest above the form."""

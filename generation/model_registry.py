@@ -118,8 +118,13 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             experts=TWO_EXPERTS,
             capabilities=Capabilities(
                 resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
-                steps=WAN_VIDEO_STEPS, default_steps=40, default_guidance=4.0, default_guidance_2=3.0,
-                frame_counts=(33, 49, 81, 121), fps=(16, 24), default_fps=16,
+                steps=WAN_VIDEO_STEPS,
+                default_steps=40,
+                default_guidance=4.0,
+                default_guidance_2=3.0,
+                frame_counts=(33, 49, 81, 121),
+                fps=(16, 24),
+                default_fps=16,
             ),
             dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
             component_params={
@@ -140,8 +145,12 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             experts=ONE_EXPERT,
             capabilities=Capabilities(
                 resolutions=((1280, 704), (704, 1280)),
-                steps=WAN_VIDEO_STEPS, default_steps=50, default_guidance=5.0,
-                frame_counts=(49, 81, 121), fps=(24,), default_fps=24,
+                steps=WAN_VIDEO_STEPS,
+                default_steps=50,
+                default_guidance=5.0,
+                frame_counts=(49, 81, 121),
+                fps=(24,),
+                default_fps=24,
             ),
             dims=LayerDims("wan", hidden=3072, ffn=14336, layers=30),
             component_params={
@@ -162,7 +171,9 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             experts=ONE_EXPERT,
             capabilities=Capabilities(
                 resolutions=((1024, 1024), (1344, 768), (768, 1344), (1152, 896), (896, 1152)),
-                steps=(1, 50), default_steps=28, default_guidance=3.5,
+                steps=(1, 50),
+                default_steps=28,
+                default_guidance=3.5,
             ),
             dims=LayerDims("flux", hidden=3072, ffn=12288, layers=19, single_layers=38),
             component_params={
@@ -183,8 +194,14 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             path=models_dir / "wan22-a14b-demo",
             experts=TWO_EXPERTS,
             capabilities=Capabilities(
-                resolutions=((32, 32), (48, 32)), steps=(1, 10), default_steps=4, default_guidance=4.0,
-                default_guidance_2=3.0, frame_counts=(5, 9), fps=(8,), default_fps=8,
+                resolutions=((32, 32), (48, 32)),
+                steps=(1, 10),
+                default_steps=4,
+                default_guidance=4.0,
+                default_guidance_2=3.0,
+                frame_counts=(5, 9),
+                fps=(8,),
+                default_fps=8,
             ),
             dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
             demo=True,
@@ -199,8 +216,13 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             path=models_dir / "wan-ti2v-demo",
             experts=ONE_EXPERT,
             capabilities=Capabilities(
-                resolutions=((32, 32),), steps=(1, 10), default_steps=4, default_guidance=5.0,
-                frame_counts=(5, 9), fps=(8,), default_fps=8,
+                resolutions=((32, 32),),
+                steps=(1, 10),
+                default_steps=4,
+                default_guidance=5.0,
+                frame_counts=(5, 9),
+                fps=(8,),
+                default_fps=8,
             ),
             dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
             demo=True,
@@ -214,7 +236,9 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             pipeline_class="FluxPipeline",
             path=models_dir / "flux-demo",
             experts=ONE_EXPERT,
-            capabilities=Capabilities(resolutions=((32, 32), (64, 64)), steps=(1, 10), default_steps=4, default_guidance=3.5),
+            capabilities=Capabilities(
+                resolutions=((32, 32), (64, 64)), steps=(1, 10), default_steps=4, default_guidance=3.5
+            ),
             dims=LayerDims("flux", hidden=32, ffn=128, layers=1, single_layers=1),
             demo=True,
             description="Tiny random-weight FluxPipeline (built offline).",
@@ -229,7 +253,10 @@ def _apply_overrides(models: dict[str, BaseModel], overrides: dict) -> dict[str,
             values["path"] = Path(values["path"])
         if "capabilities" in values:
             base = models[key].capabilities if key in models else None
-            caps = {k: tuple(map(tuple, v)) if k == "resolutions" else (tuple(v) if isinstance(v, list) else v) for k, v in values.pop("capabilities").items()}
+            caps = {
+                k: tuple(map(tuple, v)) if k == "resolutions" else (tuple(v) if isinstance(v, list) else v)
+                for k, v in values.pop("capabilities").items()
+            }
             values["capabilities"] = replace(base, **caps) if base else Capabilities(**caps)
         if "dims" in values:
             values["dims"] = LayerDims(**values["dims"])

@@ -55,14 +55,18 @@ def generate(request: HttpRequest, slug: str) -> HttpResponse:
 def jobs(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     job_page = selectors.job_card_page(workspace=membership.workspace, page_number=request.GET.get("page"))
-    return _render(request, "generation/jobs.html", "generation/_job_list.html", {"membership": membership, "jobs": job_page})
+    return _render(
+        request, "generation/jobs.html", "generation/_job_list.html", {"membership": membership, "jobs": job_page}
+    )
 
 
 @login_required
 def job_detail(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     card = selectors.job_card_get(workspace=membership.workspace, job_id=job_id, with_download=True)
-    return _render(request, "generation/job_detail.html", "generation/_job_live.html", {"membership": membership, "card": card})
+    return _render(
+        request, "generation/job_detail.html", "generation/_job_live.html", {"membership": membership, "card": card}
+    )
 
 
 def _back(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
@@ -83,7 +87,9 @@ def job_cancel(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
-        messages.success(request, "Job cancelled." if job.is_finished else "Cancelling: the worker stops after the current step.")
+        messages.success(
+            request, "Job cancelled." if job.is_finished else "Cancelling: the worker stops after the current step."
+        )
     return _back(request, slug, job_id)
 
 

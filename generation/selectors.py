@@ -12,10 +12,10 @@ from generation import worker_registry
 from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from generation.runtime import memory_plan
-from lorasite.errors import NotFound
-from lorasite.object_store import get_object_store
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
+from lorasite.errors import NotFound
+from lorasite.object_store import get_object_store
 from workspaces.models import Workspace
 
 
@@ -66,7 +66,9 @@ def job_output_urls(*, job: GenerationJob) -> dict[str, str | datetime | None]:
     store = get_object_store()
     expires_in = settings.LORASITE_SIGNED_URL_SECONDS
     urls = {
-        name: store.download_url(key, filename=key.rsplit("/", 1)[-1], expires_in=expires_in, inline=True) if key else None
+        name: store.download_url(key, filename=key.rsplit("/", 1)[-1], expires_in=expires_in, inline=True)
+        if key
+        else None
         for name, key in (("output_url", job.output_key), ("poster_url", job.poster_key))
     }
     return {**urls, "expires_at": timezone.now() + timedelta(seconds=expires_in)}
@@ -109,8 +111,7 @@ def lora_choices(*, workspace: Workspace, model: BaseModel) -> list[LoRAChoice]:
     for lora in loras:
         problem = _lora_problem(lora, model)
         # A picked row goes into one expert, the one of its section.
-        cost = None if problem else lora_cost_estimate(model=model, file_size=lora.file_size, lora=lora,
-                                                       expert="high")
+        cost = None if problem else lora_cost_estimate(model=model, file_size=lora.file_size, lora=lora, expert="high")
         choices.append(LoRAChoice(lora=lora, problem=problem, cost=cost))
     return sorted(choices, key=lambda choice: not choice.usable)  # stable: keeps the recency order
 
@@ -146,8 +147,11 @@ def lora_cost_estimate(*, model: BaseModel, file_size: int, lora: LoRA | None, e
     placement = model_placement(model)
     apply_mode = getattr(settings, "LORASITE_LORA_APPLY", "fused")
     cost = memory_plan.lora_cost(
-        file_size=file_size, file_dtype=lora.dtype, module_shapes=lora.flat_module_shapes,
-        placement=placement or "gpu", apply_mode=apply_mode,
+        file_size=file_size,
+        file_dtype=lora.dtype,
+        module_shapes=lora.flat_module_shapes,
+        placement=placement or "gpu",
+        apply_mode=apply_mode,
         experts=2 if expert == "both" and model.two_experts else 1,  # "both" loads a copy into each expert
         storage_dtype=model.storage_dtype,
     )
@@ -186,8 +190,12 @@ def _job_card(job: GenerationJob, *, served: set[str] | None, with_download: boo
             job.output_key, filename=f"lorasite-{job.id}.{extension}", expires_in=settings.LORASITE_SIGNED_URL_SECONDS
         )
     return JobCard(
-        job=job, output_url=urls["output_url"], poster_url=urls["poster_url"], two_experts=two_experts,
-        download_url=download_url, waiting_reason=job_waiting_reason(job=job, served=served),
+        job=job,
+        output_url=urls["output_url"],
+        poster_url=urls["poster_url"],
+        two_experts=two_experts,
+        download_url=download_url,
+        waiting_reason=job_waiting_reason(job=job, served=served),
     )
 
 

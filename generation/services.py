@@ -14,11 +14,11 @@ from django.utils import timezone
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobStatus
 from generation.queues import gpu_queue
+from loras.lora_inspect import family_label
+from loras.models import LoRA, Status
 from lorasite.errors import Conflict, InvalidInput, ServiceUnavailable
 from lorasite.object_store import get_object_store
 from lorasite.queueing import REDISPATCH_GRACE_SECONDS, send_after_commit, send_now
-from loras.lora_inspect import family_label
-from loras.models import LoRA, Status
 from workspaces.models import Membership, Role
 from workspaces.quota import quota_check_generation
 from workspaces.services import require_role, storage_purge_schedule
@@ -52,8 +52,10 @@ class _Problems:
     def raise_if_any(self) -> None:
         if self.errors:
             messages = [m for ms in self.errors.values() for m in ms]
-            summary = messages[0] if len(messages) == 1 else f"{len(messages)} problems: " + " ".join(
-                m if m.endswith(".") else m + "." for m in messages
+            summary = (
+                messages[0]
+                if len(messages) == 1
+                else f"{len(messages)} problems: " + " ".join(m if m.endswith(".") else m + "." for m in messages)
             )
             raise InvalidInput(summary, errors=self.errors)
 
@@ -70,7 +72,9 @@ def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict
 
     steps = params.get("steps", caps.default_steps)
     if not caps.steps[0] <= steps <= caps.steps[1]:
-        problems.add("params.steps", f"steps must be between {caps.steps[0]} and {caps.steps[1]} for {model.display_name}")
+        problems.add(
+            "params.steps", f"steps must be between {caps.steps[0]} and {caps.steps[1]} for {model.display_name}"
+        )
     resolved["steps"] = steps
 
     guidance = params.get("guidance", caps.default_guidance)
@@ -108,12 +112,16 @@ def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict
     return resolved
 
 
-def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems) -> list[tuple[LoRA, float, str]]:
+def _resolve_loras(
+    *, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems
+) -> list[tuple[LoRA, float, str]]:
     limit = settings.LORASITE_MAX_LORAS_PER_JOB
     if len(requests) > limit:
         problems.add("loras", f"At most {limit} LoRAs per job; {len(requests)} were given")
         return []
-    found = {lora.id: lora for lora in LoRA.objects.filter(workspace_id=workspace_id, id__in=[r.lora_id for r in requests])}
+    found = {
+        lora.id: lora for lora in LoRA.objects.filter(workspace_id=workspace_id, id__in=[r.lora_id for r in requests])
+    }
     compatible = None
     resolved, seen = [], set()
     for index, request in enumerate(requests):
@@ -140,13 +148,21 @@ def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARe
         if lora.base_model != "unknown" and lora.base_model not in model.families:
             if compatible is None:
                 compatible = list(
-                    LoRA.objects.alive().filter(workspace_id=workspace_id, base_model__in=model.families, status=Status.READY, is_active=True)
+                    LoRA.objects.alive()
+                    .filter(
+                        workspace_id=workspace_id, base_model__in=model.families, status=Status.READY, is_active=True
+                    )
                     .values_list("name", flat=True)[:5]
                 )
-            suggestion = f" Compatible LoRAs here: {', '.join(compatible)}." if compatible else " No LoRA in this workspace fits it yet."
+            suggestion = (
+                f" Compatible LoRAs here: {', '.join(compatible)}."
+                if compatible
+                else " No LoRA in this workspace fits it yet."
+            )
             problems.add(
                 f"{field}.lora_id",
-                f"'{lora.name}' is a {family_label(lora.base_model)} LoRA; {model.display_name} needs a {model.family} LoRA.{suggestion}",
+                f"'{lora.name}' is a {family_label(lora.base_model)} LoRA; {model.display_name} needs "
+                f"a {model.family} LoRA.{suggestion}",
             )
             continue
         misfit = lora_fit_problem(lora.module_shapes, model)
@@ -169,14 +185,25 @@ def _resolve_loras(*, workspace_id: int, model: BaseModel, requests: list[LoRARe
 
 
 def generation_create(
-    *, actor: Membership, model: str, prompt: str, negative_prompt: str = "", params: dict | None = None,
-    loras: list[LoRARequest] | None = None, retry_of: GenerationJob | None = None,
+    *,
+    actor: Membership,
+    model: str,
+    prompt: str,
+    negative_prompt: str = "",
+    params: dict | None = None,
+    loras: list[LoRARequest] | None = None,
+    retry_of: GenerationJob | None = None,
 ) -> GenerationJob:
     """Validate everything a GPU would otherwise discover too late, then queue the job. With the job queue
     down the job is saved all the same (beat sends it later) and ServiceUnavailable names its id."""
     with transaction.atomic():
         job = _create_job(
-            actor=actor, model=model, prompt=prompt, negative_prompt=negative_prompt, params=params, loras=loras,
+            actor=actor,
+            model=model,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            params=params,
+            loras=loras,
             retry_of=retry_of,
         )
         delivery = send_after_commit(lambda: _send_job(job), description=f"job {job.id}")
@@ -186,8 +213,14 @@ def generation_create(
 
 
 def _create_job(
-    *, actor: Membership, model: str, prompt: str, negative_prompt: str, params: dict | None,
-    loras: list[LoRARequest] | None, retry_of: GenerationJob | None,
+    *,
+    actor: Membership,
+    model: str,
+    prompt: str,
+    negative_prompt: str,
+    params: dict | None,
+    loras: list[LoRARequest] | None,
+    retry_of: GenerationJob | None,
 ) -> GenerationJob:
     require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
     quota_check_generation(workspace=actor.workspace)
@@ -198,19 +231,37 @@ def _create_job(
         # Say what to do, never where: server paths are for operators (GET /api/v1/models/ shows them to staff).
         problems.add("model", f"The weights of {base.display_name} are not installed on this server.{hint}")
     resolved_params = _resolve_params(base, params or {}, problems)
-    resolved_loras = _resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems)
+    resolved_loras = _resolve_loras(
+        workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems
+    )
     problems.raise_if_any()
 
     job = GenerationJob(
-        workspace_id=actor.workspace_id, created_by_id=actor.user_id, retry_of=retry_of, model_key=base.key,
-        model_name=base.display_name, kind=base.kind, prompt=prompt, negative_prompt=negative_prompt, params=resolved_params,
+        workspace_id=actor.workspace_id,
+        created_by_id=actor.user_id,
+        retry_of=retry_of,
+        model_key=base.key,
+        model_name=base.display_name,
+        kind=base.kind,
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        params=resolved_params,
     )
     job.full_clean()
     job.save()
     for position, (lora, weight, expert) in enumerate(resolved_loras):
         JobLoRA.objects.create(
-            job=job, lora=lora, position=position, lora_ref=lora.id, name=lora.name, version=lora.version,
-            sha256=lora.sha256, file_key=lora.file.name, file_size=lora.file_size, weight=weight, expert=expert,
+            job=job,
+            lora=lora,
+            position=position,
+            lora_ref=lora.id,
+            name=lora.name,
+            version=lora.version,
+            sha256=lora.sha256,
+            file_key=lora.file.name,
+            file_size=lora.file_size,
+            weight=weight,
+            expert=expert,
         )
     return job
 
@@ -228,7 +279,8 @@ def jobs_redispatch(*, now=None) -> int:
     """Beat: re-send queued jobs whose message may not have reached the broker; the number the broker took."""
     now = now or timezone.now()
     unsent = GenerationJob.objects.filter(
-        status=JobStatus.QUEUED, enqueued_at__isnull=True,
+        status=JobStatus.QUEUED,
+        enqueued_at__isnull=True,
         updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS),
     )
     sent = 0
@@ -242,10 +294,15 @@ def jobs_redispatch(*, now=None) -> int:
 def generation_retry(*, actor: Membership, job: GenerationJob) -> GenerationJob:
     """A new job with the same inputs (checked again: a LoRA may have been deleted since)."""
     requests = [LoRARequest(lora_id=jl.lora_ref, weight=jl.weight, expert=jl.expert) for jl in job.job_loras.all()]
-    params = {k: v for k, v in job.params.items()}
+    params = dict(job.params)
     return generation_create(
-        actor=actor, model=job.model_key, prompt=job.prompt, negative_prompt=job.negative_prompt, params=params,
-        loras=requests, retry_of=job,
+        actor=actor,
+        model=job.model_key,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        params=params,
+        loras=requests,
+        retry_of=job,
     )
 
 

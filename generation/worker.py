@@ -23,7 +23,7 @@ from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRAChecksu
 from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
-from generation.runtime.memory_plan import Plan, PlacementError, plan
+from generation.runtime.memory_plan import PlacementError, Plan, plan
 from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes
 from lorasite.object_store import get_object_store
 
@@ -45,7 +45,8 @@ def model_plan(model: BaseModel) -> Plan:
 def lora_cache() -> LoRACache:
     store = get_object_store()
     return LoRACache(
-        settings.LORASITE_WORKER_CACHE_DIR, max_bytes=settings.LORASITE_WORKER_CACHE_BYTES,
+        settings.LORASITE_WORKER_CACHE_DIR,
+        max_bytes=settings.LORASITE_WORKER_CACHE_BYTES,
         fetch=lambda object_key, destination: store.download_to(object_key, destination),
     )
 
@@ -55,9 +56,12 @@ def adapter_manager(model: BaseModel, pipe) -> AdapterManager:
     manager = _ADAPTER_MANAGERS.get(model.key)
     if manager is None:
         manager = AdapterManager(
-            pipe, residency=settings.LORASITE_LORA_RESIDENCY,
-            max_resident=settings.LORASITE_RESIDENT_ADAPTERS, max_resident_bytes=settings.LORASITE_RESIDENT_ADAPTER_BYTES,
-            apply_mode=settings.LORASITE_LORA_APPLY, host_tier_bytes=settings.LORASITE_HOST_TIER_BYTES,
+            pipe,
+            residency=settings.LORASITE_LORA_RESIDENCY,
+            max_resident=settings.LORASITE_RESIDENT_ADAPTERS,
+            max_resident_bytes=settings.LORASITE_RESIDENT_ADAPTER_BYTES,
+            apply_mode=settings.LORASITE_LORA_APPLY,
+            host_tier_bytes=settings.LORASITE_HOST_TIER_BYTES,
             fused_backup_bytes=settings.LORASITE_FUSED_BACKUP_BYTES,
         )
         _ADAPTER_MANAGERS[model.key] = manager
@@ -100,9 +104,19 @@ def _adapter_specs(job: GenerationJob, timings: dict) -> list[AdapterSpec]:
             try:
                 path = cache.path_for(sha256=jl.sha256, object_key=jl.file_key, size=jl.file_size, pinned=pinned)
             except (LoRAIntegrityError, FileNotFoundError) as error:
-                raise LoRALoadError(f"LoRA '{jl.name}' (lora_{jl.lora_ref}) could not be fetched intact: {error}") from error
-            specs.append(AdapterSpec(lora_id=jl.lora_ref, display_name=jl.name, weight=jl.weight, expert=jl.expert,
-                                     path=path, sha256=jl.sha256))
+                raise LoRALoadError(
+                    f"LoRA '{jl.name}' (lora_{jl.lora_ref}) could not be fetched intact: {error}"
+                ) from error
+            specs.append(
+                AdapterSpec(
+                    lora_id=jl.lora_ref,
+                    display_name=jl.name,
+                    weight=jl.weight,
+                    expert=jl.expert,
+                    path=path,
+                    sha256=jl.sha256,
+                )
+            )
     return specs
 
 
@@ -120,14 +134,25 @@ def _apply_adapters(job: GenerationJob, manager: AdapterManager, specs: list[Ada
             manager.apply(specs)
 
 
-def _generate_and_store(job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict) -> tuple[str, str]:
+def _generate_and_store(
+    job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict
+) -> tuple[str, str]:
     params = job.params
     with phase(timings, "inference"):
         output = run_pipeline(
-            pipe, kind=model.kind, prompt=job.prompt, negative_prompt=job.negative_prompt,
-            width=params["width"], height=params["height"], num_frames=params.get("num_frames", 1),
-            steps=params["steps"], guidance=params["guidance"], guidance_2=params.get("guidance_2"), seed=params["seed"],
-            on_step=progress.on_step, should_cancel=progress.should_cancel,
+            pipe,
+            kind=model.kind,
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            width=params["width"],
+            height=params["height"],
+            num_frames=params.get("num_frames", 1),
+            steps=params["steps"],
+            guidance=params["guidance"],
+            guidance_2=params.get("guidance_2"),
+            seed=params["seed"],
+            on_step=progress.on_step,
+            should_cancel=progress.should_cancel,
         )
     prefix = services.job_output_prefix(job)
     store = get_object_store()

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
-from lorasite.errors import ApplicationError
 from loras import services
 from loras.models import LoRA, LoRAUpload
+from lorasite.errors import ApplicationError
 
 
 class DeletedFilter(admin.SimpleListFilter):
@@ -22,14 +22,44 @@ class DeletedFilter(admin.SimpleListFilter):
 
 @admin.register(LoRA)
 class LoRAAdmin(admin.ModelAdmin):
-    list_display = ["name", "version", "workspace", "base_model", "expert", "status", "is_active", "file_size", "created_at", "deleted_at"]
+    list_display = [
+        "name",
+        "version",
+        "workspace",
+        "base_model",
+        "expert",
+        "status",
+        "is_active",
+        "file_size",
+        "created_at",
+        "deleted_at",
+    ]
     list_filter = ["workspace", "base_model", "status", "is_active", DeletedFilter, "expert"]
     search_fields = ["name", "sha256", "original_filename"]
     list_select_related = ["workspace", "created_by"]
     readonly_fields = [
-        "sha256", "file", "file_size", "original_filename", "status", "error", "base_model", "rank", "alpha", "key_format",
-        "tensor_count", "dtype", "header_metadata", "training_metadata", "module_shapes", "created_by", "created_at",
-        "updated_at", "last_used_at", "use_count", "deleted_at", "purged_at",
+        "sha256",
+        "file",
+        "file_size",
+        "original_filename",
+        "status",
+        "error",
+        "base_model",
+        "rank",
+        "alpha",
+        "key_format",
+        "tensor_count",
+        "dtype",
+        "header_metadata",
+        "training_metadata",
+        "module_shapes",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "last_used_at",
+        "use_count",
+        "deleted_at",
+        "purged_at",
     ]
     actions = ["deactivate", "soft_delete", "restore"]
 

@@ -2,19 +2,17 @@ import copy
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from lorasite.api import JSONParser, error_responses, paginated, parse_input
-from lorasite.errors import PayloadTooLarge
-from lorasite.pagination import PageNumberPagination
 from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
 from loras.models import Expert, LoRA
+from lorasite.api import JSONParser, error_responses, paginated, parse_input
+from lorasite.pagination import PageNumberPagination
 from workspaces.quota import quota_check_upload
 from workspaces.scoping import WorkspaceScopedAPIView
 
@@ -43,10 +41,36 @@ class LoRAOutput(serializers.ModelSerializer):
     class Meta:
         model = LoRA
         fields = [
-            "id", "adapter_name", "name", "version", "original_filename", "file_size", "sha256", "status", "error",
-            "base_model", "base_model_display", "expert", "rank", "alpha", "key_format", "tensor_count", "dtype",
-            "coverage", "header_metadata", "training_metadata", "trigger_words", "tags", "description",
-            "preferred_weight", "is_active", "created_by", "created_at", "updated_at", "last_used_at", "use_count",
+            "id",
+            "adapter_name",
+            "name",
+            "version",
+            "original_filename",
+            "file_size",
+            "sha256",
+            "status",
+            "error",
+            "base_model",
+            "base_model_display",
+            "expert",
+            "rank",
+            "alpha",
+            "key_format",
+            "tensor_count",
+            "dtype",
+            "coverage",
+            "header_metadata",
+            "training_metadata",
+            "trigger_words",
+            "tags",
+            "description",
+            "preferred_weight",
+            "is_active",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "last_used_at",
+            "use_count",
         ]
 
     def get_base_model_display(self, lora: LoRA) -> str:
@@ -104,7 +128,8 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
 
     @extend_schema(
         parameters=filter_parameters(LoRAFilterSet),
-        responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"],
+        responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)},
+        tags=["loras"],
         summary="List the workspace's LoRAs (search, filters, ordering, pagination)",
     )
     def get(self, request, slug):
@@ -113,7 +138,8 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
 
     @extend_schema(
         request={"multipart/form-data": LoRAUploadInput},
-        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)}, tags=["loras"],
+        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
+        tags=["loras"],
         summary="Upload a .safetensors LoRA through the app (streamed to storage)",
     )
     def post(self, request, slug):
@@ -126,7 +152,9 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         quota_check_upload(workspace=self.membership.workspace, size=max(declared - 1024 * 1024, 0))
         data = parse_input(LoRAUploadInput, request.data)
         upload = data.pop("file")
-        lora = services.lora_ingest_uploaded_file(actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data))
+        lora = services.lora_ingest_uploaded_file(
+            actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data)
+        )
         return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
 
 
@@ -152,18 +180,24 @@ def _upload_payload(request, upload) -> dict:
         {**part, "url": part["url"] if part["url"].startswith("http") else request.build_absolute_uri(part["url"])}
         for part in services.upload_part_urls(upload)
     ]
-    return UploadOutput({"id": upload.id, "part_size": upload.part_size, "parts": parts, "expires_at": upload.expires_at}).data
+    return UploadOutput(
+        {"id": upload.id, "part_size": upload.part_size, "parts": parts, "expires_at": upload.expires_at}
+    ).data
 
 
 class UploadStartAPI(WorkspaceScopedAPIView):
     @extend_schema(
-        request=UploadStartInput, responses={201: UploadOutput, **error_responses(400, 401, 403, 404, 413)}, tags=["loras"],
+        request=UploadStartInput,
+        responses={201: UploadOutput, **error_responses(400, 401, 403, 404, 413)},
+        tags=["loras"],
         summary="Start a direct-to-storage multipart upload; PUT each part to its URL",
     )
     def post(self, request, slug):
         data = parse_input(UploadStartInput, request.data)
         filename, size = data.pop("filename"), data.pop("size")
-        upload = services.lora_upload_start(actor=self.membership, filename=filename, size=size, options=LoRAOptionsInput.options(data))
+        upload = services.lora_upload_start(
+            actor=self.membership, filename=filename, size=size, options=LoRAOptionsInput.options(data)
+        )
         return Response(_upload_payload(request, upload), status=status.HTTP_201_CREATED)
 
 
@@ -176,13 +210,18 @@ class UploadCompleteInput(serializers.Serializer):
 
 
 class UploadDetailAPI(WorkspaceScopedAPIView):
-    @extend_schema(responses={200: UploadOutput, **error_responses(401, 403, 404)}, tags=["loras"], summary="Fresh part URLs for an open upload")
+    @extend_schema(
+        responses={200: UploadOutput, **error_responses(401, 403, 404)},
+        tags=["loras"],
+        summary="Fresh part URLs for an open upload",
+    )
     def get(self, request, slug, upload_id):
         upload = services.lora_upload_refresh(actor=self.membership, upload_id=upload_id)
         return Response(_upload_payload(request, upload))
 
     @extend_schema(
-        responses={204: None, **error_responses(401, 403, 404, 409)}, tags=["loras"],
+        responses={204: None, **error_responses(401, 403, 404, 409)},
+        tags=["loras"],
         summary="Abort an upload (409 once it is complete: the answer names its LoRA)",
     )
     def delete(self, request, slug, upload_id):
@@ -192,7 +231,9 @@ class UploadDetailAPI(WorkspaceScopedAPIView):
 
 class UploadCompleteAPI(WorkspaceScopedAPIView):
     @extend_schema(
-        request=UploadCompleteInput, responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 422)}, tags=["loras"],
+        request=UploadCompleteInput,
+        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 422)},
+        tags=["loras"],
         summary="Finish a multipart upload: the LoRA is created as processing, then ready or failed",
     )
     def post(self, request, slug, upload_id):
@@ -207,13 +248,17 @@ class ImportInput(LoRAOptionsInput):
 
 class ImportAPI(WorkspaceScopedAPIView):
     @extend_schema(
-        request=ImportInput, responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)}, tags=["loras"],
+        request=ImportInput,
+        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
+        tags=["loras"],
         summary="Copy a LoRA from this workspace's server import folder, <import dir>/<slug>/ (owners and admins)",
     )
     def post(self, request, slug):
         data = parse_input(ImportInput, request.data)
         file_path = data.pop("file_path")
-        lora = services.lora_import_server_file(actor=self.membership, file_path=file_path, options=LoRAOptionsInput.options(data))
+        lora = services.lora_import_server_file(
+            actor=self.membership, file_path=file_path, options=LoRAOptionsInput.options(data)
+        )
         return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
 
 
@@ -223,10 +268,16 @@ class VersionsAPI(WorkspaceScopedAPIView):
     class VersionsInput(serializers.Serializer):
         name = serializers.CharField(max_length=100)
 
-    @extend_schema(parameters=[VersionsInput], responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)}, tags=["loras"])
+    @extend_schema(
+        parameters=[VersionsInput],
+        responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)},
+        tags=["loras"],
+    )
     def get(self, request, slug):
         name = parse_input(self.VersionsInput, request.query_params)["name"]
-        return paginated(request, self, selectors.lora_versions(workspace=self.membership.workspace, name=name), LoRAOutput)
+        return paginated(
+            request, self, selectors.lora_versions(workspace=self.membership.workspace, name=name), LoRAOutput
+        )
 
 
 class LoRAUpdateInput(serializers.Serializer):
@@ -248,13 +299,17 @@ class LoRADetailAPI(WorkspaceScopedAPIView):
     def get(self, request, slug, lora_id):
         return Response(LoRAOutput(self._lora(lora_id)).data)
 
-    @extend_schema(request=LoRAUpdateInput, responses={200: LoRAOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["loras"])
+    @extend_schema(
+        request=LoRAUpdateInput, responses={200: LoRAOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["loras"]
+    )
     def patch(self, request, slug, lora_id):
         changes = parse_input(LoRAUpdateInput, request.data, partial=True)
         lora = services.lora_update(actor=self.membership, lora=self._lora(lora_id), **changes)
         return Response(LoRAOutput(lora).data)
 
-    @extend_schema(responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Soft-delete a LoRA")
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Soft-delete a LoRA"
+    )
     def delete(self, request, slug, lora_id):
         services.lora_soft_delete(actor=self.membership, lora=self._lora(lora_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -266,7 +321,11 @@ class DownloadOutput(serializers.Serializer):
 
 
 class LoRADownloadAPI(WorkspaceScopedAPIView):
-    @extend_schema(responses={200: DownloadOutput, **error_responses(401, 404)}, tags=["loras"], summary="A signed download URL (≤ 1 hour)")
+    @extend_schema(
+        responses={200: DownloadOutput, **error_responses(401, 404)},
+        tags=["loras"],
+        summary="A signed download URL (≤ 1 hour)",
+    )
     def get(self, request, slug, lora_id):
         lora = selectors.lora_get(workspace=self.membership.workspace, lora_id=lora_id)
         url, expires_at = selectors.lora_download_url(lora=lora)

@@ -31,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
 from typing import TypeVar
 
 from loras.safetensors_header import SafetensorsHeader, TensorInfo

@@ -50,11 +50,13 @@ class LoRA(models.Model):
     header_metadata = models.JSONField(default=dict, blank=True, help_text="The file's safetensors __metadata__.")
     training_metadata = models.JSONField(default=dict, blank=True, help_text="Readable kohya ss_* training fields.")
     module_shapes = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text="Component → {module → [in, out] features}, in diffusers' names after its own key conversion.",
     )
     coverage = models.JSONField(
-        default=dict, blank=True,
+        default=dict,
+        blank=True,
         help_text="What diffusers makes of the file's tensors (generation/runtime/lora_keys.lora_coverage); "
         "empty until the ingest task ran, or for families diffusers has no loader for.",
     )
@@ -89,7 +91,8 @@ class LoRA(models.Model):
                 name="lora_sha256_unique_alive",
             ),
             models.CheckConstraint(
-                condition=Q(preferred_weight__gte=0.0) & Q(preferred_weight__lte=2.0), name="lora_preferred_weight_range"
+                condition=Q(preferred_weight__gte=0.0) & Q(preferred_weight__lte=2.0),
+                name="lora_preferred_weight_range",
             ),
         ]
         indexes = [models.Index(fields=["workspace", "deleted_at", "status"])]

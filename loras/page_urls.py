@@ -33,5 +33,7 @@ urlpatterns = [
     path("w/<slug:slug>/loras/<int:lora_id>/delete/", pages.lora_delete, name="delete"),
     path("w/<slug:slug>/loras/<int:lora_id>/download/", pages.lora_download, name="download"),
     path("w/<slug:slug>/loras/<int:lora_id>/<lora_section:section>/", pages.lora_section, name="section"),
-    path("w/<slug:slug>/loras/<int:lora_id>/<lora_editor:section>/edit/", pages.lora_section_editor, name="section-edit"),
+    path(
+        "w/<slug:slug>/loras/<int:lora_id>/<lora_editor:section>/edit/", pages.lora_section_editor, name="section-edit"
+    ),
 ]

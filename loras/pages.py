@@ -13,12 +13,12 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
-from lorasite.errors import ApplicationError
-from lorasite.forms import show_service_error
 from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.forms import SECTION_FORMS
 from loras.models import LoRA
+from lorasite.errors import ApplicationError
+from lorasite.forms import show_service_error
 from workspaces.models import Membership
 from workspaces.selectors import membership_for_user
 
@@ -46,13 +46,17 @@ def library(request: HttpRequest, slug: str) -> HttpResponse:
     filterset = LoRAFilterSet(request.GET)
     loras = selectors.lora_library(workspace=membership.workspace, filters=filterset.valid_data())
     context = _page_context(
-        membership, form=filterset.form, narrows=filterset.narrows,
+        membership,
+        form=filterset.form,
+        narrows=filterset.narrows,
         page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
         can_upload=selectors.lora_can_upload(actor=membership),
     )
     if request.htmx and request.htmx.target == "library-results":  # the filter form's live update
         return render(request, "loras/_results.html", context)
-    context.update(tags=selectors.lora_tags(workspace=membership.workspace), max_lora_bytes=settings.LORASITE_MAX_LORA_BYTES)
+    context.update(
+        tags=selectors.lora_tags(workspace=membership.workspace), max_lora_bytes=settings.LORASITE_MAX_LORA_BYTES
+    )
     return render(request, "loras/library.html", context)
 
 
@@ -67,9 +71,12 @@ def lora_card(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
 
 def _detail_context(membership: Membership, lora: LoRA, *, editing: dict[str, Form] | None = None) -> dict:
     return _page_context(
-        membership, lora=lora, editing=editing or {},
+        membership,
+        lora=lora,
+        editing=editing or {},
         can_edit=selectors.lora_can_edit(actor=membership, lora=lora),
-        job_uses=selectors.lora_job_uses(lora=lora), purge_after_days=settings.LORASITE_PURGE_AFTER_DAYS,
+        job_uses=selectors.lora_job_uses(lora=lora),
+        purge_after_days=settings.LORASITE_PURGE_AFTER_DAYS,
     )
 
 
@@ -82,13 +89,21 @@ def lora_detail(request: HttpRequest, slug: str, lora_id: int) -> HttpResponse:
 
 
 def _render_section(
-    request: HttpRequest, membership: Membership, lora: LoRA, section: str, *, form: Form | None = None,
-    status: int = 200, **flags: bool,
+    request: HttpRequest,
+    membership: Membership,
+    lora: LoRA,
+    section: str,
+    *,
+    form: Form | None = None,
+    status: int = 200,
+    **flags: bool,
 ) -> HttpResponse:
     """One editable part of the detail page for htmx to swap; without htmx (no JavaScript) the
     whole page, with that part open when there is a form."""
     if request.htmx:
-        context = _page_context(membership, lora=lora, form=form, can_edit=selectors.lora_can_edit(actor=membership, lora=lora), **flags)
+        context = _page_context(
+            membership, lora=lora, form=form, can_edit=selectors.lora_can_edit(actor=membership, lora=lora), **flags
+        )
         return render(request, f"loras/_{section}.html", context, status=status)
     editing = {section: form} if form is not None else None
     return render(request, "loras/detail.html", _detail_context(membership, lora, editing=editing), status=status)

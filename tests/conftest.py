@@ -14,14 +14,26 @@ def s3_server():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=settings.MOTO_PORT, verbose=False)
     server.start()
     client = boto3.client(
-        "s3", endpoint_url=settings.AWS_S3_ENDPOINT_URL, region_name="us-east-1",
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "s3",
+        endpoint_url=settings.AWS_S3_ENDPOINT_URL,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=settings.AWS_STORAGE_BUCKET_NAME)
     # What the README asks of a production bucket: browsers PUT parts directly and read their ETag.
     client.put_bucket_cors(
         Bucket=settings.AWS_STORAGE_BUCKET_NAME,
-        CORSConfiguration={"CORSRules": [{"AllowedMethods": ["PUT", "GET", "HEAD"], "AllowedOrigins": ["*"], "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"]}]},
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedMethods": ["PUT", "GET", "HEAD"],
+                    "AllowedOrigins": ["*"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag"],
+                }
+            ]
+        },
     )
     yield client
     server.stop()
@@ -139,9 +151,30 @@ def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_fact
     log = open(tmp_path_factory.getbasetemp() / "celery-worker.log", "w")
     queues = ",".join(["default", *worker_queues(worker_models())])
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "lorasite", "worker", "-Q", queues, "-c", "1", "-P", "solo",
-         "--without-gossip", "--without-mingle", "-n", "e2e@%h", "--loglevel", "INFO"],
-        cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "lorasite",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "1",
+            "-P",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            "e2e@%h",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
     while not app.control.ping(timeout=1.0):

@@ -59,7 +59,12 @@ PAIR_SUFFIXES = {
     "lora.down": (".lora.down.weight", ".lora.up.weight"),
 }
 _DEFAULT_PAIR_STYLE = {
-    "diffusers": "A/B", "peft": "A/B", "kohya": "down/up", "comfyui": "down/up", "lightx2v": "A/B", "native": "down/up",
+    "diffusers": "A/B",
+    "peft": "A/B",
+    "kohya": "down/up",
+    "comfyui": "down/up",
+    "lightx2v": "A/B",
+    "native": "down/up",
 }
 _DTYPE_CODES = {"float16": "F16", "float32": "F32", "bfloat16": "BF16"}
 _CODE_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "U8": 1}

@@ -10,8 +10,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-from tests.lora_files import random_tensor, write_tensors  # noqa: E402
 
+from tests.lora_files import random_tensor, write_tensors  # noqa: E402
 
 # Linear layers of the demo Wan transformer (hidden 24, ffn 32, 2 blocks): module path -> (in, out) features.
 WAN_DEMO_LORA_TARGETS: dict[str, tuple[int, int]] = {
@@ -78,7 +78,7 @@ def write_lora(
 
 def write_mismatched_lora(path: Path) -> Path:
     """Keys that match the demo Wan transformer but with a hidden size of 48 (a LoRA for another model size)."""
-    return write_lora(path, seed=0, targets={module: (48, 48) for module in WAN_DEMO_LORA_TARGETS})
+    return write_lora(path, seed=0, targets=dict.fromkeys(WAN_DEMO_LORA_TARGETS, (48, 48)))
 
 
 def write_corrupt_lora(path: Path) -> Path:
@@ -99,4 +99,3 @@ def assert_same(a: np.ndarray, b: np.ndarray) -> None:
 def assert_differs(a: np.ndarray, b: np.ndarray) -> None:
     assert a.shape == b.shape
     assert np.abs(a - b).max() > 1e-4, "expected the outputs to differ"
-

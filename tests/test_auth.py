@@ -57,7 +57,10 @@ def test_token_endpoint_is_throttled():
         ScopedRateThrottle.THROTTLE_RATES = rates
         try:
             client = APIClient()
-            codes = [client.post("/api/v1/auth/token/", {"username": "alice", "password": "x"}, format="json").status_code for _ in range(4)]
+            codes = [
+                client.post("/api/v1/auth/token/", {"username": "alice", "password": "x"}, format="json").status_code
+                for _ in range(4)
+            ]
         finally:
             ScopedRateThrottle.THROTTLE_RATES = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
     assert codes == [400, 400, 400, 429]

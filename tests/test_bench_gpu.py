@@ -41,13 +41,17 @@ def test_token_counts_of_the_benchmarked_videos():
 def test_gpu_bench_smoke_runs_without_django():
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env.update(LORASITE_BENCH_GPU_SMOKE="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-c", SMOKE], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SMOKE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert "LEAKED []" in result.stdout
-    for title in ("GPU memory: Wan 2.2 A14B-shaped pair", "Per-step LoRA overhead: Wan 2.2 A14B-shaped pair",
-                  "LoRA switch cost: Wan 2.2 A14B-shaped pair"):
+    for title in (
+        "GPU memory: Wan 2.2 A14B-shaped pair",
+        "Per-step LoRA overhead: Wan 2.2 A14B-shaped pair",
+        "LoRA switch cost: Wan 2.2 A14B-shaped pair",
+    ):
         assert title in result.stdout, output[-4000:]
     assert "model_offload failed" not in result.stdout  # the offload hooks also run host to host on a CPU
     assert result.stdout.count("SMOKE (not judged)") == 3

@@ -51,9 +51,10 @@ def test_a_buffering_proxy_is_the_only_way_to_gunicorn():
     assert "ports" not in SERVICES["web"], "gunicorn must not be reachable around the proxy"
     assert SERVICES["web"]["expose"] == ["8000"]
     directives = nginx_directives()
-    assert directives["proxy_pass"] == "http://lorasite_web" and "server web:8000" in (
-        ROOT / "deploy" / "nginx.conf"
-    ).read_text()
+    assert (
+        directives["proxy_pass"] == "http://lorasite_web"
+        and "server web:8000" in (ROOT / "deploy" / "nginx.conf").read_text()
+    )
     # The whole request is read before gunicorn sees it, and the answer is taken from gunicorn at once.
     assert directives["proxy_request_buffering"] == "on" and directives["proxy_buffering"] == "on"
     assert int(directives["client_body_timeout"].rstrip("s")) < 120  # below gunicorn's --timeout
@@ -137,8 +138,12 @@ def test_web_and_beat_run_the_web_image_and_every_worker_the_cuda_worker_image()
     app_services = {name: service for name, service in SERVICES.items() if "build" in service}
     images = {name: (service["build"]["dockerfile"], service["image"]) for name, service in app_services.items()}
     web_image, worker_image = ("Dockerfile", "lorasite-web:latest"), ("Dockerfile.worker", "lorasite-worker:latest")
-    assert images == {"web": web_image, "beat": web_image, "worker": worker_image,
-                      **{name: worker_image for name in GPU_WORKERS}}
+    assert images == {
+        "web": web_image,
+        "beat": web_image,
+        "worker": worker_image,
+        **dict.fromkeys(GPU_WORKERS, worker_image),
+    }
 
 
 def test_the_web_image_installs_only_the_web_requirements():
@@ -153,7 +158,9 @@ def test_the_worker_image_is_cuda_with_torchs_cuda_build():
     base = next(line for line in instructions if line.startswith("ARG CUDA_IMAGE="))
     assert re.fullmatch(r"ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-runtime-ubuntu\d+\.\d+", base)
     assert "FROM ${CUDA_IMAGE}" in instructions
-    assert "ARG TORCH_VERSION=2.13.0" in instructions and re.search(r"^ARG TORCH_CUDA=cu12\d$", "\n".join(instructions), re.M)
+    assert "ARG TORCH_VERSION=2.13.0" in instructions and re.search(
+        r"^ARG TORCH_CUDA=cu12\d$", "\n".join(instructions), re.M
+    )
     install = next(line for line in instructions if "pip install" in line)
     torch_install, requirements_install = install.split("&&")[:2]
     assert "https://download.pytorch.org/whl/${TORCH_CUDA}" in torch_install

@@ -34,8 +34,18 @@ def test_a_job_at_each_demo_resolution_gives_frames_of_that_size(demo_models: di
         assert pipe.vae.decode(latents).sample.shape[-2:] == (32, 32)
     for width, height in model_registry()[key].capabilities.resolutions:
         frames = run_pipeline(
-            pipe, kind="video", prompt="a fox", negative_prompt="", width=width, height=height, num_frames=5,
-            steps=1, guidance=4.0, guidance_2=3.0 if pipe.transformer_2 is not None else None, seed=0,
-            on_step=lambda step, total: None, should_cancel=lambda: False,
+            pipe,
+            kind="video",
+            prompt="a fox",
+            negative_prompt="",
+            width=width,
+            height=height,
+            num_frames=5,
+            steps=1,
+            guidance=4.0,
+            guidance_2=3.0 if pipe.transformer_2 is not None else None,
+            seed=0,
+            on_step=lambda step, total: None,
+            should_cancel=lambda: False,
         )
         assert frames.shape == (5, height, width, 3)

@@ -42,7 +42,9 @@ def make_lora(workspace, owner, tmp_path):
 
 
 def create(api, workspace, **body):
-    return api.post(f"/api/v1/workspaces/{workspace.slug}/generations/", {"model": WAN, "prompt": "a cat", **body}, format="json")
+    return api.post(
+        f"/api/v1/workspaces/{workspace.slug}/generations/", {"model": WAN, "prompt": "a cat", **body}, format="json"
+    )
 
 
 def test_models_endpoint_lists_registry_with_capabilities(api):
@@ -71,13 +73,20 @@ def test_models_file_points_a_key_at_a_snapshot(owner, client_for, tmp_path):
 
 def test_create_queues_with_defaults_and_snapshots(api, workspace, make_lora):
     high, low = make_lora("anime"), make_lora("detail")
-    response = create(api, workspace, loras=[{"lora_id": high.id, "weight": 0.8, "expert": "high"}, {"lora_id": low.id, "expert": "low"}])
+    response = create(
+        api,
+        workspace,
+        loras=[{"lora_id": high.id, "weight": 0.8, "expert": "high"}, {"lora_id": low.id, "expert": "low"}],
+    )
     assert response.status_code == 201, response.json()
     body = response.json()
     assert body["status"] == "queued" and body["progress"] == 0
     assert body["params"]["width"] == 32 and body["params"]["steps"] == 4 and body["params"]["guidance_2"] == 3.0
     assert isinstance(body["params"]["seed"], int)
-    assert [(l["name"], l["weight"], l["expert"]) for l in body["loras"]] == [("anime", 0.8, "high"), ("detail", 1.0, "low")]
+    assert [(jl["name"], jl["weight"], jl["expert"]) for jl in body["loras"]] == [
+        ("anime", 0.8, "high"),
+        ("detail", 1.0, "low"),
+    ]
     assert body["loras"][0]["sha256"] == high.sha256
 
 
@@ -118,7 +127,11 @@ class TestEveryProblemIs400:
         deleted = make_lora("gone", deleted_at=timezone.now())
         processing = make_lora("busy", status="processing")
         inactive = make_lora("off", is_active=False)
-        errors = problems(create(api, workspace, loras=[{"lora_id": deleted.id}, {"lora_id": processing.id}, {"lora_id": inactive.id}]))
+        errors = problems(
+            create(
+                api, workspace, loras=[{"lora_id": deleted.id}, {"lora_id": processing.id}, {"lora_id": inactive.id}]
+            )
+        )
         assert errors["loras.0.lora_id"] == ["LoRA 'gone' has been deleted"]
         assert "not ready" in errors["loras.1.lora_id"][0]
         assert "inactive" in errors["loras.2.lora_id"][0]
@@ -140,12 +153,22 @@ class TestEveryProblemIs400:
         assert "48→48 in the LoRA but the block layers of Wan 2.2 A14B (demo) read 24 or 32 features" in message
 
     def test_params_outside_capabilities(self, api, workspace):
-        errors = problems(create(api, workspace, params={"width": 1280, "height": 720, "steps": 500, "num_frames": 4, "fps": 60}))
+        errors = problems(
+            create(api, workspace, params={"width": 1280, "height": 720, "steps": 500, "num_frames": 4, "fps": 60})
+        )
         assert {"params.width", "params.steps", "params.num_frames", "params.fps"} <= set(errors)
 
     def test_single_expert_models_refuse_expert_and_guidance_2(self, api, workspace, make_lora):
         lora = make_lora("s")
-        errors = problems(create(api, workspace, model="wan-ti2v-demo", params={"guidance_2": 2.0}, loras=[{"lora_id": lora.id, "expert": "low"}]))
+        errors = problems(
+            create(
+                api,
+                workspace,
+                model="wan-ti2v-demo",
+                params={"guidance_2": 2.0},
+                loras=[{"lora_id": lora.id, "expert": "low"}],
+            )
+        )
         assert {"params.guidance_2", "loras.0.expert"} <= set(errors)
 
     def test_unknown_model_and_missing_weights(self, api, workspace, tmp_path):
@@ -179,7 +202,9 @@ def test_cancel_running_sets_the_flag_for_the_worker(api, workspace):
 
 def test_retry_makes_a_new_job_with_the_same_inputs(api, workspace, make_lora):
     lora = make_lora("again")
-    first = create(api, workspace, prompt="a dog", params={"seed": 7}, loras=[{"lora_id": lora.id, "weight": 0.5, "expert": "low"}]).json()
+    first = create(
+        api, workspace, prompt="a dog", params={"seed": 7}, loras=[{"lora_id": lora.id, "weight": 0.5, "expert": "low"}]
+    ).json()
     response = api.post(f"/api/v1/workspaces/{workspace.slug}/generations/{first['id']}/retry/")
     assert response.status_code == 201
     second = response.json()

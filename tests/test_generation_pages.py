@@ -57,8 +57,18 @@ def url(workspace, name: str = "generate", job=None) -> str:
 
 
 def form_data(**overrides) -> dict:
-    data = {"model": WAN, "prompt": "a lighthouse at dusk", "negative_prompt": "", "resolution": "32x32", "num_frames": "5",
-            "fps": "8", "steps": "4", "guidance": "4.0", "guidance_2": "3.0", "seed": "7"}
+    data = {
+        "model": WAN,
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": "",
+        "resolution": "32x32",
+        "num_frames": "5",
+        "fps": "8",
+        "steps": "4",
+        "guidance": "4.0",
+        "guidance_2": "3.0",
+        "seed": "7",
+    }
     return {**data, **overrides}
 
 
@@ -88,8 +98,11 @@ def test_model_switch_rerenders_the_pickers(web, workspace, make_lora):
     assert two["Vary"] and "HX-Request" in two["Vary"]
 
     # The prompt and the picked LoRA stay; the single-expert model has one list and no guidance 2.
-    one = web.get(url(workspace), {"model": "wan-ti2v-demo", "prompt": "kept", "lora_id": lora.id, "lora_weight": "0.7",
-                                     "lora_expert": "low"}, HTTP_HX_REQUEST="true").content.decode()
+    one = web.get(
+        url(workspace),
+        {"model": "wan-ti2v-demo", "prompt": "kept", "lora_id": lora.id, "lora_weight": "0.7", "lora_expert": "low"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
     assert one.count('class="lora-section"') == 1 and 'data-expert=""' in one
     assert "High-noise" not in one and 'name="guidance_2"' not in one
     assert "kept</textarea>" in one and f'name="lora_id" value="{lora.id}"' in one and 'value="0.70"' in one
@@ -132,7 +145,16 @@ def test_posting_creates_the_job_with_experts_and_weights(web, workspace, make_l
     job = GenerationJob.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/w/{workspace.slug}/jobs/{job.id}/"
     assert job.model_key == WAN and job.prompt == "a lighthouse at dusk"
-    assert job.params == {"width": 32, "height": 32, "steps": 4, "guidance": 4.0, "guidance_2": 3.0, "num_frames": 5, "fps": 8, "seed": 7}
+    assert job.params == {
+        "width": 32,
+        "height": 32,
+        "steps": 4,
+        "guidance": 4.0,
+        "guidance_2": 3.0,
+        "num_frames": 5,
+        "fps": 8,
+        "seed": 7,
+    }
     rows = list(JobLoRA.objects.filter(job=job).values_list("lora_id", "weight", "expert"))
     assert rows == [(high.id, 0.8, "high"), (low.id, 0.55, "low")]
 
@@ -160,7 +182,9 @@ def test_errors_are_shown_next_to_their_fields(web, workspace, make_lora):
     assert "\na lighthouse at dusk</textarea>" in page  # the rest of the input is kept
 
     too_many = [make_lora(f"extra {n}").id for n in range(5)] + [good.id]
-    page = web.post(url(workspace), form_data(lora_id=too_many, lora_weight=["1"] * 6, lora_expert=["high"] * 6)).content.decode()
+    page = web.post(
+        url(workspace), form_data(lora_id=too_many, lora_weight=["1"] * 6, lora_expert=["high"] * 6)
+    ).content.decode()
     assert "At most 5 LoRAs per job; 6 were given" in page
 
     page = web.post(url(workspace), form_data(prompt="", resolution="999x999")).content.decode()
@@ -207,7 +231,7 @@ def test_jobs_list_shows_status_loras_and_deleted_marks(web, workspace, make_lor
     # The htmx poll answers the partial; once every job has finished it stops polling.
     GenerationJob.objects.update(status=JobStatus.FAILED, error="out of memory")
     partial = web.get(url(workspace, "jobs"), HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in partial and 'hx-trigger' not in partial and "out of memory" in partial
+    assert "<html" not in partial and "hx-trigger" not in partial and "out of memory" in partial
 
 
 def test_job_page_shows_inputs_timings_and_player(web, workspace, make_lora):
@@ -219,7 +243,10 @@ def test_job_page_shows_inputs_timings_and_player(web, workspace, make_lora):
     assert 'hx-trigger="every 2s"' in page and "<video" not in page
     key = f"workspaces/{workspace.id}/outputs/{job.id}/output.mp4"
     GenerationJob.objects.filter(id=job.id).update(
-        status=JobStatus.SUCCEEDED, progress=100, output_key=key, poster_key=key.replace("output.mp4", "poster.png"),
+        status=JobStatus.SUCCEEDED,
+        progress=100,
+        output_key=key,
+        poster_key=key.replace("output.mp4", "poster.png"),
         timings={"queue_wait": 0.5, "model_load": 1.25, "inference": 2.0, "encode": 0.1},
     )
     page = web.get(url(workspace, "job", job), HTTP_HX_REQUEST="true").content.decode()

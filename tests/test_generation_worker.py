@@ -18,9 +18,9 @@ from generation import services, worker
 from generation.models import GenerationJob, JobStatus
 from generation.runtime.adapters import AdapterManager, lora_components
 from generation.selectors import job_output_urls
-from lorasite.object_store import get_object_store
 from loras import services as lora_services
 from loras.models import LoRA
+from lorasite.object_store import get_object_store
 from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
@@ -49,15 +49,19 @@ def make_lora(actor, tmp_path):
 
     def make(name: str, **kwargs) -> LoRA:
         seed = next(counter)
-        path = write_lora(tmp_path / f"{name}-{seed}.safetensors", family="wan-demo", blocks=2, seed=seed, std=0.3, **kwargs)
+        path = write_lora(
+            tmp_path / f"{name}-{seed}.safetensors", family="wan-demo", blocks=2, seed=seed, std=0.3, **kwargs
+        )
         return ingest_ready(actor=actor, path=path, options=lora_services.LoRAOptions(name=name))
 
     return make
 
 
 def run(actor, *, loras=(), model=WAN, **params) -> GenerationJob:
-    requests_ = [services.LoRARequest(lora_id=l.id, weight=w, expert=e) for l, w, e in loras]
-    job = services.generation_create(actor=actor, model=model, prompt="a cat", params={"seed": 1, **params}, loras=requests_)
+    requests_ = [services.LoRARequest(lora_id=lora.id, weight=w, expert=e) for lora, w, e in loras]
+    job = services.generation_create(
+        actor=actor, model=model, prompt="a cat", params={"seed": 1, **params}, loras=requests_
+    )
     worker.execute_job(str(job.id), worker_name="test@worker")
     job.refresh_from_db()
     return job
@@ -88,7 +92,16 @@ def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys)
     assert job.progress == 100 and job.current_step == job.total_steps == 4
     prefix = f"workspaces/{job.workspace_id}/outputs/{job.id}/"
     assert sorted(s3_keys(prefix)) == [prefix + "output.mp4", prefix + "poster.png"]
-    assert {"queue_wait", "model_load", "download", "adapter_load", "inference", "encode", "upload", "adapter_unload"} <= set(job.timings)
+    assert {
+        "queue_wait",
+        "model_load",
+        "download",
+        "adapter_load",
+        "inference",
+        "encode",
+        "upload",
+        "adapter_unload",
+    } <= set(job.timings)
     video = requests.get(job_output_urls(job=job)["output_url"], timeout=30)
     assert video.headers["Content-Type"] == "video/mp4" and video.content[4:8] == b"ftyp"
     lora.refresh_from_db()
@@ -142,7 +155,9 @@ def test_mismatched_lora_fails_naming_it(actor, make_lora):
     lora = make_lora("mismatch")
     other = write_lora(settings.LORASITE_WORKER_CACHE_DIR.parent / "wide.safetensors", family="wan-1.3b", blocks=1)
     get_object_store().save_file(lora.file.name, other)
-    LoRA.objects.filter(id=lora.id).update(sha256=hashlib.sha256(other.read_bytes()).hexdigest(), file_size=other.stat().st_size)
+    LoRA.objects.filter(id=lora.id).update(
+        sha256=hashlib.sha256(other.read_bytes()).hexdigest(), file_size=other.stat().st_size
+    )
     job = run(actor, loras=[(lora, 1.0, "high")])
     assert job.status == JobStatus.FAILED and "'mismatch'" in job.error
     assert pipeline_is_clean()
@@ -181,7 +196,9 @@ def test_redelivered_job_runs_once_more_then_fails(actor):
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 2
     stuck = services.generation_create(actor=actor, model=WAN, prompt="y")
-    GenerationJob.objects.filter(id=stuck.id).update(status=JobStatus.RUNNING, attempts=settings.LORASITE_TASK_MAX_ATTEMPTS)
+    GenerationJob.objects.filter(id=stuck.id).update(
+        status=JobStatus.RUNNING, attempts=settings.LORASITE_TASK_MAX_ATTEMPTS
+    )
     worker.execute_job(str(stuck.id), worker_name="w3")
     stuck.refresh_from_db()
     assert stuck.status == JobStatus.FAILED and "stopped" in stuck.error
@@ -193,7 +210,10 @@ def test_beat_fails_a_stalled_job_that_has_had_its_attempts(actor):
     job = services.generation_create(actor=actor, model=WAN, prompt="x")
     long_ago = timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 600)
     GenerationJob.objects.filter(id=job.id).update(
-        status=JobStatus.RUNNING, attempts=settings.LORASITE_TASK_MAX_ATTEMPTS, started_at=long_ago, attempt_started_at=long_ago
+        status=JobStatus.RUNNING,
+        attempts=settings.LORASITE_TASK_MAX_ATTEMPTS,
+        started_at=long_ago,
+        attempt_started_at=long_ago,
     )
     assert services.jobs_recover_stalled() == {"requeued": 0, "failed": 1, "cancelled": 0}
     job.refresh_from_db()
@@ -276,8 +296,9 @@ def test_a_cached_lora_rotted_in_place_is_fetched_again_and_the_job_succeeds(act
     store = get_object_store()
     fetches = []
     download_to = type(store).download_to
-    monkeypatch.setattr(type(store), "download_to",
-                        lambda self, key, path: (fetches.append(key), download_to(self, key, path)))
+    monkeypatch.setattr(
+        type(store), "download_to", lambda self, key, path: (fetches.append(key), download_to(self, key, path))
+    )
     job = run(actor, loras=[(lora, 1.0, "both")])
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert fetches == [lora.file.name]

@@ -35,7 +35,9 @@ def test_healthz_names_an_unreachable_broker(client, monkeypatch):
 
 
 def test_healthz_local_storage_probe(client, tmp_path):
-    storages = {"default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}}
+    storages = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}}
+    }
     with override_settings(STORAGES=storages):
         health.check_storage()
     assert list(tmp_path.iterdir()) == []

@@ -20,9 +20,19 @@ def make_lora(workspace, user, **fields) -> LoRA:
     """A LoRA row as ingest leaves it (the pages never read the file itself)."""
     key = uuid.uuid4().hex
     values = {
-        "name": f"LoRA {key[:6]}", "original_filename": "style.safetensors", "file": f"workspaces/{workspace.id}/loras/{key}/style.safetensors",
-        "file_size": 4 * 1024 * 1024, "sha256": key * 2, "status": Status.READY, "base_model": "wan-14b", "rank": 16, "alpha": 8.0,
-        "key_format": "kohya", "dtype": "BF16", "tensor_count": 400, "created_by": user,
+        "name": f"LoRA {key[:6]}",
+        "original_filename": "style.safetensors",
+        "file": f"workspaces/{workspace.id}/loras/{key}/style.safetensors",
+        "file_size": 4 * 1024 * 1024,
+        "sha256": key * 2,
+        "status": Status.READY,
+        "base_model": "wan-14b",
+        "rank": 16,
+        "alpha": 8.0,
+        "key_format": "kohya",
+        "dtype": "BF16",
+        "tensor_count": 400,
+        "created_by": user,
     }
     return LoRA.objects.create(workspace=workspace, **{**values, **fields})
 
@@ -54,13 +64,31 @@ def names(response) -> list[str]:
 class TestLibrary:
     def test_cards_show_what_the_issue_asks(self, signed_in, workspace, owner):
         make_lora(
-            workspace, owner, name="Cinematic light", version="3", expert="high", trigger_words=["ohwx", "golden hour"],
-            tags=["style"], use_count=2,
+            workspace,
+            owner,
+            name="Cinematic light",
+            version="3",
+            expert="high",
+            trigger_words=["ohwx", "golden hour"],
+            tags=["style"],
+            use_count=2,
         )
         response = signed_in.get(library_url(workspace))
         content = response.content.decode()
-        for text in ("Cinematic light", "v3", "4 MiB", "Wan 2.1/2.2 14B (A14B)", "High noise", "ohwx", "golden hour", "#style",
-                     "Uploaded <time", "Used 2 times", "Upload LoRAs", 'data-max-bytes="5368709120"'):
+        for text in (
+            "Cinematic light",
+            "v3",
+            "4 MiB",
+            "Wan 2.1/2.2 14B (A14B)",
+            "High noise",
+            "ohwx",
+            "golden hour",
+            "#style",
+            "Uploaded <time",
+            "Used 2 times",
+            "Upload LoRAs",
+            'data-max-bytes="5368709120"',
+        ):
             assert text in content, text
 
     def test_workspace_root_redirects_to_the_library(self, signed_in, workspace):
@@ -68,13 +96,25 @@ class TestLibrary:
         assert response.status_code == 302 and response["Location"] == library_url(workspace)
 
     def test_search_filters_and_sort(self, signed_in, workspace, owner):
-        make_lora(workspace, owner, name="Anime", tags=["style", "anime"], trigger_words=["cel shading"], base_model="flux")
+        make_lora(
+            workspace, owner, name="Anime", tags=["style", "anime"], trigger_words=["cel shading"], base_model="flux"
+        )
         make_lora(workspace, owner, name="Portrait", tags=["people"], expert="high", description="Faces in soft light")
         make_lora(workspace, owner, name="Zebra", expert="low", is_active=False, file_size=10)
         make_lora(workspace, owner, name="Broken", status=Status.FAILED, error="Not a LoRA.", sha256="")
 
-        assert names(signed_in.get(library_url(workspace, "?ordering=name"))) == ["Anime", "Broken", "Portrait", "Zebra"]
-        assert names(signed_in.get(library_url(workspace, "?ordering=-name"))) == ["Zebra", "Portrait", "Broken", "Anime"]
+        assert names(signed_in.get(library_url(workspace, "?ordering=name"))) == [
+            "Anime",
+            "Broken",
+            "Portrait",
+            "Zebra",
+        ]
+        assert names(signed_in.get(library_url(workspace, "?ordering=-name"))) == [
+            "Zebra",
+            "Portrait",
+            "Broken",
+            "Anime",
+        ]
         assert names(signed_in.get(library_url(workspace, "?ordering=size")))[0] == "Zebra"
         assert names(signed_in.get(library_url(workspace, "?search=cel+shad"))) == ["Anime"]
         assert names(signed_in.get(library_url(workspace, "?search=soft+light"))) == ["Portrait"]
@@ -88,9 +128,9 @@ class TestLibrary:
 
     def test_the_sort_menu_offers_every_ordering_of_the_filterset(self, signed_in, workspace):
         content = signed_in.get(library_url(workspace)).content.decode()
-        menu = content[content.index('<select name="ordering"'):]
-        menu = menu[:menu.index("</select>")]
-        offered = [option.split('"')[1] for option in menu.split('<option value=')[1:]]
+        menu = content[content.index('<select name="ordering"') :]
+        menu = menu[: menu.index("</select>")]
+        offered = [option.split('"')[1] for option in menu.split("<option value=")[1:]]
         assert offered == list(ORDERINGS)
 
     def test_filters_offer_the_workspace_tags(self, signed_in, workspace, owner):
@@ -103,10 +143,15 @@ class TestLibrary:
     def test_bad_query_values_are_ignored_and_named_never_a_500(self, signed_in, workspace, owner):
         make_lora(workspace, owner, name="One")
         make_lora(workspace, owner, name="Two")
-        response = signed_in.get(library_url(workspace, "?expert=middle&ordering=sideways&active=maybe&page=abc&search=" + "x" * 101))
+        response = signed_in.get(
+            library_url(workspace, "?expert=middle&ordering=sideways&active=maybe&page=abc&search=" + "x" * 101)
+        )
         assert sorted(names(response)) == ["One", "Two"]
         content = response.content.decode()
-        assert 'id="id_expert_error"' in content and "Select a valid choice. middle is not one of the available choices." in content
+        assert (
+            'id="id_expert_error"' in content
+            and "Select a valid choice. middle is not one of the available choices." in content
+        )
         assert 'id="id_ordering_error"' in content and 'id="id_active_error"' in content
         assert 'id="id_search_error"' in content and "at most 100 characters" in content
 
@@ -117,8 +162,12 @@ class TestLibrary:
         assert names(first) == [f"LoRA {i:02d}" for i in range(24)]
         assert "30 LoRAs · page 1 of 2" in first.content.decode()
         assert 'href="?ordering=name&amp;page=2"' in first.content.decode()
-        assert names(signed_in.get(library_url(workspace, "?ordering=name&page=2"))) == [f"LoRA {i:02d}" for i in range(24, 30)]
-        assert names(signed_in.get(library_url(workspace, "?ordering=name&page=99"))) == [f"LoRA {i:02d}" for i in range(24, 30)]
+        assert names(signed_in.get(library_url(workspace, "?ordering=name&page=2"))) == [
+            f"LoRA {i:02d}" for i in range(24, 30)
+        ]
+        assert names(signed_in.get(library_url(workspace, "?ordering=name&page=99"))) == [
+            f"LoRA {i:02d}" for i in range(24, 30)
+        ]
 
     def test_htmx_filter_request_gets_only_the_results(self, signed_in, workspace, owner):
         make_lora(workspace, owner, name="Anime")
@@ -151,7 +200,12 @@ class TestLibrary:
     def test_duplicate_card_links_the_existing_lora(self, signed_in, workspace, owner):
         existing = make_lora(workspace, owner, name="Original", sha256="d" * 64)
         failed = make_lora(
-            workspace, owner, name="Copy", status=Status.FAILED, sha256="d" * 64, file="",
+            workspace,
+            owner,
+            name="Copy",
+            status=Status.FAILED,
+            sha256="d" * 64,
+            file="",
             error=f"This file is already in the workspace as 'Original' version 1 (id {existing.id}).",
         )
         card = signed_in.get(detail_url(failed, "card/")).content.decode()
@@ -189,7 +243,12 @@ class TestRoles:
         assert "Upload LoRAs" in client.get(library_url(workspace)).content.decode()
         assert "Rename" in client.get(detail_url(own)).content.decode()
         assert "Rename" not in client.get(detail_url(other)).content.decode()
-        assert client.post(detail_url(other, "details/"), {"tags": "x", "preferred_weight": 1, "expert": "both"}).status_code == 403
+        assert (
+            client.post(
+                detail_url(other, "details/"), {"tags": "x", "preferred_weight": 1, "expert": "both"}
+            ).status_code
+            == 403
+        )
 
     def test_another_workspaces_urls_are_404(self, client, workspace, owner, member_of):
         lora = make_lora(workspace, owner)
@@ -197,7 +256,8 @@ class TestRoles:
         own_workspace = MembershipFactory(user=outsider, role=Role.OWNER).workspace
         client.force_login(outsider)
         urls = [library_url(workspace), f"/w/{workspace.slug}/"] + [
-            detail_url(lora, suffix) for suffix in ("", "card/", "name/", "name/edit/", "details/", "details/edit/", "active/", "download/")
+            detail_url(lora, suffix)
+            for suffix in ("", "card/", "name/", "name/edit/", "details/", "details/edit/", "active/", "download/")
         ]
         for url in urls:
             assert client.get(url).status_code == 404, url
@@ -215,24 +275,86 @@ class TestRoles:
 class TestDetail:
     def test_every_piece_of_metadata(self, signed_in, workspace, owner):
         lora = make_lora(
-            workspace, owner, name="Golden hour", trigger_words=["ohwx woman", "smiling"], tags=["portrait"], description="Warm light",
-            training_metadata={"steps": 1200, "learning_rate": 0.0002, "top_tags": [{"tag": "ohwx woman", "count": 20}],
-                               "dataset_dirs": {"10_ohwx": {"n_repeats": 10, "img_count": 20}}},
-            header_metadata={"ss_network_dim": "16"}, original_filename="golden_HIGH.safetensors",
+            workspace,
+            owner,
+            name="Golden hour",
+            trigger_words=["ohwx woman", "smiling"],
+            tags=["portrait"],
+            description="Warm light",
+            training_metadata={
+                "steps": 1200,
+                "learning_rate": 0.0002,
+                "top_tags": [{"tag": "ohwx woman", "count": 20}],
+                "dataset_dirs": {"10_ohwx": {"n_repeats": 10, "img_count": 20}},
+            },
+            header_metadata={"ss_network_dim": "16"},
+            original_filename="golden_HIGH.safetensors",
         )
         content = signed_in.get(detail_url(lora)).content.decode()
-        for text in (lora.sha256, "16 / 8", "kohya", "BF16", "Wan 2.1/2.2 14B (A14B)", "4 MiB", "4,194,304 bytes", "golden_HIGH.safetensors",
-                     'data-copy="ohwx woman"', 'data-copy="smiling"', "Steps", "1200", "10_ohwx", "ss_network_dim", "#portrait", "Warm light",
-                     f'href="{detail_url(lora, "download/")}"', "Rename", "Delete…", 'role="switch"', "No job has used this LoRA yet"):
+        for text in (
+            lora.sha256,
+            "16 / 8",
+            "kohya",
+            "BF16",
+            "Wan 2.1/2.2 14B (A14B)",
+            "4 MiB",
+            "4,194,304 bytes",
+            "golden_HIGH.safetensors",
+            'data-copy="ohwx woman"',
+            'data-copy="smiling"',
+            "Steps",
+            "1200",
+            "10_ohwx",
+            "ss_network_dim",
+            "#portrait",
+            "Warm light",
+            f'href="{detail_url(lora, "download/")}"',
+            "Rename",
+            "Delete…",
+            'role="switch"',
+            "No job has used this LoRA yet",
+        ):
             assert text in content, text
 
     def test_jobs_that_used_it_link_to_the_job(self, signed_in, workspace, owner):
         lora = make_lora(workspace, owner, use_count=1)
-        job = GenerationJob.objects.create(workspace=workspace, model_key="wan22-a14b-demo", model_name="Wan", kind="video", prompt="A lighthouse at dusk", status="succeeded")
-        JobLoRA.objects.create(job=job, lora=lora, position=0, lora_ref=lora.id, name=lora.name, version="1", sha256=lora.sha256,
-                               file_key=lora.file.name, file_size=1, weight=0.75, expert="high")
-        elsewhere = GenerationJob.objects.create(workspace=WorkspaceFactory(), model_key="m", model_name="M", kind="image", prompt="Not here")
-        JobLoRA.objects.create(job=elsewhere, lora=None, position=0, lora_ref=lora.id, name="x", version="1", sha256="", file_key="", file_size=1, weight=1, expert="both")
+        job = GenerationJob.objects.create(
+            workspace=workspace,
+            model_key="wan22-a14b-demo",
+            model_name="Wan",
+            kind="video",
+            prompt="A lighthouse at dusk",
+            status="succeeded",
+        )
+        JobLoRA.objects.create(
+            job=job,
+            lora=lora,
+            position=0,
+            lora_ref=lora.id,
+            name=lora.name,
+            version="1",
+            sha256=lora.sha256,
+            file_key=lora.file.name,
+            file_size=1,
+            weight=0.75,
+            expert="high",
+        )
+        elsewhere = GenerationJob.objects.create(
+            workspace=WorkspaceFactory(), model_key="m", model_name="M", kind="image", prompt="Not here"
+        )
+        JobLoRA.objects.create(
+            job=elsewhere,
+            lora=None,
+            position=0,
+            lora_ref=lora.id,
+            name="x",
+            version="1",
+            sha256="",
+            file_key="",
+            file_size=1,
+            weight=1,
+            expert="both",
+        )
         content = signed_in.get(detail_url(lora)).content.decode()
         assert f'href="/w/{workspace.slug}/jobs/{job.id}/"' in content and "A lighthouse at dusk" in content
         assert "0.75" in content and "Succeeded" in content and "Not here" not in content
@@ -240,9 +362,16 @@ class TestDetail:
     def test_download_redirects_to_a_signed_url(self, signed_in, workspace, owner):
         lora = make_lora(workspace, owner)
         response = signed_in.get(detail_url(lora, "download/"))
-        assert response.status_code == 302 and "X-Amz-Expires=" in response["Location"] and lora.file.name in response["Location"]
+        assert (
+            response.status_code == 302
+            and "X-Amz-Expires=" in response["Location"]
+            and lora.file.name in response["Location"]
+        )
 
-    @pytest.mark.parametrize("name, message", [("", "A name needs 1 to 100 characters."), ("x" * 101, "A name needs 1 to 100 characters. This one has 101.")])
+    @pytest.mark.parametrize(
+        "name, message",
+        [("", "A name needs 1 to 100 characters."), ("x" * 101, "A name needs 1 to 100 characters. This one has 101.")],
+    )
     def test_rename_errors_are_shown_next_to_the_field(self, signed_in, workspace, owner, name, message):
         lora = make_lora(workspace, owner, name="Keep me")
         for headers in (HTMX, {}):
@@ -278,26 +407,40 @@ class TestDetail:
     def test_edit_details(self, signed_in, workspace, owner):
         lora = make_lora(workspace, owner)
         response = signed_in.post(
-            detail_url(lora, "details/"), {"tags": "style, anime,, Style", "description": "Soft", "preferred_weight": "1.5", "expert": "low"}, **HTMX
+            detail_url(lora, "details/"),
+            {"tags": "style, anime,, Style", "description": "Soft", "preferred_weight": "1.5", "expert": "low"},
+            **HTMX,
         )
         content = response.content.decode()
         assert response.status_code == 200 and "Details saved." in content
         assert '<ul id="detail-badges" class="badges detail-badges" aria-label="Summary" hx-swap-oob="true">' in content
         assert '<li class="badge expert-low">Low noise</li>' in content  # the badge at the top follows the edit
         lora.refresh_from_db()
-        assert (lora.tags, lora.description, lora.preferred_weight, lora.expert) == (["style", "anime"], "Soft", 1.5, "low")
-        response = signed_in.post(detail_url(lora, "details/"), {"tags": "", "preferred_weight": "3", "expert": "sideways"}, **HTMX)
+        assert (lora.tags, lora.description, lora.preferred_weight, lora.expert) == (
+            ["style", "anime"],
+            "Soft",
+            1.5,
+            "low",
+        )
+        response = signed_in.post(
+            detail_url(lora, "details/"), {"tags": "", "preferred_weight": "3", "expert": "sideways"}, **HTMX
+        )
         content = response.content.decode()
         assert response.status_code == 400
         assert 'id="id_preferred_weight_error">Ensure this value is less than or equal to 2.0.' in content
         assert 'id="id_expert_error">Select a valid choice.' in content
-        response = signed_in.post(detail_url(lora, "details/"), {"tags": "x" * 65, "preferred_weight": "1", "expert": "low"}, **HTMX)
+        response = signed_in.post(
+            detail_url(lora, "details/"), {"tags": "x" * 65, "preferred_weight": "1", "expert": "low"}, **HTMX
+        )
         assert response.status_code == 400 and 'id="id_tags_error">' in response.content.decode()
 
     def test_activate_toggle(self, signed_in, workspace, owner):
         lora = make_lora(workspace, owner)
         response = signed_in.post(detail_url(lora, "active/"), {"is_active": "false"}, **HTMX)
-        assert 'aria-checked="false"' in response.content.decode() and 'name="is_active" value="true"' in response.content.decode()
+        assert (
+            'aria-checked="false"' in response.content.decode()
+            and 'name="is_active" value="true"' in response.content.decode()
+        )
         lora.refresh_from_db()
         assert not lora.is_active
         signed_in.post(detail_url(lora, "active/"), {"is_active": "true"}, **HTMX)

@@ -168,9 +168,7 @@ class TestIngest:
     ):
         actor = workspace.memberships.get(user=owner)
         lora = ingest_ready(actor=actor, path=write_tensors(tmp_path / "raw_peft.safetensors", _peft_raw_tensors()))
-        reason = (
-            f"None of its 2 tensors map to a layer of {DEMO_WAN_MODELS} (diffusers ignores them: not converted)."
-        )
+        reason = f"None of its 2 tensors map to a layer of {DEMO_WAN_MODELS} (diffusers ignores them: not converted)."
         assert (lora.status, lora.error, lora.file.name) == (Status.FAILED, reason, "")
         assert s3_keys(f"workspaces/{workspace.id}/loras/") == []  # the copy is deleted
         body = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora.id}/").json()

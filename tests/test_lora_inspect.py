@@ -6,7 +6,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from loras.lora_inspect import FAMILIES, NotALoRA, detect_family, inspect_lora
-from loras.safetensors_header import HeaderError, read_header_from_path, range_reader
+from loras.safetensors_header import HeaderError, range_reader, read_header_from_path
 from tests.lora_files import (
     FLUX_WIDTHS,
     SD_UNETS,
@@ -77,8 +77,16 @@ def test_wan_modules_keep_the_files_names(tmp_path, key_format):
 
 def test_wan_top_level_and_image_modules_keep_the_family(tmp_path):
     tensors = {}
-    for original in ("blocks.3.cross_attn.k_img", "blocks.3.cross_attn.v_img", "blocks.3.self_attn.o", "head.head",
-                     "text_embedding.0", "time_embedding.2", "time_projection.1", "img_emb.proj.1"):
+    for original in (
+        "blocks.3.cross_attn.k_img",
+        "blocks.3.cross_attn.v_img",
+        "blocks.3.self_attn.o",
+        "head.head",
+        "text_embedding.0",
+        "time_embedding.2",
+        "time_projection.1",
+        "img_emb.proj.1",
+    ):
         tensors |= _pair(f"diffusion_model.{original}", 2, 24, 24, style=("lora_down", "lora_up"))
     inspection = _inspect(write_tensors(tmp_path / "l.safetensors", tensors))
 

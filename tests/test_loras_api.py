@@ -1,7 +1,6 @@
 """Managing the library: list, search, filters, ordering, edit, versions, soft delete, download,
 roles, server imports, beat cleanup — and 404 for everything in another workspace."""
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +12,9 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from lorasite.object_store import get_object_store
 from loras import services
 from loras.models import LoRA, LoRAUpload
+from lorasite.object_store import get_object_store
 from tests.factories import MembershipFactory, WorkspaceFactory
 from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
@@ -35,7 +34,9 @@ def ingest(workspace, user, tmp_path: Path, *, seed: int, filename: str = "", **
 def library(workspace, owner, tmp_path):
     return [
         ingest(workspace, owner, tmp_path, seed=1, name="Anime", tags=("style", "anime")),
-        ingest(workspace, owner, tmp_path, seed=2, name="Portrait", tags=("people",), expert="high", family="flux-demo"),
+        ingest(
+            workspace, owner, tmp_path, seed=2, name="Portrait", tags=("people",), expert="high", family="flux-demo"
+        ),
         ingest(workspace, owner, tmp_path, seed=3, name="Zebra stripes", description="Animals", expert="low"),
     ]
 
@@ -88,7 +89,14 @@ class TestEdit:
         api = client_for(owner)
         response = api.patch(
             url(workspace, f"{library[0].id}/"),
-            {"name": "Anime v2 style", "tags": ["a", "b", "A"], "trigger_words": ["ohwx"], "preferred_weight": 0.7, "expert": "high", "is_active": False},
+            {
+                "name": "Anime v2 style",
+                "tags": ["a", "b", "A"],
+                "trigger_words": ["ohwx"],
+                "preferred_weight": 0.7,
+                "expert": "high",
+                "is_active": False,
+            },
             format="json",
         )
         assert response.status_code == 200, response.json()
@@ -98,8 +106,14 @@ class TestEdit:
 
     @pytest.mark.parametrize(
         "body,field",
-        [({"name": ""}, "name"), ({"name": "x" * 101}, "name"), ({"preferred_weight": 2.5}, "preferred_weight"),
-         ({"preferred_weight": -0.1}, "preferred_weight"), ({"expert": "middle"}, "expert"), ({"tags": "notalist"}, "tags")],
+        [
+            ({"name": ""}, "name"),
+            ({"name": "x" * 101}, "name"),
+            ({"preferred_weight": 2.5}, "preferred_weight"),
+            ({"preferred_weight": -0.1}, "preferred_weight"),
+            ({"expert": "middle"}, "expert"),
+            ({"tags": "notalist"}, "tags"),
+        ],
     )
     def test_bad_edits_name_the_field(self, client_for, owner, workspace, library, body, field):
         response = client_for(owner).patch(url(workspace, f"{library[0].id}/"), body, format="json")
@@ -121,7 +135,10 @@ class TestRoles:
         path = write_lora(tmp_path / "v.safetensors", seed=9)
         with open(path, "rb") as handle:
             assert api.post(url(workspace), {"file": handle}, format="multipart").status_code == 403
-        assert api.post(url(workspace, "uploads/"), {"filename": "a.safetensors", "size": 10}, format="json").status_code == 403
+        assert (
+            api.post(url(workspace, "uploads/"), {"filename": "a.safetensors", "size": 10}, format="json").status_code
+            == 403
+        )
         assert api.patch(url(workspace, f"{library[0].id}/"), {"name": "x"}, format="json").status_code == 403
         assert api.delete(url(workspace, f"{library[0].id}/")).status_code == 403
         assert LoRA.objects.count() == 3
@@ -137,7 +154,9 @@ class TestRoles:
 
     def test_admin_edits_everything(self, client_for, member_of, workspace, library):
         api = client_for(member_of(Role.ADMIN))
-        assert api.patch(url(workspace, f"{library[0].id}/"), {"description": "curated"}, format="json").status_code == 200
+        assert (
+            api.patch(url(workspace, f"{library[0].id}/"), {"description": "curated"}, format="json").status_code == 200
+        )
 
 
 class TestDelete:
@@ -150,7 +169,9 @@ class TestDelete:
         assert get_object_store().exists(library[0].file.name)  # kept until the purge
 
     def test_purge_after_retention_removes_the_object(self, owner, workspace, library):
-        LoRA.objects.filter(id=library[0].id).update(deleted_at=timezone.now() - timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS + 1))
+        LoRA.objects.filter(id=library[0].id).update(
+            deleted_at=timezone.now() - timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS + 1)
+        )
         LoRA.objects.filter(id=library[1].id).update(deleted_at=timezone.now())
         assert services.lora_purge_deleted() == 1
         assert not get_object_store().exists(library[0].file.name)
@@ -173,7 +194,9 @@ def test_cleanup_aborts_expired_uploads_and_orphans(owner, workspace, s3_server,
     young = services.lora_storage_cleanup()
     assert young["uploads_aborted"] == 1 and young["orphans_deleted"] == 0  # the orphan is within its grace period
     assert orphan in s3_keys()
-    report = services.lora_storage_cleanup(now=timezone.now() + timedelta(seconds=settings.LORASITE_ORPHAN_GRACE_SECONDS + 60))
+    report = services.lora_storage_cleanup(
+        now=timezone.now() + timedelta(seconds=settings.LORASITE_ORPHAN_GRACE_SECONDS + 60)
+    )
     assert report["orphans_deleted"] >= 1  # earlier tests rolled back their rows but not the bucket
     assert orphan not in s3_keys()
     assert s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME).get("Uploads", []) == []
@@ -189,7 +212,14 @@ class TestImport:
             yield directory / workspace.slug
 
     def test_import_copies_and_leaves_the_original(self, client_for, owner, workspace, import_dir):
-        path = write_lora(import_dir / "musubi_style_high_noise.safetensors", family="wan-14b", key_format="comfyui", alpha=16.0, rank=16, blocks=1)
+        path = write_lora(
+            import_dir / "musubi_style_high_noise.safetensors",
+            family="wan-14b",
+            key_format="comfyui",
+            alpha=16.0,
+            rank=16,
+            blocks=1,
+        )
         before = path.read_bytes()
         response = client_for(owner).post(url(workspace, "import/"), {"file_path": path.name}, format="json")
         assert response.status_code == 201, response.json()
@@ -210,7 +240,9 @@ class TestImport:
 
     def test_members_cannot_import(self, client_for, member_of, workspace, import_dir):
         path = write_lora(import_dir / "a.safetensors")
-        response = client_for(member_of(Role.MEMBER)).post(url(workspace, "import/"), {"file_path": path.name}, format="json")
+        response = client_for(member_of(Role.MEMBER)).post(
+            url(workspace, "import/"), {"file_path": path.name}, format="json"
+        )
         assert response.status_code == 403
 
     def test_disabled_without_import_dirs(self, client_for, owner, workspace, tmp_path):

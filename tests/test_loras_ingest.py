@@ -12,10 +12,9 @@ import requests
 from django.conf import settings
 from django.test import override_settings
 
-from lorasite.celery import app as celery_app
 from loras.models import LoRA, LoRAUpload, Status
+from lorasite.celery import app as celery_app
 from tests.lora_files import write_full_checkpoint, write_lora, write_raw, write_sparse_lora
-from workspaces.models import Role
 
 pytestmark = pytest.mark.django_db(transaction=False)
 
@@ -38,7 +37,10 @@ def nothing_left(s3_server, s3_keys, workspace):
         assert not LoRAUpload.objects.exists()
         assert s3_keys(f"workspaces/{workspace.id}/") == []
         prefix = f"workspaces/{workspace.id}/"
-        assert s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Prefix=prefix).get("Uploads", []) == []
+        assert (
+            s3_server.list_multipart_uploads(Bucket=settings.AWS_STORAGE_BUCKET_NAME, Prefix=prefix).get("Uploads", [])
+            == []
+        )
 
     return check
 
@@ -50,7 +52,15 @@ def upload(api, workspace, path: Path, **fields):
 
 class TestThroughTheApp:
     def test_upload_detects_and_stores_under_workspace_prefix(self, api, workspace, tmp_path, s3_keys, eager_tasks):
-        path = write_lora(tmp_path / "wan22_anime_HIGH_noise.safetensors", family="wan-14b", key_format="kohya", rank=8, alpha=4.0, kohya_metadata=True, blocks=1)
+        path = write_lora(
+            tmp_path / "wan22_anime_HIGH_noise.safetensors",
+            family="wan-14b",
+            key_format="kohya",
+            rank=8,
+            alpha=4.0,
+            kohya_metadata=True,
+            blocks=1,
+        )
         with eager_tasks():
             response = upload(api, workspace, path, name="Anime style", tags="anime, style")
         assert response.status_code == 201, response.json()
@@ -61,7 +71,11 @@ class TestThroughTheApp:
         assert body["coverage"]["text"] == "30 of 30 tensors map to transformer layers"
         assert body["rank"] == 8 and body["alpha"] == 4.0 and body["key_format"] == "kohya"
         assert body["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        assert body["tags"] == ["anime", "style"] and body["version"] == "1" and body["adapter_name"] == f"lora_{body['id']}"
+        assert (
+            body["tags"] == ["anime", "style"]
+            and body["version"] == "1"
+            and body["adapter_name"] == f"lora_{body['id']}"
+        )
         assert body["trigger_words"] and body["training_metadata"]
         [key] = s3_keys(f"workspaces/{workspace.id}/loras/")
         assert key.endswith("/wan22_anime_HIGH_noise.safetensors")
@@ -97,7 +111,9 @@ class TestThroughTheApp:
     def test_declared_content_length_over_limit_is_413_before_reading(self, api, workspace, nothing_left):
         with override_settings(LORASITE_MAX_LORA_BYTES=1000):
             response = api.post(
-                f"/api/v1/workspaces/{workspace.slug}/loras/", data=b"x" * 10, content_type="multipart/form-data; boundary=x",
+                f"/api/v1/workspaces/{workspace.slug}/loras/",
+                data=b"x" * 10,
+                content_type="multipart/form-data; boundary=x",
                 CONTENT_LENGTH=str(5 * 1024 * 1024),
             )
         assert response.status_code == 413
@@ -115,9 +131,16 @@ BAD_FILES = {
     "bad json": ("bad.safetensors", lambda p: write_raw(p, b"{not json}     "), 422, "JSON"),
     "overlap": (
         "bad.safetensors",
-        lambda p: write_raw(p, {"a.lora_A.weight": {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]},
-                                "a.lora_B.weight": {"dtype": "F16", "shape": [2, 2], "data_offsets": [4, 12]}}, b"\0" * 12),
-        422, "overlap",
+        lambda p: write_raw(
+            p,
+            {
+                "a.lora_A.weight": {"dtype": "F16", "shape": [2, 2], "data_offsets": [0, 8]},
+                "a.lora_B.weight": {"dtype": "F16", "shape": [2, 2], "data_offsets": [4, 12]},
+            },
+            b"\0" * 12,
+        ),
+        422,
+        "overlap",
     ),
 }
 
@@ -159,7 +182,7 @@ class TestDirectMultipart:
         parts = []
         for part in started["parts"]:
             offset = (part["part_number"] - 1) * started["part_size"]
-            response = requests.put(part["url"], data=data[offset: offset + started["part_size"]], timeout=30)
+            response = requests.put(part["url"], data=data[offset : offset + started["part_size"]], timeout=30)
             assert response.status_code == 200, response.text
             parts.append({"part_number": part["part_number"], "etag": response.headers["ETag"]})
         return parts
@@ -173,7 +196,11 @@ class TestDirectMultipart:
         assert all(urlparse(p["url"]).port == settings.MOTO_PORT for p in started["parts"])  # straight to storage
         parts = self.put_parts(started, path)
         with eager_tasks():
-            response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/", {"parts": parts}, format="json")
+            response = api.post(
+                f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/",
+                {"parts": parts},
+                format="json",
+            )
         assert response.status_code == 201, response.json()
         assert response.json()["status"] == "processing"
         lora = LoRA.objects.get()
@@ -190,13 +217,22 @@ class TestDirectMultipart:
 
     def test_declared_size_over_limit_is_413_before_any_byte(self, api, workspace, nothing_left):
         response = api.post(
-            f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": "x.safetensors", "size": 6 * 1024**3}, format="json"
+            f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+            {"filename": "x.safetensors", "size": 6 * 1024**3},
+            format="json",
         )
         assert response.status_code == 413
         assert "5 GiB" in response.json()["message"]
         nothing_left()
 
-    @pytest.mark.parametrize("body,field", [({"filename": "x.ckpt", "size": 10}, "file"), ({"filename": "x.safetensors", "size": 0}, "file"), ({"size": 5}, "filename")])
+    @pytest.mark.parametrize(
+        "body,field",
+        [
+            ({"filename": "x.ckpt", "size": 10}, "file"),
+            ({"filename": "x.safetensors", "size": 0}, "file"),
+            ({"size": 5}, "filename"),
+        ],
+    )
     def test_bad_declarations(self, api, workspace, nothing_left, body, field):
         response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", body, format="json")
         assert response.status_code in (400, 422)
@@ -207,7 +243,11 @@ class TestDirectMultipart:
         path = write_full_checkpoint(tmp_path / "model.safetensors")
         started = self.start(api, workspace, path).json()
         parts = self.put_parts(started, path)
-        response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/", {"parts": parts}, format="json")
+        response = api.post(
+            f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/",
+            {"parts": parts},
+            format="json",
+        )
         assert response.status_code == 422 and "not a LoRA" in response.json()["message"]
         nothing_left()
 
@@ -226,27 +266,47 @@ class TestDirectMultipart:
         path = write_lora(tmp_path / "a.safetensors")
         started = self.start(api, workspace, path).json()
         self.put_parts(started, path)
-        assert api.delete(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/").status_code == 204
-        assert api.delete(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/").status_code == 404
+        assert (
+            api.delete(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/").status_code == 204
+        )
+        assert (
+            api.delete(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/").status_code == 404
+        )
         nothing_left()
 
-    def test_duplicate_found_by_ingest_fails_with_reason_and_drops_copy(self, api, workspace, tmp_path, eager_tasks, s3_keys):
+    def test_duplicate_found_by_ingest_fails_with_reason_and_drops_copy(
+        self, api, workspace, tmp_path, eager_tasks, s3_keys
+    ):
         path = write_lora(tmp_path / "a.safetensors")
         first = upload(api, workspace, path).json()
         started = self.start(api, workspace, path).json()
         parts = self.put_parts(started, path)
         with eager_tasks():
-            response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/", {"parts": parts}, format="json")
+            response = api.post(
+                f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/",
+                {"parts": parts},
+                format="json",
+            )
         second = LoRA.objects.get(id=response.json()["id"])
         assert second.status == Status.FAILED and f"id {first['id']}" in second.error
         assert len(s3_keys(f"workspaces/{workspace.id}/")) == 1
 
 
 def test_local_storage_uses_the_same_protocol(api, workspace, tmp_path, eager_tasks, live_server):
-    storages = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    storages = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
     path = write_lora(tmp_path / "local.safetensors")
     with override_settings(STORAGES=storages, VAR_DIR=tmp_path):
-        started = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": path.name, "size": path.stat().st_size}, format="json").json()
+        started = api.post(
+            f"/api/v1/workspaces/{workspace.slug}/loras/uploads/",
+            {"filename": path.name, "size": path.stat().st_size},
+            format="json",
+        ).json()
         part_url = started["parts"][0]["url"].replace("http://testserver", live_server.url)
         put = requests.put(part_url, data=path.read_bytes(), timeout=30)
         assert put.status_code == 200
@@ -255,7 +315,8 @@ def test_local_storage_uses_the_same_protocol(api, workspace, tmp_path, eager_ta
         with eager_tasks():
             response = api.post(
                 f"/api/v1/workspaces/{workspace.slug}/loras/uploads/{started['upload_id']}/complete/",
-                {"parts": [{"part_number": 1, "etag": put.headers["ETag"]}]}, format="json",
+                {"parts": [{"part_number": 1, "etag": put.headers["ETag"]}]},
+                format="json",
             )
         assert response.status_code == 201, response.json()
         lora = LoRA.objects.get()
@@ -304,14 +365,26 @@ def test_row_failure_deletes_the_stored_object(api, workspace, tmp_path, nothing
 
 def test_local_signed_download_answers_byte_ranges(api, workspace, tmp_path, client):
     """With local storage the signed download endpoint stands in for S3, ranges included (video seeking)."""
-    storages = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}}}
+    storages = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    }
     path = write_lora(tmp_path / "ranged.safetensors")
     data = path.read_bytes()
     with override_settings(STORAGES=storages, VAR_DIR=tmp_path):
         lora_id = upload(api, workspace, path).json()["id"]
-        url = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora_id}/download/").json()["url"].replace("http://testserver", "")
+        url = (
+            api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{lora_id}/download/")
+            .json()["url"]
+            .replace("http://testserver", "")
+        )
         whole = client.get(url)
-        assert whole.status_code == 200 and b"".join(whole.streaming_content) == data and whole["Accept-Ranges"] == "bytes"
+        assert (
+            whole.status_code == 200 and b"".join(whole.streaming_content) == data and whole["Accept-Ranges"] == "bytes"
+        )
         for header, expected in [("bytes=0-7", data[:8]), ("bytes=100-", data[100:]), ("bytes=-16", data[-16:])]:
             part = client.get(url, HTTP_RANGE=header)
             assert part.status_code == 206, header

@@ -40,9 +40,15 @@ def test_sizes_come_from_the_demo_models_headers(demo_models) -> None:
         assert size.largest_tensor_params == max(t.numel() for t in module.state_dict().values())
     assert set(sizes) == {"transformer", "transformer_2", "text_encoder", "vae"}
     assert {name: size.dtype for name, size in sizes.items()} == {
-        "transformer": "bf16", "transformer_2": "bf16", "text_encoder": "bf16", "vae": "fp32",
+        "transformer": "bf16",
+        "transformer_2": "bf16",
+        "text_encoder": "bf16",
+        "vae": "fp32",
     }
-    assert sizes["vae"].nbytes == sizes["vae"].params * 4 and sizes["transformer"].nbytes == sizes["transformer"].params * 2
+    assert (
+        sizes["vae"].nbytes == sizes["vae"].params * 4
+        and sizes["transformer"].nbytes == sizes["transformer"].params * 2
+    )
     # Group offload moves the transformer's top-level blocks one at a time; the text encoder (no top-level
     # ModuleList) moves whole, as diffusers does.
     block = sum(t.numel() for t in pipe.transformer.blocks[0].state_dict().values())
@@ -60,17 +66,28 @@ def test_sharded_components_are_read_through_their_index(tmp_path: Path) -> None
     model_dir = tmp_path / "sharded"
     component = model_dir / "transformer"
     component.mkdir(parents=True)
-    (model_dir / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline",
-                                                            "transformer": ["diffusers", "WanTransformer3DModel"],
-                                                            "scheduler": ["diffusers", "UniPCMultistepScheduler"]}))
+    (model_dir / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "WanPipeline",
+                "transformer": ["diffusers", "WanTransformer3DModel"],
+                "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+            }
+        )
+    )
     zero = lambda *shape: ("F32", shape, bytes(4 * math.prod(shape)))  # noqa: E731
-    write_tensors(component / "diffusion_pytorch_model-00001-of-00002.safetensors",
-                  {"blocks.0.attn.weight": zero(8, 8), "patch_embedding.weight": zero(3, 4)})
-    write_tensors(component / "diffusion_pytorch_model-00002-of-00002.safetensors",
-                  {"blocks.1.attn.weight": zero(8, 4)})
-    weight_map = {"blocks.0.attn.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
-                  "patch_embedding.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
-                  "blocks.1.attn.weight": "diffusion_pytorch_model-00002-of-00002.safetensors"}
+    write_tensors(
+        component / "diffusion_pytorch_model-00001-of-00002.safetensors",
+        {"blocks.0.attn.weight": zero(8, 8), "patch_embedding.weight": zero(3, 4)},
+    )
+    write_tensors(
+        component / "diffusion_pytorch_model-00002-of-00002.safetensors", {"blocks.1.attn.weight": zero(8, 4)}
+    )
+    weight_map = {
+        "blocks.0.attn.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+        "patch_embedding.weight": "diffusion_pytorch_model-00001-of-00002.safetensors",
+        "blocks.1.attn.weight": "diffusion_pytorch_model-00002-of-00002.safetensors",
+    }
     (component / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     model = replace(shipped("wan22-ti2v-5b"), path=model_dir)
     (size,) = memory_plan.component_sizes(model)
@@ -84,25 +101,30 @@ def test_shipped_models_without_weights_use_declared_counts() -> None:
     model = shipped("wan22-t2v-a14b")
     sizes = memory_plan.component_sizes(model)
     assert {c.name: (c.params, c.source) for c in sizes} == {
-        "transformer": (14_290_000_000, "declared"), "transformer_2": (14_290_000_000, "declared"),
-        "text_encoder": (5_680_000_000, "declared"), "vae": (127_000_000, "declared"),
+        "transformer": (14_290_000_000, "declared"),
+        "transformer_2": (14_290_000_000, "declared"),
+        "text_encoder": (5_680_000_000, "declared"),
+        "vae": (127_000_000, "declared"),
     }
     with pytest.raises(memory_plan.MemoryPlanError, match="no component_params declared"):
         memory_plan.component_sizes(replace(model, component_params={}))
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("wan22-t2v-a14b", {24: "group_offload", 48: "model_offload", 80: "model_offload", 141: "gpu"}),
-    ("wan22-ti2v-5b", {24: "model_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
-    ("flux1-dev", {24: "group_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("wan22-t2v-a14b", {24: "group_offload", 48: "model_offload", 80: "model_offload", 141: "gpu"}),
+        ("wan22-ti2v-5b", {24: "model_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
+        ("flux1-dev", {24: "group_offload", 48: "gpu", 80: "gpu", 141: "gpu"}),
+    ],
+)
 def test_the_fastest_placement_that_fits(key: str, expected: dict[int, str]) -> None:
     model = shipped(key)
     plans = {gb: plan(model, gb * GB) for gb in expected}
     assert {gb: p.placement for gb, p in plans.items()} == expected
     for gb, p in plans.items():
         assert p.fits and p.peak_bytes <= gb * GB and not p.forced
-        faster = memory_plan.PLACEMENTS[:memory_plan.PLACEMENTS.index(p.placement)]
+        faster = memory_plan.PLACEMENTS[: memory_plan.PLACEMENTS.index(p.placement)]
         assert all(p.peaks[other] > gb * GB for other in faster)
 
 
@@ -141,8 +163,9 @@ def test_no_accelerator_means_cpu_placement() -> None:
 
 def test_models_file_forces_placement_and_fp8_storage() -> None:
     models = {model.key: model for model in _defaults(Path("/nonexistent"))}
-    models = _apply_overrides(models, {"flux1-dev": {"placement": "sequential", "storage_dtype": "fp8"},
-                                       "wan22-ti2v-5b": {"placement": None}})
+    models = _apply_overrides(
+        models, {"flux1-dev": {"placement": "sequential", "storage_dtype": "fp8"}, "wan22-ti2v-5b": {"placement": None}}
+    )
     forced = plan(models["flux1-dev"], 141 * GB)
     assert (forced.placement, forced.forced, forced.storage_dtype) == ("sequential", True, "fp8")
     sizes = {c.name: c for c in forced.components}
@@ -154,10 +177,13 @@ def test_models_file_forces_placement_and_fp8_storage() -> None:
     assert tight.placement == "gpu" and not tight.fits and "DOES NOT FIT" in tight.describe()[-1]
 
 
-@pytest.mark.parametrize(("field", "value", "expected"), [
-    ("placement", "offload", "'gpu', 'model_offload', 'group_offload', 'sequential'"),
-    ("storage_dtype", "int4", "'bf16', 'fp8'"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("placement", "offload", "'gpu', 'model_offload', 'group_offload', 'sequential'"),
+        ("storage_dtype", "int4", "'bf16', 'fp8'"),
+    ],
+)
 def test_bad_placement_or_storage_dtype_is_a_clear_error(field: str, value: str, expected: str) -> None:
     models = {model.key: model for model in _defaults(Path("/nonexistent"))}
     with pytest.raises(ImproperlyConfigured, match=f"flux1-dev.{field} is '{value}'; expected one of {expected}"):
@@ -165,14 +191,28 @@ def test_bad_placement_or_storage_dtype_is_a_clear_error(field: str, value: str,
 
 
 def test_declared_params_can_be_given_in_the_models_file() -> None:
-    models = _apply_overrides({}, {"custom": {
-        "display_name": "Custom", "family": "wan-14b", "kind": "video", "pipeline_class": "WanPipeline",
-        "path": "/nonexistent", "experts": {"high": "transformer"},
-        "capabilities": {"resolutions": [[832, 480]], "steps": [1, 50], "default_steps": 30, "default_guidance": 5.0,
-                         "frame_counts": [81]},
-        "dims": {"architecture": "wan", "hidden": 5120, "ffn": 13824, "layers": 40},
-        "component_params": {"transformer": {"params": 14_000_000_000, "blocks": 40}, "vae": 127_000_000},
-    }})
+    models = _apply_overrides(
+        {},
+        {
+            "custom": {
+                "display_name": "Custom",
+                "family": "wan-14b",
+                "kind": "video",
+                "pipeline_class": "WanPipeline",
+                "path": "/nonexistent",
+                "experts": {"high": "transformer"},
+                "capabilities": {
+                    "resolutions": [[832, 480]],
+                    "steps": [1, 50],
+                    "default_steps": 30,
+                    "default_guidance": 5.0,
+                    "frame_counts": [81],
+                },
+                "dims": {"architecture": "wan", "hidden": 5120, "ffn": 13824, "layers": 40},
+                "component_params": {"transformer": {"params": 14_000_000_000, "blocks": 40}, "vae": 127_000_000},
+            }
+        },
+    )
     sizes = {c.name: c for c in memory_plan.component_sizes(models["custom"])}
     assert sizes["transformer"].largest_block_params == 350_000_000 and sizes["vae"].params == 127_000_000
 
@@ -187,26 +227,41 @@ def test_plan_describe_lists_every_component() -> None:
 
 def test_lora_cost_fused_and_unfused() -> None:
     shapes = {"blocks.0.attn1.to_q": [5120, 5120], "blocks.0.ffn.net.0.proj": [5120, 13824]}
-    unfused = memory_plan.lora_cost(file_size=400_000_000, file_dtype="F32", module_shapes=shapes,
-                                    placement="model_offload", apply_mode="unfused")
+    unfused = memory_plan.lora_cost(
+        file_size=400_000_000, file_dtype="F32", module_shapes=shapes, placement="model_offload", apply_mode="unfused"
+    )
     assert unfused.adapter_bytes == 200_000_000  # rescaled to bf16
     assert (unfused.extra_device_bytes, unfused.extra_host_bytes) == (200_000_000, 0)
     assert unfused.load_seconds == pytest.approx(200_000_000 / memory_plan.ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S)
-    fused = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
-                                  apply_mode="fused")
+    fused = memory_plan.lora_cost(
+        file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu", apply_mode="fused"
+    )
     touched = (5120 * 5120 + 5120 * 13824) * 2
     assert (fused.adapter_bytes, fused.extra_device_bytes, fused.extra_host_bytes) == (200_000_000, 0, touched)
-    on_cpu = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="cpu",
-                                   apply_mode="unfused")
+    on_cpu = memory_plan.lora_cost(
+        file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="cpu", apply_mode="unfused"
+    )
     assert (on_cpu.extra_device_bytes, on_cpu.extra_host_bytes) == (0, 200_000_000)
-    both = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
-                                 apply_mode="fused", experts=2)
+    both = memory_plan.lora_cost(
+        file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu", apply_mode="fused", experts=2
+    )
     assert (both.adapter_bytes, both.extra_host_bytes) == (400_000_000, 2 * touched)  # a copy per expert
-    assert set(on_cpu.as_dict()) == {"apply_mode", "adapter_bytes", "extra_device_bytes", "extra_host_bytes",
-                                     "load_seconds"}
+    assert set(on_cpu.as_dict()) == {
+        "apply_mode",
+        "adapter_bytes",
+        "extra_device_bytes",
+        "extra_host_bytes",
+        "load_seconds",
+    }
     # A model stored in fp8 never merges: its LoRAs are costed unfused whatever the configured mode.
-    fp8 = memory_plan.lora_cost(file_size=200_000_000, file_dtype="BF16", module_shapes=shapes, placement="gpu",
-                                apply_mode="fused", storage_dtype="fp8")
+    fp8 = memory_plan.lora_cost(
+        file_size=200_000_000,
+        file_dtype="BF16",
+        module_shapes=shapes,
+        placement="gpu",
+        apply_mode="fused",
+        storage_dtype="fp8",
+    )
     assert (fp8.apply_mode, fp8.extra_device_bytes, fp8.extra_host_bytes) == ("unfused", 200_000_000, 0)
     assert fused.apply_mode == "fused"
     with pytest.raises(ValueError, match="apply_mode must be"):
@@ -215,8 +270,13 @@ def test_lora_cost_fused_and_unfused() -> None:
 
 def test_the_planner_imports_no_torch() -> None:
     code = "import sys, generation.runtime.memory_plan; print('torch' in sys.modules, 'django' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert result.stdout.split() == ["False", "False"]
 
 
@@ -274,9 +334,7 @@ def test_a_model_that_fits_nowhere_fails_the_job_before_loading(fresh_worker, ac
 
 
 @pytest.mark.django_db
-def test_jobs_alternating_between_two_models_that_do_not_fit_together_all_succeed(
-    fresh_worker, actor, caplog
-) -> None:
+def test_jobs_alternating_between_two_models_that_do_not_fit_together_all_succeed(fresh_worker, actor, caplog) -> None:
     from django.test import override_settings
 
     from generation.model_registry import model_registry
@@ -301,8 +359,9 @@ def test_gpu_plan_prints_every_model_at_the_given_memory() -> None:
 
     out = io.StringIO()
     call_command("gpu_plan", "wan22-t2v-a14b", "flux1-dev", "--memory-bytes", str(48 * GB), stdout=out)
-    expected = "\n".join(plan(shipped("wan22-t2v-a14b"), 48 * GB).describe() + plan(shipped("flux1-dev"),
-                                                                                       48 * GB).describe())
+    expected = "\n".join(
+        plan(shipped("wan22-t2v-a14b"), 48 * GB).describe() + plan(shipped("flux1-dev"), 48 * GB).describe()
+    )
     assert out.getvalue().strip() == expected
     with pytest.raises(CommandError, match="Unknown model"):
         call_command("gpu_plan", "sdxl", stdout=io.StringIO())
@@ -340,9 +399,14 @@ def ready_lora(actor, tmp_path):
 
 
 def expected_cost(lora, *, placement: str, apply_mode: str, experts: int = 1) -> dict:
-    cost = memory_plan.lora_cost(file_size=lora.file_size, file_dtype=lora.dtype,
-                                 module_shapes=lora.flat_module_shapes, placement=placement, apply_mode=apply_mode,
-                                 experts=experts)
+    cost = memory_plan.lora_cost(
+        file_size=lora.file_size,
+        file_dtype=lora.dtype,
+        module_shapes=lora.flat_module_shapes,
+        placement=placement,
+        apply_mode=apply_mode,
+        experts=experts,
+    )
     return {"placement": placement, "apply_mode": apply_mode, **cost.as_dict()}
 
 
@@ -353,15 +417,23 @@ def test_the_job_api_shows_what_each_lora_adds(demo_models, actor, ready_lora, c
 
     from generation import services
 
-    job = services.generation_create(actor=actor, model="wan22-a14b-demo", prompt="a cat", params={"seed": 1},
-                                     loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="both")])
+    job = services.generation_create(
+        actor=actor,
+        model="wan22-a14b-demo",
+        prompt="a cat",
+        params={"seed": 1},
+        loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="both")],
+    )
     api = client_for(actor.user)
     with override_settings(LORASITE_LORA_APPLY=apply_mode):
         [entry] = api.get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
     # "both" on a two-expert model: a copy in each expert.
     assert entry["cost"] == expected_cost(ready_lora, placement="gpu", apply_mode=apply_mode, experts=2)
-    assert entry["cost"]["adapter_bytes"] == expected_cost(ready_lora, placement="gpu", apply_mode=apply_mode)[
-        "adapter_bytes"] * 2 > 0
+    assert (
+        entry["cost"]["adapter_bytes"]
+        == expected_cost(ready_lora, placement="gpu", apply_mode=apply_mode)["adapter_bytes"] * 2
+        > 0
+    )
     # Planned for a device size, the placement is the planner's.
     with override_settings(LORASITE_GPU_MEMORY_BYTES=8 * GiB, LORASITE_LORA_APPLY=apply_mode):
         [entry] = api.get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
@@ -380,8 +452,9 @@ def test_the_generate_page_shows_the_cost_next_to_each_picked_lora(demo_models, 
     client.force_login(actor.user)
     url = f"/w/{actor.workspace.slug}/generate/"
     with override_settings(LORASITE_LORA_APPLY="unfused"):
-        html = client.get(url, {"model": "wan22-a14b-demo", "lora_id": ready_lora.id, "lora_weight": "1",
-                                "lora_expert": "high"}).content.decode()
+        html = client.get(
+            url, {"model": "wan22-a14b-demo", "lora_id": ready_lora.id, "lora_weight": "1", "lora_expert": "high"}
+        ).content.decode()
     label = lora_cost_label(expected_cost(ready_lora, placement="gpu", apply_mode="unfused"))
     assert label.startswith("est. +") and "on the GPU, ~" in label
     assert html.count(label) == 2  # the picked row, and the picker option new rows are filled from
@@ -398,11 +471,19 @@ def test_a_job_with_loras_on_an_fp8_model_runs_them_unfused(fresh_worker, actor,
     models_file = tmp_path / "fp8.yaml"
     models_file.write_text("wan22-a14b-demo:\n  storage_dtype: fp8\n")
     with override_settings(LORASITE_MODELS_FILE=str(models_file)):
-        job = services.generation_create(actor=actor, model="wan22-a14b-demo", prompt="a cat", params={"seed": 1},
-                                         loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="high")])
+        job = services.generation_create(
+            actor=actor,
+            model="wan22-a14b-demo",
+            prompt="a cat",
+            params={"seed": 1},
+            loras=[services.LoRARequest(lora_id=ready_lora.id, weight=1.0, expert="high")],
+        )
         fresh_worker.execute_job(str(job.id), worker_name="test@worker")
-        [entry] = client_for(actor.user).get(
-            f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/").json()["loras"]
+        [entry] = (
+            client_for(actor.user)
+            .get(f"/api/v1/workspaces/{actor.workspace.slug}/generations/{job.id}/")
+            .json()["loras"]
+        )
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     stats = fresh_worker._ADAPTER_MANAGERS["wan22-a14b-demo"].last_apply_stats

@@ -150,7 +150,10 @@ def test_five_loras_with_distinct_weights(wan, loras, make_manager) -> None:
     manager = make_manager(pipe)
     weights = [0.2, 0.4, 0.6, 0.8, 1.0]
     experts = ["high", "low", "both", "high", "low"]
-    specs = [spec(i, loras[f"wan{i}"], weight, expert) for i, weight, expert in zip(range(1, 6), weights, experts)]
+    specs = [
+        spec(i, loras[f"wan{i}"], weight, expert)
+        for i, weight, expert in zip(range(1, 6), weights, experts, strict=True)
+    ]
 
     manager.apply(specs)
     assert manager.active_adapters == [f"lora_{i}" for i in range(1, 6)]
@@ -282,9 +285,7 @@ class LoadSpy:
         monkeypatch.setattr(pipe, "load_lora_weights", spy)
 
 
-def test_cache_residency_reuses_adapters_and_matches_a_fresh_pipeline(
-    load, loras, monkeypatch, make_manager
-) -> None:
+def test_cache_residency_reuses_adapters_and_matches_a_fresh_pipeline(load, loras, monkeypatch, make_manager) -> None:
     pipe = load(WAN22)
     base = generate(pipe)
     manager = make_manager(pipe, residency="cache")

@@ -15,9 +15,7 @@ from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 def gradient_frames(count: int, height: int, width: int) -> np.ndarray:
     """Float frames in [0, 1] like diffusers' output_type="np", changing from frame to frame."""
     ys, xs = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
-    return np.stack([np.stack([ys, xs, np.full_like(ys, i / count)], axis=-1) for i in range(count)]).astype(
-        np.float32
-    )
+    return np.stack([np.stack([ys, xs, np.full_like(ys, i / count)], axis=-1) for i in range(count)]).astype(np.float32)
 
 
 def read_mp4(path: Path) -> tuple[dict, list[bytes]]:

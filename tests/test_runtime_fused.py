@@ -174,8 +174,10 @@ def test_fused_and_unfused_outputs_agree(load, loras) -> None:
     for mode in ("fused", "unfused"):
         outputs[mode] = run_job(AdapterManager(load(WAN22), apply_mode=mode), five)
     np.testing.assert_allclose(outputs["fused"], outputs["unfused"], rtol=0, atol=FUSED_TOLERANCE)
-    flux_te = {mode: run_job(AdapterManager(load(FLUX), apply_mode=mode), [spec(1, loras["flux_te"], 0.7)])
-               for mode in ("fused", "unfused")}
+    flux_te = {
+        mode: run_job(AdapterManager(load(FLUX), apply_mode=mode), [spec(1, loras["flux_te"], 0.7)])
+        for mode in ("fused", "unfused")
+    }
     np.testing.assert_allclose(flux_te["fused"], flux_te["unfused"], rtol=0, atol=FUSED_TOLERANCE)
 
 
@@ -402,8 +404,9 @@ def test_no_recycling_while_the_cache_has_room_or_for_text_encoder_loras(load, l
 
 
 def test_a_merge_past_the_backup_bound_runs_unfused_with_the_same_output(load, loras, tmp_path) -> None:
-    few = write_lora(tmp_path / "few.safetensors", seed=7,
-                     targets={"blocks.0.attn1.to_q": (24, 24), "blocks.0.attn1.to_k": (24, 24)})
+    few = write_lora(
+        tmp_path / "few.safetensors", seed=7, targets={"blocks.0.attn1.to_q": (24, 24), "blocks.0.attn1.to_k": (24, 24)}
+    )
     pipe = load()
     pristine = base_tensors(pipe)
     unfused = run_job(AdapterManager(pipe, apply_mode="unfused"), [spec(2, loras["wan2"])])
@@ -453,11 +456,11 @@ def test_a_file_whose_bytes_fail_their_hash_is_refused_and_nothing_stays_loaded(
     data[-1] ^= 0x01  # one flipped bit in the last tensor value: still parses, wrong weights
     rotten.write_bytes(bytes(data))
     with pytest.raises(LoRAChecksumError, match=f"'style_1' \\(lora_1\\): .* expected {digest}") as error:
-        manager.apply([AdapterSpec(lora_id=1, display_name="style_1", path=rotten, weight=1.0, expert="high",
-                                   sha256=digest)])
+        manager.apply(
+            [AdapterSpec(lora_id=1, display_name="style_1", path=rotten, weight=1.0, expert="high", sha256=digest)]
+        )
     assert error.value.spec.path == rotten
     assert manager.resident_adapters == [] and manager.host_tier.paths == []
-    manager.apply([AdapterSpec(lora_id=1, display_name="style_1", path=good, weight=1.0, expert="high",
-                               sha256=digest)])
+    manager.apply([AdapterSpec(lora_id=1, display_name="style_1", path=good, weight=1.0, expert="high", sha256=digest)])
     assert manager.last_apply_stats.sources == {"lora_1": "file"}
     manager.reset()

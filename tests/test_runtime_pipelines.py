@@ -205,8 +205,9 @@ def test_loras_apply_and_reset_under_each_placement_a_cpu_allows(
     plan = demo_plan(key, 100 * memory_plan.GiB, placement=placement, storage_dtype=storage_dtype)
     pipe = get_planned(PipelineRegistry(), demo_models, key, plan)
     reference = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None, storage_dtype=storage_dtype))
-    lora = AdapterSpec(lora_id=1, display_name="fox", weight=1.0, expert="both",
-                       path=write_lora(tmp_path / "fox.safetensors", seed=1))
+    lora = AdapterSpec(
+        lora_id=1, display_name="fox", weight=1.0, expert="both", path=write_lora(tmp_path / "fox.safetensors", seed=1)
+    )
     base = generate(pipe)
     np.testing.assert_allclose(base, generate(reference), atol=1e-5)
     for target in (pipe, reference):
@@ -225,8 +226,12 @@ def test_loras_apply_and_reset_under_each_placement_a_cpu_allows(
 @pytest.mark.parametrize("placement", ["gpu", "group_offload"])
 def test_fp8_storage_keeps_transformer_weights_in_float8_and_still_generates(demo_models, placement) -> None:
     key = "wan22-a14b-demo"
-    fp8 = get_planned(PipelineRegistry(), demo_models, key,
-                      demo_plan(key, 100 * memory_plan.GiB, placement=placement, storage_dtype="fp8"))
+    fp8 = get_planned(
+        PipelineRegistry(),
+        demo_models,
+        key,
+        demo_plan(key, 100 * memory_plan.GiB, placement=placement, storage_dtype="fp8"),
+    )
     for transformer in (fp8.transformer, fp8.transformer_2):
         assert transformer.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
         assert transformer.blocks[0].norm2.weight.dtype == torch.float32  # norms skipped, as diffusers' default
@@ -237,8 +242,9 @@ def test_fp8_storage_keeps_transformer_weights_in_float8_and_still_generates(dem
 
 def test_model_offload_generates_what_the_unoffloaded_pipeline_does(demo_models) -> None:
     key = "wan22-a14b-demo"
-    offloaded = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, 100 * memory_plan.GiB,
-                                                                             placement="model_offload"))
+    offloaded = get_planned(
+        PipelineRegistry(), demo_models, key, demo_plan(key, 100 * memory_plan.GiB, placement="model_offload")
+    )
     reference = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None))
     np.testing.assert_allclose(generate(offloaded), generate(reference), atol=1e-5)
 
@@ -252,8 +258,11 @@ def test_pipeline_dtypes_follow_the_plan_on_cuda_only() -> None:
     plan = demo_plan("wan22-a14b-demo", None)
     assert pipeline_dtypes(plan, torch.device("cpu")) == torch.float32
     assert pipeline_dtypes(plan, torch.device("cuda")) == {
-        "default": torch.bfloat16, "transformer": torch.bfloat16, "transformer_2": torch.bfloat16,
-        "text_encoder": torch.bfloat16, "vae": torch.float32,
+        "default": torch.bfloat16,
+        "transformer": torch.bfloat16,
+        "transformer_2": torch.bfloat16,
+        "text_encoder": torch.bfloat16,
+        "vae": torch.float32,
     }
 
 
@@ -267,8 +276,10 @@ def test_fp8_lora_layers_hold_the_files_values_in_the_compute_dtype(demo_models,
     pipe = get_planned(PipelineRegistry(), demo_models, key, demo_plan(key, None, storage_dtype="fp8"))
     manager = AdapterManager(pipe, apply_mode="fused", max_resident=1)
     files = {seed: write_lora(tmp_path / f"lora{seed}.safetensors", seed=seed) for seed in (1, 2)}
-    specs = {seed: AdapterSpec(lora_id=seed, display_name=f"l{seed}", weight=1.0, expert="both", path=path)
-             for seed, path in files.items()}
+    specs = {
+        seed: AdapterSpec(lora_id=seed, display_name=f"l{seed}", weight=1.0, expert="both", path=path)
+        for seed, path in files.items()
+    }
 
     def assert_holds_file_values(seed: int) -> None:
         expected = load_file(files[seed])

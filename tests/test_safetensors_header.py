@@ -6,7 +6,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from loras.safetensors_header import HeaderError, TensorInfo, read_header, read_header_from_path, range_reader
+from loras.safetensors_header import HeaderError, TensorInfo, range_reader, read_header, read_header_from_path
 from tests.lora_files import write_lora, write_raw, write_sparse_lora, write_tensors
 
 
@@ -170,7 +170,7 @@ def test_header_that_is_not_a_json_object(tmp_path, header, expected):
         ({"w": _tensor("F17", [1], 0, 2)}, "The tensor 'w' has dtype \"F17\", which is not a known safetensors dtype."),
         ({"w": _tensor("F16", [-1], 0, 2)}, "has shape [-1]; a shape must be a list of non-negative integers"),
         ({"w": _tensor("F16", [True], 0, 2)}, "has shape [true]; a shape must be a list of non-negative integers"),
-        ({"w": _tensor("F16", "1", 0, 2)}, "has shape \"1\"; a shape must be a list"),
+        ({"w": _tensor("F16", "1", 0, 2)}, 'has shape "1"; a shape must be a list'),
         ({"w": {"dtype": "F16", "shape": [1], "data_offsets": [0]}}, "data_offsets [0]; they must be two non-negative"),
         ({"w": _tensor("F16", [0], 2, 0)}, "has data_offsets [2, 0]: its start is after its end"),
         ({"w": _tensor("F16", [3], 0, 4)}, "F16 with shape [3], which needs 6 bytes, but its data_offsets span 4"),

@@ -22,17 +22,28 @@ def _without(env, *names: str) -> dict[str, str]:
 
 
 def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "LORASITE_", "AWS_", "DATABASE_URL", "CELERY_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "LORASITE_", "AWS_", "DATABASE_URL", "CELERY_"))
+    }
     # Development mode unless the test says otherwise (DEBUG defaults to off).
     env = {**clean, "DJANGO_SETTINGS_MODULE": "lorasite.settings", "DJANGO_DEBUG": "1", **env}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def settings_json(env: dict[str, str], *names: str) -> dict:
-    code = f"import json; from django.conf import settings; print(json.dumps({{n: getattr(settings, n) for n in {list(names)!r}}}, default=str))"
+    code = (
+        "import json; from django.conf import settings; "
+        f"print(json.dumps({{n: getattr(settings, n) for n in {list(names)!r}}}, default=str))"
+    )
     result = run_python(code, env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -70,7 +81,12 @@ def test_production_environment_is_read():
 
 
 def test_signed_url_lifetime_is_capped_at_an_hour():
-    assert settings_json({"LORASITE_SIGNED_URL_SECONDS": "86400"}, "LORASITE_SIGNED_URL_SECONDS")["LORASITE_SIGNED_URL_SECONDS"] == 3600
+    assert (
+        settings_json({"LORASITE_SIGNED_URL_SECONDS": "86400"}, "LORASITE_SIGNED_URL_SECONDS")[
+            "LORASITE_SIGNED_URL_SECONDS"
+        ]
+        == 3600
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,8 +107,11 @@ def test_bad_configuration_fails_loudly(env, message):
 def test_check_deploy_is_clean_with_production_settings():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env={**_without(os.environ, "DJANGO_ALLOW_ASYNC_UNSAFE"), **PRODUCTION_ENV},
-        capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env={**_without(os.environ, "DJANGO_ALLOW_ASYNC_UNSAFE"), **PRODUCTION_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -91,8 +91,14 @@ def queued_job(workspace, model_key: str = "wan22-t2v-a14b", model_name: str = "
     """A job row as generation_create leaves it (the real models have no weights here to create one)."""
     user = MembershipFactory(workspace=workspace, role=Role.MEMBER).user
     return GenerationJob.objects.create(
-        workspace=workspace, created_by=user, model_key=model_key, model_name=model_name, kind="video",
-        prompt="a lighthouse", params={"width": 832, "height": 480, "num_frames": 33}, **fields,
+        workspace=workspace,
+        created_by=user,
+        model_key=model_key,
+        model_name=model_name,
+        kind="video",
+        prompt="a lighthouse",
+        params={"width": 832, "height": 480, "num_frames": 33},
+        **fields,
     )
 
 

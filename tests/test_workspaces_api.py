@@ -33,13 +33,48 @@ def _setup():
 
 # (method, path template, body, expected status per role)
 MATRIX = [
-    ("get", "/api/v1/workspaces/{slug}/", None, dict(owner=200, admin=200, member=200, viewer=200, outsider=404, anonymous=401)),
-    ("patch", "/api/v1/workspaces/{slug}/", {"name": "Renamed"}, dict(owner=200, admin=200, member=403, viewer=403, outsider=404, anonymous=401)),
-    ("delete", "/api/v1/workspaces/{slug}/", None, dict(owner=204, admin=403, member=403, viewer=403, outsider=404, anonymous=401)),
-    ("get", "/api/v1/workspaces/{slug}/members/", None, dict(owner=200, admin=200, member=200, viewer=200, outsider=404, anonymous=401)),
-    ("post", "/api/v1/workspaces/{slug}/members/", {"user": "newcomer", "role": "member"}, dict(owner=201, admin=201, member=403, viewer=403, outsider=404, anonymous=401)),
-    ("patch", "/api/v1/workspaces/{slug}/members/{target}/", {"role": "viewer"}, dict(owner=200, admin=200, member=403, viewer=403, outsider=404, anonymous=401)),
-    ("delete", "/api/v1/workspaces/{slug}/members/{target}/", None, dict(owner=204, admin=204, member=403, viewer=403, outsider=404, anonymous=401)),
+    (
+        "get",
+        "/api/v1/workspaces/{slug}/",
+        None,
+        dict(owner=200, admin=200, member=200, viewer=200, outsider=404, anonymous=401),
+    ),
+    (
+        "patch",
+        "/api/v1/workspaces/{slug}/",
+        {"name": "Renamed"},
+        dict(owner=200, admin=200, member=403, viewer=403, outsider=404, anonymous=401),
+    ),
+    (
+        "delete",
+        "/api/v1/workspaces/{slug}/",
+        None,
+        dict(owner=204, admin=403, member=403, viewer=403, outsider=404, anonymous=401),
+    ),
+    (
+        "get",
+        "/api/v1/workspaces/{slug}/members/",
+        None,
+        dict(owner=200, admin=200, member=200, viewer=200, outsider=404, anonymous=401),
+    ),
+    (
+        "post",
+        "/api/v1/workspaces/{slug}/members/",
+        {"user": "newcomer", "role": "member"},
+        dict(owner=201, admin=201, member=403, viewer=403, outsider=404, anonymous=401),
+    ),
+    (
+        "patch",
+        "/api/v1/workspaces/{slug}/members/{target}/",
+        {"role": "viewer"},
+        dict(owner=200, admin=200, member=403, viewer=403, outsider=404, anonymous=401),
+    ),
+    (
+        "delete",
+        "/api/v1/workspaces/{slug}/members/{target}/",
+        None,
+        dict(owner=204, admin=204, member=403, viewer=403, outsider=404, anonymous=401),
+    ),
 ]
 
 
@@ -127,7 +162,9 @@ def test_malformed_json_is_400(client_for):
 def test_unknown_role_is_400_naming_role(workspace, member_of, client_for):
     owner = member_of(Role.OWNER)
     UserFactory(username="bob")
-    response = client_for(owner).post(f"/api/v1/workspaces/{workspace.slug}/members/", {"user": "bob", "role": "emperor"}, format="json")
+    response = client_for(owner).post(
+        f"/api/v1/workspaces/{workspace.slug}/members/", {"user": "bob", "role": "emperor"}, format="json"
+    )
     assert response.status_code == 400
     assert "role" in response.json()["errors"]
     assert not Membership.objects.filter(user__username="bob").exists()
@@ -148,9 +185,13 @@ def test_admin_cannot_grant_or_touch_owner(workspace, member_of, client_for):
     owner = member_of(Role.OWNER)
     admin_client = client_for(member_of(Role.ADMIN))
     UserFactory(username="dave")
-    grant = admin_client.post(f"/api/v1/workspaces/{workspace.slug}/members/", {"user": "dave", "role": "owner"}, format="json")
+    grant = admin_client.post(
+        f"/api/v1/workspaces/{workspace.slug}/members/", {"user": "dave", "role": "owner"}, format="json"
+    )
     assert grant.status_code == 403
-    demote = admin_client.patch(f"/api/v1/workspaces/{workspace.slug}/members/{owner.id}/", {"role": "member"}, format="json")
+    demote = admin_client.patch(
+        f"/api/v1/workspaces/{workspace.slug}/members/{owner.id}/", {"role": "member"}, format="json"
+    )
     assert demote.status_code == 403
     assert Membership.objects.get(user=owner).role == Role.OWNER
 
@@ -158,7 +199,9 @@ def test_admin_cannot_grant_or_touch_owner(workspace, member_of, client_for):
 class TestLastOwner:
     def test_last_owner_cannot_be_demoted(self, workspace, member_of, client_for):
         owner = member_of(Role.OWNER)
-        response = client_for(owner).patch(f"/api/v1/workspaces/{workspace.slug}/members/{owner.id}/", {"role": "admin"}, format="json")
+        response = client_for(owner).patch(
+            f"/api/v1/workspaces/{workspace.slug}/members/{owner.id}/", {"role": "admin"}, format="json"
+        )
         assert response.status_code == 409
         assert "last owner" in response.json()["message"]
         assert Membership.objects.get(user=owner).role == Role.OWNER
@@ -192,5 +235,7 @@ def test_member_of_another_workspace_is_404(member_of, client_for):
     mine, theirs = WorkspaceFactory(), WorkspaceFactory()
     me = member_of(Role.OWNER, ws=mine)
     stranger = member_of(Role.MEMBER, ws=theirs)
-    response = client_for(me).patch(f"/api/v1/workspaces/{mine.slug}/members/{stranger.id}/", {"role": "viewer"}, format="json")
+    response = client_for(me).patch(
+        f"/api/v1/workspaces/{mine.slug}/members/{stranger.id}/", {"role": "viewer"}, format="json"
+    )
     assert response.status_code == 404

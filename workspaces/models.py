@@ -20,7 +20,8 @@ class Workspace(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="workspaces")
     storage_quota_bytes = models.PositiveBigIntegerField(
-        null=True, blank=True,
+        null=True,
+        blank=True,
         help_text="Bytes of LoRAs + job outputs allowed; empty: LORASITE_WORKSPACE_QUOTA_BYTES; 0: no limit.",
     )
 

@@ -123,8 +123,16 @@ def _wan_transformer(seed: int) -> WanTransformer3DModel:
 def _tiny_t5_config(config_class: type[T5Config] | type[UMT5Config], *, d_ff: int) -> T5Config | UMT5Config:
     """The (UM)T5 text encoder config both demo families use, at demo size."""
     return config_class(
-        vocab_size=_TOKENIZER_VOCAB_SIZE, d_model=_TEXT_DIM, d_kv=8, d_ff=d_ff, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+        vocab_size=_TOKENIZER_VOCAB_SIZE,
+        d_model=_TEXT_DIM,
+        d_kv=8,
+        d_ff=d_ff,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
     )
 
 

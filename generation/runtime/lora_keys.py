@@ -38,13 +38,29 @@ _LOADERS = {"wan": WanLoraLoaderMixin, "flux": FluxLoraLoaderMixin}
 ARCHITECTURES = tuple(_LOADERS)
 _LORA_TARGET_TYPES = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 _DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 _KNOWN_PREFIXES = (
-    "transformer.", "transformer_2.", "text_encoder.", "text_encoder_2.", "unet.", "diffusion_model.",
-    "model.diffusion_model.", "base_model.model.", "lora_unet_", "lora_te", "lora_transformer_",
+    "transformer.",
+    "transformer_2.",
+    "text_encoder.",
+    "text_encoder_2.",
+    "unet.",
+    "diffusion_model.",
+    "model.diffusion_model.",
+    "base_model.model.",
+    "lora_unet_",
+    "lora_te",
+    "lora_transformer_",
 )
 # Original Wan module names (what `_convert_non_diffusers_wan_lora_to_diffusers` reads after `diffusion_model.`).
 _ORIGINAL_WAN_NAME = re.compile(r"^(blocks\.\d+\.(self_attn|cross_attn|ffn\.\d)|head\.head|text_embedding|time_)")

@@ -183,16 +183,21 @@ class Plan:
         lines = [f"{self.model_key} ({self.display_name}): device memory {device}"]
         for c in self.components:
             stored = f" stored {c.storage_dtype}" if c.storage_dtype != c.dtype else ""
-            lines.append(f"  {c.name:<16} {c.params / 1e9:7.3f} B params  {c.dtype}{stored}  {gib(c.nbytes):>10}"
-                         f"  ({c.source})")
+            lines.append(
+                f"  {c.name:<16} {c.params / 1e9:7.3f} B params  {c.dtype}{stored}  {gib(c.nbytes):>10}  ({c.source})"
+            )
         r = self.reserve
-        lines.append(f"  activation reserve at {r.width}x{r.height}" + (f", {r.frames} frames" if r.frames > 1 else "")
-                     + f": denoise {gib(r.denoise_bytes)}, VAE decode {gib(r.decode_bytes)}")
+        lines.append(
+            f"  activation reserve at {r.width}x{r.height}"
+            + (f", {r.frames} frames" if r.frames > 1 else "")
+            + f": denoise {gib(r.denoise_bytes)}, VAE decode {gib(r.decode_bytes)}"
+        )
         peaks = ", ".join(f"{name} {gib(peak)}" for name, peak in self.peaks.items())
         how = "forced" if self.forced else "chosen"
         fits = "" if self.fits else " — DOES NOT FIT the estimate"
-        lines.append(f"  placement {self.placement} ({how}), estimated peak {gib(self.peak_bytes)}{fits}; "
-                     f"peaks: {peaks}")
+        lines.append(
+            f"  placement {self.placement} ({how}), estimated peak {gib(self.peak_bytes)}{fits}; peaks: {peaks}"
+        )
         return lines
 
 
@@ -233,10 +238,18 @@ def component_sizes(model: BaseModel) -> tuple[ComponentSize, ...]:
     sizes = []
     for name, (params, largest_block, blocks, largest_tensor) in counts.items():
         dtype = component_dtype(model, name)
-        sizes.append(ComponentSize(
-            name=name, params=params, dtype=dtype, storage_dtype=_storage_dtype(model, name, dtype), source=source,
-            largest_block_params=largest_block, block_params=blocks, largest_tensor_params=largest_tensor,
-        ))
+        sizes.append(
+            ComponentSize(
+                name=name,
+                params=params,
+                dtype=dtype,
+                storage_dtype=_storage_dtype(model, name, dtype),
+                source=source,
+                largest_block_params=largest_block,
+                block_params=blocks,
+                largest_tensor_params=largest_tensor,
+            )
+        )
     return tuple(sizes)
 
 
@@ -344,8 +357,16 @@ def plan(model: BaseModel, device_bytes: int | None) -> Plan:
     peaks = placement_peaks(components, reserve)
 
     def make(placement: str, forced: bool) -> Plan:
-        return Plan(model_key=model.key, display_name=model.display_name, components=components, reserve=reserve,
-                    peaks=peaks, device_bytes=device_bytes, placement=placement, forced=forced)
+        return Plan(
+            model_key=model.key,
+            display_name=model.display_name,
+            components=components,
+            reserve=reserve,
+            peaks=peaks,
+            device_bytes=device_bytes,
+            placement=placement,
+            forced=forced,
+        )
 
     if model.placement:
         return make(model.placement, True)
@@ -373,14 +394,24 @@ class LoRACost:
     load_seconds: float
 
     def as_dict(self) -> dict:
-        return {"apply_mode": self.apply_mode, "adapter_bytes": self.adapter_bytes,
-                "extra_device_bytes": self.extra_device_bytes,
-                "extra_host_bytes": self.extra_host_bytes, "load_seconds": round(self.load_seconds, 3)}
+        return {
+            "apply_mode": self.apply_mode,
+            "adapter_bytes": self.adapter_bytes,
+            "extra_device_bytes": self.extra_device_bytes,
+            "extra_host_bytes": self.extra_host_bytes,
+            "load_seconds": round(self.load_seconds, 3),
+        }
 
 
 def lora_cost(
-    *, file_size: int, file_dtype: str, module_shapes: dict[str, list[int]], placement: str, apply_mode: str,
-    experts: int = 1, storage_dtype: str = "",
+    *,
+    file_size: int,
+    file_dtype: str,
+    module_shapes: dict[str, list[int]],
+    placement: str,
+    apply_mode: str,
+    experts: int = 1,
+    storage_dtype: str = "",
 ) -> LoRACost:
     """Estimated cost of one LoRA under `placement` and `apply_mode` ("fused" | "unfused").
 
@@ -409,6 +440,10 @@ def lora_cost(
     if placement == CPU_PLACEMENT:
         device = 0  # no accelerator: everything is host memory
         host += adapter_bytes
-    return LoRACost(apply_mode=apply_mode, adapter_bytes=adapter_bytes, extra_device_bytes=device,
-                    extra_host_bytes=host,
-                    load_seconds=moved / ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S)
+    return LoRACost(
+        apply_mode=apply_mode,
+        adapter_bytes=adapter_bytes,
+        extra_device_bytes=device,
+        extra_host_bytes=host,
+        load_seconds=moved / ASSUMED_LOAD_BANDWIDTH_BYTES_PER_S,
+    )

@@ -90,7 +90,8 @@ def weight_nbytes(pipe: DiffusionPipeline) -> int:
     """Bytes of every parameter and buffer of the pipeline's modules, as stored (fp8 under layerwise casting)."""
     return sum(
         tensor.numel() * tensor.element_size()
-        for module in pipe.components.values() if isinstance(module, torch.nn.Module)
+        for module in pipe.components.values()
+        if isinstance(module, torch.nn.Module)
         for tensor in (*module.parameters(), *module.buffers())
     )
 
@@ -148,8 +149,13 @@ class PipelineRegistry:
             gc.collect()  # pipelines hold reference cycles (hooks, PEFT layers): free them now, not eventually
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-                logger.info("Dropped pipeline %s (%s): %s of weights freed; %s still allocated on the device",
-                            key, placement, gib(nbytes), gib(torch.cuda.memory_allocated()))
+                logger.info(
+                    "Dropped pipeline %s (%s): %s of weights freed; %s still allocated on the device",
+                    key,
+                    placement,
+                    gib(nbytes),
+                    gib(torch.cuda.memory_allocated()),
+                )
             else:
                 logger.info("Dropped pipeline %s (%s): %s of weights freed", key, placement, gib(nbytes))
         if self._on_evict is not None:
@@ -170,8 +176,14 @@ class PipelineRegistry:
             if not others or kept + plan.peak_bytes <= plan.device_bytes:
                 return
             victim = others[0]
-            logger.info("Evicting pipeline %s: %s needs %s at peak, %s is held by other pipelines, device has %s",
-                        victim, key, gib(plan.peak_bytes), gib(kept), gib(plan.device_bytes))
+            logger.info(
+                "Evicting pipeline %s: %s needs %s at peak, %s is held by other pipelines, device has %s",
+                victim,
+                key,
+                gib(plan.peak_bytes),
+                gib(kept),
+                gib(plan.device_bytes),
+            )
             self.drop(victim)
 
     @staticmethod
@@ -216,8 +228,11 @@ def _apply_placement(pipe: DiffusionPipeline, placement: str, device: torch.devi
         pipe.enable_model_cpu_offload(device=device)
     elif placement == "group_offload":
         pipe.enable_group_offload(
-            onload_device=device, offload_device=torch.device("cpu"), offload_type="block_level",
-            num_blocks_per_group=1, use_stream=device.type == "cuda",
+            onload_device=device,
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=device.type == "cuda",
         )
     elif placement == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)

@@ -9,15 +9,20 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from lorasite.errors import InvalidInput
-from lorasite.object_store import get_object_store
 from loras.models import LoRA, Status
 from loras.selectors import human_size
 from loras.services.rows import create_lora_row, save_row_or_delete_object
 from loras.services.validation import (
-    LORA_EXTENSION, LoRAOptions, check_app_upload_size, check_declared_file, inspect_stored_header, lora_object_key,
+    LORA_EXTENSION,
+    LoRAOptions,
+    check_app_upload_size,
+    check_declared_file,
+    inspect_stored_header,
+    lora_object_key,
     require_uploader,
 )
+from lorasite.errors import InvalidInput
+from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role, Workspace
 from workspaces.quota import quota_check_upload
 from workspaces.services import require_role
@@ -59,7 +64,9 @@ def _local_read_range(path: Path) -> Callable[[int, int], bytes]:
     return read_range
 
 
-def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, options: LoRAOptions = LoRAOptions()) -> LoRA:
+def lora_ingest_local_file(
+    *, actor: Membership, path: Path, filename: str, options: LoRAOptions = LoRAOptions()
+) -> LoRA:
     """Ingest a file that is on this machine: an upload through the app (Django's temporary file)
     or a server-path import. The header checks and the duplicate check answer here (422, 409); the
     file is read once more, to store and hash it in one pass. The row is `processing` until the
@@ -81,14 +88,22 @@ def lora_ingest_local_file(*, actor: Membership, path: Path, filename: str, opti
     def create() -> LoRA:
         nonlocal ingest
         lora = create_lora_row(
-            actor=actor, filename=filename, key=key, size=size, inspection=inspection, options=options,
-            sha256=sha256, status=Status.PROCESSING,
+            actor=actor,
+            filename=filename,
+            key=key,
+            size=size,
+            inspection=inspection,
+            options=options,
+            sha256=sha256,
+            status=Status.PROCESSING,
         )
         ingest = lora_ingest_after_commit(lora.id)
         return lora
 
     lora = save_row_or_delete_object(key, create)
-    logger.info("LoRA %s stored as '%s' v%s (%s, %s)", lora.id, lora.name, lora.version, lora.base_model, human_size(size))
+    logger.info(
+        "LoRA %s stored as '%s' v%s (%s, %s)", lora.id, lora.name, lora.version, lora.base_model, human_size(size)
+    )
     raise_if_queue_refused(ingest, lora)  # the row and its object stay: beat queues the ingest later
     return lora
 
@@ -134,7 +149,9 @@ def lora_ingest_uploaded_file(*, actor: Membership, uploaded_file, options: LoRA
     memory and are spilled here), so memory stays flat whatever the size."""
     check_app_upload_size(uploaded_file.size)
     if hasattr(uploaded_file, "temporary_file_path"):
-        return lora_ingest_local_file(actor=actor, path=Path(uploaded_file.temporary_file_path()), filename=uploaded_file.name, options=options)
+        return lora_ingest_local_file(
+            actor=actor, path=Path(uploaded_file.temporary_file_path()), filename=uploaded_file.name, options=options
+        )
     with tempfile.NamedTemporaryFile(suffix=LORA_EXTENSION) as spill:
         for chunk in uploaded_file.chunks():
             spill.write(chunk)

@@ -11,13 +11,18 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from lorasite.errors import ApplicationError, Conflict, InvalidInput, NotFound
-from lorasite.object_store import get_object_store
 from loras.models import LoRA, LoRAUpload, Status
 from loras.services.rows import create_lora_row
 from loras.services.validation import (
-    LoRAOptions, check_declared_file, inspect_stored_header, lora_object_directory, lora_object_key, require_uploader,
+    LoRAOptions,
+    check_declared_file,
+    inspect_stored_header,
+    lora_object_directory,
+    lora_object_key,
+    require_uploader,
 )
+from lorasite.errors import ApplicationError, Conflict, InvalidInput, NotFound
+from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role
 from workspaces.quota import quota_check_upload
 from workspaces.services import require_role
@@ -42,7 +47,9 @@ def upload_part_bytes(upload: LoRAUpload, part_number: int) -> int:
 
 
 @transaction.atomic
-def lora_upload_start(*, actor: Membership, filename: str, size: int, options: LoRAOptions = LoRAOptions()) -> LoRAUpload:
+def lora_upload_start(
+    *, actor: Membership, filename: str, size: int, options: LoRAOptions = LoRAOptions()
+) -> LoRAUpload:
     require_uploader(actor)
     check_declared_file(filename=filename, size=size)
     quota_check_upload(workspace=actor.workspace, size=size)  # the declared size, before any byte is sent
@@ -80,7 +87,11 @@ def upload_part_urls(upload: LoRAUpload) -> list[dict]:
         {
             "part_number": n,
             "url": store.multipart_part_url(
-                upload.object_key, upload.storage_upload_id, n, part_bytes=upload_part_bytes(upload, n), expires_in=expires_in
+                upload.object_key,
+                upload.storage_upload_id,
+                n,
+                part_bytes=upload_part_bytes(upload, n),
+                expires_in=expires_in,
             ),
         }
         for n in range(1, upload_part_count(upload) + 1)
@@ -166,12 +177,22 @@ def _assemble_and_create(actor: Membership, upload: LoRAUpload, parts: list[dict
         raise InvalidInput(f"Storage refused to assemble the parts: {error}", errors={"parts": [str(error)]}) from None
     size = store.size(key)
     if size != upload.size:
-        raise InvalidInput(f"The upload declared {upload.size} bytes but {size} arrived.", errors={"parts": ["Size mismatch."]})
-    inspection = inspect_stored_header(lambda o, n: store.read_range(key, o, n), size=size, filename=upload.original_filename)
+        raise InvalidInput(
+            f"The upload declared {upload.size} bytes but {size} arrived.", errors={"parts": ["Size mismatch."]}
+        )
+    inspection = inspect_stored_header(
+        lambda o, n: store.read_range(key, o, n), size=size, filename=upload.original_filename
+    )
     options = LoRAOptions(**{k: tuple(v) if k == "tags" else v for k, v in upload.options.items()})
     return create_lora_row(
-        actor=actor, filename=upload.original_filename, key=key, size=size, inspection=inspection,
-        options=options, sha256="", status=Status.PROCESSING,
+        actor=actor,
+        filename=upload.original_filename,
+        key=key,
+        size=size,
+        inspection=inspection,
+        options=options,
+        sha256="",
+        status=Status.PROCESSING,
     )
 
 

@@ -70,7 +70,8 @@ def test_generate_with_a_lora_per_expert_and_watch_it_run(page, sign_in, screens
     page.wait_for_url(re.compile(r"/w/studio/jobs/[0-9a-f-]{36}/$"))
     job = GenerationJob.objects.get()
     assert list(JobLoRA.objects.filter(job=job).values_list("lora_id", "weight", "expert")) == [
-        (style.id, 0.95, "high"), (detail.id, 0.6, "low"),
+        (style.id, 0.95, "high"),
+        (detail.id, 0.6, "low"),
     ]
 
     # The job page polls until the worker has finished, then shows the player.

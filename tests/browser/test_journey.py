@@ -20,8 +20,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(trans
 def test_upload_rename_generate_and_watch(page, sign_in, celery_worker, tmp_path):
     owner = MembershipFactory(role=Role.OWNER, workspace__name="Journey", workspace__slug="journey")
     files = [
-        write_lora(tmp_path / "sunset_style_high_noise.safetensors", family="wan-demo", blocks=2, std=0.3, seed=1, rank=512),
-        write_lora(tmp_path / "film_grain_low_noise.safetensors", family="wan-demo", blocks=2, std=0.3, seed=2, rank=512),
+        write_lora(
+            tmp_path / "sunset_style_high_noise.safetensors", family="wan-demo", blocks=2, std=0.3, seed=1, rank=512
+        ),
+        write_lora(
+            tmp_path / "film_grain_low_noise.safetensors", family="wan-demo", blocks=2, std=0.3, seed=2, rank=512
+        ),
     ]
 
     sign_in(owner.user)
@@ -54,7 +58,9 @@ def test_upload_rename_generate_and_watch(page, sign_in, celery_worker, tmp_path
     page.get_by_role("dialog", name="Add a high-noise LoRA").locator(".lora-option", has_text="Sunset style").click()
     page.get_by_role("spinbutton", name="Exact weight of Sunset style").fill("0.8")
     page.get_by_role("button", name="+ Add low-noise LoRA").click()
-    page.get_by_role("dialog", name="Add a low-noise LoRA").locator(".lora-option", has_text="film_grain_low_noise").click()
+    page.get_by_role("dialog", name="Add a low-noise LoRA").locator(
+        ".lora-option", has_text="film_grain_low_noise"
+    ).click()
     page.get_by_role("spinbutton", name="Exact weight of film_grain_low_noise").fill("0.5")
     expect(page.locator(".lora-count")).to_have_text("2 of 5 LoRAs")
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -63,4 +69,7 @@ def test_upload_rename_generate_and_watch(page, sign_in, celery_worker, tmp_path
     expect(page.locator(".job-status .badge")).to_have_text("Succeeded", timeout=120_000)
     page.wait_for_function("document.querySelector('.job-output video').readyState >= 3", timeout=20_000)
     assert page.evaluate("document.querySelector('.job-output video').duration") > 0
-    assert sorted(JobLoRA.objects.values_list("name", "weight", "expert")) == [("Sunset style", 0.8, "high"), ("film_grain_low_noise", 0.5, "low")]
+    assert sorted(JobLoRA.objects.values_list("name", "weight", "expert")) == [
+        ("Sunset style", 0.8, "high"),
+        ("film_grain_low_noise", 0.5, "low"),
+    ]

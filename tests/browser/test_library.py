@@ -8,9 +8,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from lorasite.errors import ApplicationError
 from loras import services
 from loras.models import LoRA, LoRAUpload, Status
+from lorasite.errors import ApplicationError
 from tests.factories import MembershipFactory
 from tests.lora_files import write_lora, write_sparse_lora
 from tests.test_library_pages import make_lora
@@ -50,13 +50,52 @@ def test_upload_rename_and_delete(page, sign_in, screenshot, celery_worker, sett
     owner = MembershipFactory(role=Role.OWNER, workspace__name="Wan studio", workspace__slug="wan-studio")
     workspace = owner.workspace
     # Neighbours for the grid: other families and experts, a failed import, an inactive one.
-    make_lora(workspace, owner.user, name="Anime lineart", base_model="flux", expert="both", tags=["style"], trigger_words=["lineart"], use_count=12)
-    make_lora(workspace, owner.user, name="Low-noise detail", expert="low", base_model="wan-14b", tags=["detail"], is_active=False)
-    make_lora(workspace, owner.user, name="Portrait XL", base_model="sdxl", expert="both", trigger_words=["ohwx man", "studio light", "bokeh", "35mm", "film grain"])
-    make_lora(workspace, owner.user, name="broken_download", status=Status.FAILED, sha256="", file="",
-              error="This is not a valid safetensors file: the header length prefix points past the end of the file.")
-    path = write_lora(tmp_path / "golden_hour_high_noise.safetensors", family="wan-demo", key_format="kohya",
-                      kohya_metadata=True, blocks=2, std=0.3, rank=3072, alpha=3072.0)
+    make_lora(
+        workspace,
+        owner.user,
+        name="Anime lineart",
+        base_model="flux",
+        expert="both",
+        tags=["style"],
+        trigger_words=["lineart"],
+        use_count=12,
+    )
+    make_lora(
+        workspace,
+        owner.user,
+        name="Low-noise detail",
+        expert="low",
+        base_model="wan-14b",
+        tags=["detail"],
+        is_active=False,
+    )
+    make_lora(
+        workspace,
+        owner.user,
+        name="Portrait XL",
+        base_model="sdxl",
+        expert="both",
+        trigger_words=["ohwx man", "studio light", "bokeh", "35mm", "film grain"],
+    )
+    make_lora(
+        workspace,
+        owner.user,
+        name="broken_download",
+        status=Status.FAILED,
+        sha256="",
+        file="",
+        error="This is not a valid safetensors file: the header length prefix points past the end of the file.",
+    )
+    path = write_lora(
+        tmp_path / "golden_hour_high_noise.safetensors",
+        family="wan-demo",
+        key_format="kohya",
+        kohya_metadata=True,
+        blocks=2,
+        std=0.3,
+        rank=3072,
+        alpha=3072.0,
+    )
     assert path.stat().st_size > 5 * MiB
 
     # The first attempt at part 1 fails on its way to S3; the dialog must retry it.
@@ -98,7 +137,9 @@ def test_upload_rename_and_delete(page, sign_in, screenshot, celery_worker, sett
     duplicate_row = dialog.locator(".upload-item").nth(1)
     expect(duplicate_row).to_have_attribute("data-state", "failed", timeout=90_000)
     expect(duplicate_row).to_contain_text("This file is already in the workspace as 'golden_hour_high_noise' version 1")
-    expect(duplicate_row.get_by_role("link", name="Open the existing LoRA")).to_have_attribute("href", f"/w/wan-studio/loras/{lora.id}/")
+    expect(duplicate_row.get_by_role("link", name="Open the existing LoRA")).to_have_attribute(
+        "href", f"/w/wan-studio/loras/{lora.id}/"
+    )
     expect(page.locator("#results-summary")).to_contain_text("6 LoRAs")  # the results were re-rendered
     screenshot("library-upload")
     page.keyboard.press("Escape")
@@ -218,7 +259,11 @@ def test_viewer_sees_no_upload_and_outsiders_get_404(page, sign_in):
     page.keyboard.press("Escape")
     expect(page.get_by_role("link", name=re.compile("Side project"))).to_be_hidden()
 
-    for url in ("/w/not-yours/loras/", f"/w/not-yours/loras/{theirs.id}/", f"/w/{viewer.workspace.slug}/loras/{theirs.id}/"):
+    for url in (
+        "/w/not-yours/loras/",
+        f"/w/not-yours/loras/{theirs.id}/",
+        f"/w/{viewer.workspace.slug}/loras/{theirs.id}/",
+    ):
         response = page.goto(url)
         assert response.status == 404, url
         expect(page.get_by_role("heading", name="Not found")).to_be_visible()

@@ -19,7 +19,7 @@ def workspace_switcher(context: template.Context, current: Workspace) -> dict:
 
 @register.inclusion_tag("workspaces/_storage.html")
 def workspace_storage(workspace: Workspace) -> dict:
-    """"12.3 GiB of 50 GiB used" on every workspace page, for the same reason as the switcher. Storage being
+    """ "12.3 GiB of 50 GiB used" on every workspace page, for the same reason as the switcher. Storage being
     down costs the figure, not the page."""
     try:
         return {"usage": workspace_storage_usage(workspace=workspace)}

@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("models", nargs="*", help="model keys (default: every enabled model)")
         parser.add_argument(
-            "--memory-bytes", type=int, default=None,
+            "--memory-bytes",
+            type=int,
+            default=None,
             help="plan for a device of this many bytes (default: LORASITE_GPU_MEMORY_BYTES, else this machine's GPU)",
         )
 

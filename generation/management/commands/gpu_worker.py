@@ -20,8 +20,19 @@ from generation.queues import worker_models, worker_queues
 def celery_worker_argv(queues: list[str], extra: list[str]) -> list[str]:
     """One process per GPU, one job at a time (the GPU holds one pipeline run)."""
     return [
-        sys.executable, "-m", "celery", "-A", "lorasite", "worker", "-Q", ",".join(queues), "-c", "1",
-        "--prefetch-multiplier", "1", *extra,
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "lorasite",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        *extra,
     ]
 
 

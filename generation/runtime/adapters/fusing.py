@@ -109,6 +109,8 @@ class FusedWeights:
                 return torch.empty(parameter.shape, dtype=parameter.dtype, device="cpu", pin_memory=True)
             except RuntimeError as error:  # torch reports a failed cudaHostAlloc as a RuntimeError (CUDA OOM)
                 self._pin_memory = False
-                logger.warning("Pinning host memory for the fused-LoRA backup failed (%s); using pageable memory",
-                               " ".join(str(error).split())[:200])
+                logger.warning(
+                    "Pinning host memory for the fused-LoRA backup failed (%s); using pageable memory",
+                    " ".join(str(error).split())[:200],
+                )
         return torch.empty(parameter.shape, dtype=parameter.dtype, device="cpu")

@@ -205,8 +205,10 @@ class AdapterManager:
         self._fused = FusedWeights(pin_memory=on_cuda, max_backup_bytes=fused_backup_bytes)
         self._fp8 = any(stored_in_fp8(module) for module in self._experts.values())
         if self._fp8 and apply_mode == "fused":
-            logger.info("The transformers are stored in float8: LoRAs will be applied unfused (a merge would round "
-                        "their deltas to float8)")
+            logger.info(
+                "The transformers are stored in float8: LoRAs will be applied unfused (a merge would round "
+                "their deltas to float8)"
+            )
         # Least recently used first.
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
         self._active: list[str] = []
@@ -269,8 +271,12 @@ class AdapterManager:
                         merge = "merged"
                 self._active = names
             self.last_apply_stats = ApplyStats(
-                sources=sources, recycled=tuple(recycled), merge=merge, merged_layers=merged_layers,
-                unfused_reason=unfused_reason, load_seconds=loaded - started,
+                sources=sources,
+                recycled=tuple(recycled),
+                merge=merge,
+                merged_layers=merged_layers,
+                unfused_reason=unfused_reason,
+                load_seconds=loaded - started,
                 merge_seconds=time.perf_counter() - loaded,
             )
         except BaseException:
@@ -288,7 +294,10 @@ class AdapterManager:
             logger.warning(
                 "Applying %s unfused: merging needs %d more bytes of pristine backup on top of %d, over the bound "
                 "of %d (LORASITE_FUSED_BACKUP_BYTES)",
-                ", ".join(sorted(weights)), extra, self._fused.backup_bytes, self._fused.max_backup_bytes,
+                ", ".join(sorted(weights)),
+                extra,
+                self._fused.backup_bytes,
+                self._fused.max_backup_bytes,
             )
             return UNFUSED_BACKUP_BOUND
         return ""
@@ -497,12 +506,20 @@ class AdapterManager:
         module = self._experts[expert]
         self._layers = None
         converted, unsourced = to_compute_dtype(
-            self._layers_by_path()[EXPERT_COMPONENTS[expert]], spec.adapter_name, state_dict,
-            prefix=getattr(self.pipe, "transformer_name", "transformer"), dtype=fp8_compute_dtype(),
+            self._layers_by_path()[EXPERT_COMPONENTS[expert]],
+            spec.adapter_name,
+            state_dict,
+            prefix=getattr(self.pipe, "transformer_name", "transformer"),
+            dtype=fp8_compute_dtype(),
         )
         if unsourced:
-            logger.info("LoRA %s: %d of its %d tensors in the %s had no value in the state dict (kept as loaded)",
-                        spec.describe(), unsourced, converted, self._expert_label(expert))
+            logger.info(
+                "LoRA %s: %d of its %d tensors in the %s had no value in the state dict (kept as loaded)",
+                spec.describe(),
+                unsourced,
+                converted,
+                self._expert_label(expert),
+            )
         if converted:
             # Group offloading with streams keeps pinned copies of every parameter, taken when diffusers re-applied
             # it after the load, i.e. of the float8 ones: re-apply it (what diffusers itself does after a LoRA load;

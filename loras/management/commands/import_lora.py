@@ -4,8 +4,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from lorasite.errors import ApplicationError
 from loras.services import LoRAOptions, lora_ingest_local_file
+from lorasite.errors import ApplicationError
 from workspaces.models import Membership, Role, Workspace
 
 
@@ -34,7 +34,9 @@ class Command(BaseCommand):
                 failures += 1
                 continue
             try:
-                lora = lora_ingest_local_file(actor=actor, path=path.resolve(), filename=path.name, options=LoRAOptions(name=name, expert=expert))
+                lora = lora_ingest_local_file(
+                    actor=actor, path=path.resolve(), filename=path.name, options=LoRAOptions(name=name, expert=expert)
+                )
             except ApplicationError as error:
                 self.stderr.write(f"{path}: {error.message}")
                 failures += 1

@@ -21,8 +21,12 @@ class Command(BaseCommand):
         if user is None:
             password = secrets.token_urlsafe(12)
             user = User.objects.create_user(username=DEMO_USERNAME, email="demo@example.com", password=password)
-            self.stdout.write(self.style.SUCCESS(f"Demo user created — username: {DEMO_USERNAME}  password: {password}"))
-            self.stdout.write("(This password is printed once. Reset it with: .venv/bin/python manage.py changepassword demo)")
+            self.stdout.write(
+                self.style.SUCCESS(f"Demo user created — username: {DEMO_USERNAME}  password: {password}")
+            )
+            self.stdout.write(
+                "(This password is printed once. Reset it with: .venv/bin/python manage.py changepassword demo)"
+            )
         else:
             self.stdout.write(f"Demo user '{DEMO_USERNAME}' exists (its password was printed when it was created).")
         if not Workspace.objects.filter(slug=DEMO_WORKSPACE_SLUG).exists():

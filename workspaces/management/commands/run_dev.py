@@ -31,15 +31,33 @@ class Command(BaseCommand):
         commands = {
             "web": [python, "manage.py", "runserver", addr, "--noreload"],
             "worker": [
-                python, "-m", "celery", "-A", "lorasite", "worker", "-Q", queues, "-c", "1", "-P", "solo",
-                "-B", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"), "--loglevel", "INFO",
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "lorasite",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                "1",
+                "-P",
+                "solo",
+                "-B",
+                "--schedule",
+                str(settings.VAR_DIR / "celerybeat-schedule"),
+                "--loglevel",
+                "INFO",
             ],
         }
         processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
-        self.stdout.write(self.style.SUCCESS(f"lorasite is running at http://{addr}/  (Ctrl-C stops the web server and the worker)"))
+        self.stdout.write(
+            self.style.SUCCESS(f"lorasite is running at http://{addr}/  (Ctrl-C stops the web server and the worker)")
+        )
         if not models:
             self.stderr.write(
-                "No model has its weights installed, so the worker serves none. Run `python manage.py build_demo_models`."
+                "No model has its weights installed, so the worker serves none. Run `python "
+                "manage.py build_demo_models`."
             )
         try:
             while all(p.poll() is None for p in processes.values()):
