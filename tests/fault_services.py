@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import kombu.pools
 import redis as redis_client
 from django.conf import settings
 from django.db import connection
@@ -153,8 +154,9 @@ def celery_app_on_broker(url: str) -> Iterator[None]:
     previous = app.conf.broker_url
 
     def reset_pools() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # kombu keeps the pools in process-wide registries keyed by connection: closing one there would hand
+        # the closed pool back to the next publisher of the same URL, so the registries are emptied too.
+        kombu.pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 

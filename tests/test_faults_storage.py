@@ -14,10 +14,10 @@ from botocore.exceptions import EndpointConnectionError
 from django.test import Client
 from kombu.exceptions import OperationalError
 from rest_framework.test import APIClient
-from rest_framework.throttling import SimpleRateThrottle
 
 from loras import selectors as lora_selectors
 from loras import services as lora_services
+from lorasite.throttles import FailOpenScopedRateThrottle
 from tests.factories import UserFactory
 from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
@@ -60,7 +60,8 @@ def own_redis():
 def test_sign_in_fails_open_when_the_throttle_cache_is_killed(own_redis, settings, monkeypatch, caplog):
     url, process = own_redis
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
-    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"auth_token": "2/minute"})
+    # On the class the view uses: another test may have set the attribute on a class between it and DRF's base.
+    monkeypatch.setattr(FailOpenScopedRateThrottle, "THROTTLE_RATES", {"auth_token": "2/minute"})
     user = UserFactory(username="alice")
     user.set_password("right-password")
     user.save()
