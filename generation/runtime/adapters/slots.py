@@ -11,7 +11,7 @@ Only plain LoRA Linear layers recycle (no DoRA, bias, rsLoRA or other variants),
 exactly `<prefix>.<module>.lora_A/B.weight` for exactly the slot's modules with the slot's shapes, and only when the
 slot was created with diffusers' default alpha (alpha = rank, what a state dict without alphas loads as). Anything
 else returns None and the caller loads normally. The rename walks PEFT's per-adapter dicts generically (any dict or
-ModuleDict/ParameterDict of the layer keyed by the adapter name); tests compare recycled adapters bitwise with
+ModuleDict of the layer keyed by the adapter name); tests compare recycled adapters bitwise with
 freshly loaded ones.
 """
 
@@ -62,12 +62,18 @@ def slot_plan(
 
 def recycle(component: torch.nn.Module, plan: SlotPlan, *, slot: str, name: str) -> None:
     """Copy the new weights into the slot's modules and rename adapter `slot` to `name` in `component`."""
+    targets, sources = [], []
+    for layer, down, up in plan.values():
+        targets += [layer.lora_A[slot].weight, layer.lora_B[slot].weight]
+        sources += [down, up]
     with torch.no_grad():
-        for layer, down, up in plan.values():
-            layer.lora_A[slot].weight.copy_(down, non_blocking=True)
-            layer.lora_B[slot].weight.copy_(up, non_blocking=True)
+        # One batched copy rather than two dispatches per layer: torch's `_foreach` kernels (what its optimizers
+        # use); tests/test_runtime_fused.py compares a recycled adapter bitwise with a freshly loaded one.
+        torch._foreach_copy_(targets, sources, non_blocking=True)
+    containers = None
     for layer, _, _ in plan.values():
-        _rename(layer, slot, name)
+        containers = containers or _adapter_containers(layer, slot)
+        _rename(layer, containers, slot, name)
     component.peft_config[name] = component.peft_config.pop(slot)
 
 
@@ -81,12 +87,26 @@ def _plain(layer: LoraLinear, slot: str) -> bool:
     )
 
 
-def _rename(layer: LoraLinear, old: str, new: str) -> None:
-    containers = [value for value in vars(layer).values() if isinstance(value, dict)]
-    containers += [m for m in layer._modules.values() if isinstance(m, (torch.nn.ModuleDict, torch.nn.ParameterDict))]
-    for container in containers:
-        if old in container:
-            container[new] = container.pop(old)
+def _adapter_containers(layer: LoraLinear, slot: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The names of the layer's per-adapter dicts and ModuleDicts that hold `slot`; every plain LoRA Linear layer
+    of one adapter has the same ones, so they are found once per recycle instead of once per layer."""
+    dicts = tuple(key for key, value in vars(layer).items() if isinstance(value, dict) and slot in value)
+    modules = tuple(
+        key for key, module in layer._modules.items() if isinstance(module, torch.nn.ModuleDict) and slot in module
+    )
+    return dicts, modules
+
+
+def _rename(layer: LoraLinear, containers: tuple[tuple[str, ...], tuple[str, ...]], old: str, new: str) -> None:
+    dicts, modules = containers
+    attributes = vars(layer)
+    for key in dicts:
+        attributes[key][new] = attributes[key].pop(old)
+    for key in modules:
+        # A ModuleDict keeps its entries in `_modules`; moving the entry there is what pop + setitem do, minus
+        # nn.Module's attribute bookkeeping per call.
+        entries = layer._modules[key]._modules
+        entries[new] = entries.pop(old)
     if isinstance(layer._active_adapter, list):
         layer._active_adapter = [new if active == old else active for active in layer._active_adapter]
     elif layer._active_adapter == old:
