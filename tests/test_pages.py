@@ -65,3 +65,17 @@ def test_members_page_add_by_email(client):
     assert Membership.objects.get(user__username="erin").role == Role.VIEWER
     response = client.post("/w/team/members/", {"user": "ghost", "role": "viewer"})
     assert response.status_code == 400 and "No user with this username or email." in response.content.decode()
+
+
+def test_template_comments_close_on_their_line():
+    """Django's {# #} comments are single-line: one spread over two lines renders as text on every page."""
+    from pathlib import Path
+
+    templates = Path(__file__).resolve().parent.parent / "templates"
+    unclosed = [
+        f"{path.relative_to(templates)}:{number}"
+        for path in templates.rglob("*.html")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "{#" in line and "#}" not in line.split("{#", 1)[1]
+    ]
+    assert not unclosed, unclosed
