@@ -28,6 +28,10 @@ SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
 pytestmark = pytest.mark.browser
 
 
+DESKTOP_VIEWPORT = {"width": 1440, "height": 900}
+PHONE_VIEWPORT = {"width": 390, "height": 844}
+
+
 @pytest.fixture(scope="session")
 def browser():
     from playwright.sync_api import expect, sync_playwright
@@ -47,7 +51,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context = browser.new_context(base_url=live_server.url, viewport=DESKTOP_VIEWPORT)
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
@@ -70,12 +74,17 @@ def sign_in(page):
 
 @pytest.fixture
 def screenshot(page):
-    """screenshot(name) saves var/screenshots/<name>.png of the whole page."""
+    """screenshot(name) saves var/screenshots/<name>.png (1440x900) and <name>-phone.png (390x844), whole page."""
 
     def take(name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
+        # The same page on a phone, then back to the desktop size the test goes on with.
+        desktop = page.viewport_size
+        page.set_viewport_size(PHONE_VIEWPORT)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-phone.png"), full_page=True)
+        page.set_viewport_size(desktop)
         return path
 
     return take
