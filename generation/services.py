@@ -18,7 +18,7 @@ from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from lorasite.errors import Conflict, InvalidInput, ServiceUnavailable
 from lorasite.object_store import get_object_store
-from lorasite.queueing import REDISPATCH_GRACE_SECONDS, send_after_commit, send_now
+from lorasite.queueing import REDISPATCH_GRACE_SECONDS, queue_backlog, send_after_commit, send_now
 from workspaces.models import Membership, Role
 from workspaces.quota import quota_check_generation
 from workspaces.services import require_role, storage_purge_schedule
@@ -276,15 +276,18 @@ def _send_job(job: GenerationJob) -> None:
 
 
 def jobs_redispatch(*, now=None) -> int:
-    """Beat: re-send queued jobs whose message may not have reached the broker; the number the broker took."""
+    """Beat: re-send queued jobs whose message may not have reached the broker, or was lost there
+    (lorasite/queueing.py); the number the broker took."""
     now = now or timezone.now()
-    unsent = GenerationJob.objects.filter(
-        status=JobStatus.QUEUED,
-        enqueued_at__isnull=True,
-        updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS),
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at").only("id", "model_key")
+    unsent = list(
+        queued.filter(enqueued_at__isnull=True, updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS))
     )
+    waiting = list(queued.filter(enqueued_at__lt=now - timedelta(seconds=settings.LORASITE_RESEND_AFTER_SECONDS)))
+    backlogs = {key: queue_backlog(gpu_queue(key)) for key in {job.model_key for job in waiting}}
+    lost = [job for job in waiting if backlogs[job.model_key] == 0]
     sent = 0
-    for job in unsent.only("id", "model_key"):
+    for job in unsent + lost:
         if not send_now(lambda job=job: _send_job(job), description=f"job {job.id}"):
             break  # the broker is still down: the next beat run tries again
         sent += 1

@@ -4,6 +4,12 @@ The row is committed first and its message sent after the commit (a worker must 
 the broker refuses the message, the row stays saved with its `enqueued_at` empty, and a beat task
 re-sends it once the broker is back; claiming is idempotent, so a message that did arrive despite
 an error is harmless twice. The caller turns a refused send into a 503 (`ServiceUnavailable`).
+
+A message the broker accepted can still be lost (a Redis restarted without persistence, a flushed
+database). Beat re-sends a row still waiting LORASITE_RESEND_AFTER_SECONDS after its send when its
+queue holds no message at all (`queue_backlog`): a queue with a backlog is being worked through, and
+an empty one cannot hold the row's message. The worst a wrong guess costs is one duplicate message,
+which the claim turns into a no-op.
 """
 
 import logging
@@ -11,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +59,20 @@ def send_now(send: Callable[[], None], *, description: str) -> bool:
         logger.warning("The job queue still refuses %s (%s)", description, error)
         return False
     return True
+
+
+def queue_backlog(queue: str) -> int | None:
+    """The messages waiting in `queue` (a worker's reserved ones are not counted); 0 for a queue the broker
+    does not know (never declared, or lost with the broker's data); None when the broker does not answer."""
+    from lorasite.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+            try:
+                return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except ChannelError:
+                return 0
+    except BROKER_ERRORS as error:
+        logger.warning("The job queue does not answer for the size of %s (%s)", queue, error)
+        return None

@@ -254,11 +254,14 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 # A LoRA `processing` this long after its ingest message was sent is failed by beat: longer than a run, the
 # broker's redelivery of a lost worker's message (after the visibility timeout), that second run and 5 minutes.
 LORASITE_INGEST_STUCK_SECONDS = env_int("LORASITE_INGEST_STUCK_SECONDS", 2 * CELERY_TASK_TIME_LIMIT + 600 + 300)
+# A row still waiting this long after the broker took its message is re-sent when its queue is empty (the
+# message was lost with the broker's data: lorasite/queueing.py).
+LORASITE_RESEND_AFTER_SECONDS = env_int("LORASITE_RESEND_AFTER_SECONDS", 600)
 CELERY_BEAT_SCHEDULE = {
     "lora-storage-cleanup": {"task": "loras.tasks.lora_storage_cleanup", "schedule": 15 * 60},
     "lora-purge-deleted": {"task": "loras.tasks.lora_purge_deleted", "schedule": 60 * 60},
     "storage-purge-due": {"task": "workspaces.tasks.storage_purge_due", "schedule": 60 * 60},
-    # Rows whose message the broker refused (it was down) are sent again once it is back.
+    # Rows whose message the broker refused (it was down) or lost are sent again once it is back.
     "generation-redispatch": {"task": "generation.tasks.generation_redispatch", "schedule": 60},
     "lora-ingest-sweep": {"task": "loras.tasks.lora_ingest_sweep", "schedule": 60},
     "generation-recover-stalled": {"task": "generation.tasks.generation_recover_stalled", "schedule": 60},

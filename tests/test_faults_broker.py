@@ -166,3 +166,60 @@ class TestIngestSweep:
         assert dispatch.loras_ingest_sweep(now=later) == {"resent": 1, "failed": 0}
         lora.refresh_from_db()
         assert sent == [[lora.id]] and lora.status == Status.PROCESSING and lora.enqueued_at
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_messages_the_broker_took_and_then_lost_are_re_sent_by_beat(
+    broker, api, workspace, demo_models, tmp_path, s3_keys
+):
+    """Redis restarted without persistence loses the queued messages while the rows say they were sent:
+    beat re-sends them once their queue is empty (and not while a backlog still holds them)."""
+    base = f"/api/v1/workspaces/{workspace.slug}"
+    upload = multipart_upload(
+        api, base, write_lora(tmp_path / "style.safetensors", family="wan-demo", blocks=2, std=0.3)
+    )
+    response = api.post(f"{base}/generations/", {"model": "wan22-a14b-demo", "prompt": "a lighthouse"}, format="json")
+    assert response.status_code == 201, response.json()
+    job = GenerationJob.objects.get(id=response.json()["id"])
+    response = api.post(
+        f"{base}/loras/uploads/{upload['upload_id']}/complete/", {"parts": upload["parts"]}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    lora = LoRA.objects.get(id=response.json()["id"])
+    assert job.enqueued_at and lora.enqueued_at  # the broker took both messages
+
+    later = timezone.now() + timedelta(seconds=settings.LORASITE_RESEND_AFTER_SECONDS + 60)
+    # The messages are still in their queues: a long wait alone is no reason to send again.
+    assert generation_services.jobs_redispatch(now=later) == 0
+    assert dispatch.loras_ingest_sweep(now=later) == {"resent": 0, "failed": 0}
+    # Too soon after the send, nothing is re-sent even from an empty queue.
+    broker.stop()
+    broker.start()
+    assert generation_services.jobs_redispatch() == 0
+    assert dispatch.loras_ingest_sweep() == {"resent": 0, "failed": 0}
+
+    assert generation_services.jobs_redispatch(now=later) == 1
+    assert dispatch.loras_ingest_sweep(now=later) == {"resent": 1, "failed": 0}
+    worker = start_celery_worker(
+        env=worker_environment(broker.url, tmp_path / "worker-var"),
+        name="broker-lost",
+        log_path=tmp_path / "worker.log",
+    )
+    try:
+        wait_until(
+            lambda: (
+                GenerationJob.objects.get(id=job.id).is_finished
+                and LoRA.objects.get(id=lora.id).status != Status.PROCESSING
+            ),
+            timeout=240,
+            what="the re-sent job and ingest to finish",
+            interval=0.5,
+        )
+    finally:
+        kill_process_group(worker)
+    job.refresh_from_db()
+    lora.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 1, job.error
+    assert lora.status == Status.READY, lora.error
+    assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == sorted([lora.file.name, job.output_key, job.poster_key])
