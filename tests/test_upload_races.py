@@ -338,3 +338,26 @@ class TestThroughTheApp:
             assert "LORASITE_MAX_APP_UPLOAD_BYTES" in body["message"] and "multipart" in body["message"]
             assert body["limit_bytes"] == 64 * 1024
         assert not LoRA.objects.exists() and s3_keys(f"workspaces/{workspace.id}/") == []
+
+
+class TestQuota:
+    def test_multipart_starts_side_by_side_cannot_overshoot_the_quota_together(
+        self, client_for, owner, workspace, monkeypatch
+    ):
+        """Each upload fits alone, both do not: one start is refused, whatever their timing."""
+        real_create = S3ObjectStore.multipart_create
+
+        def slow_create(self, *args, **kwargs):
+            time.sleep(1.0)  # between the quota check and the saved upload row
+            return real_create(self, *args, **kwargs)
+
+        monkeypatch.setattr(S3ObjectStore, "multipart_create", slow_create)
+        url = f"/api/v1/workspaces/{workspace.slug}/loras/uploads/"
+
+        def start(name):
+            return lambda: client_for(owner).post(url, {"filename": name, "size": 600}, format="json")
+
+        with override_settings(LORASITE_WORKSPACE_QUOTA_BYTES=1000):
+            answers = in_threads(start("a.safetensors"), start("b.safetensors"))
+        assert sorted(a.status_code for a in answers) == [201, 413], [a.content for a in answers]
+        assert LoRAUpload.objects.count() == 1

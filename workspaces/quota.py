@@ -10,6 +10,7 @@ objects only after the purge grace.
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -89,9 +90,14 @@ def workspace_storage_usage(*, workspace: Workspace) -> StorageUsage:
 
 
 def quota_check_upload(*, workspace: Workspace, size: int) -> None:
-    """413 when `size` more bytes would take the workspace over its limit."""
+    """413 when `size` more bytes would take the workspace over its limit.
+
+    Inside a transaction the workspace row stays locked to its end, so that uploads started side by side are
+    counted one after the other: the caller's open upload (or row) is saved before the next one counts."""
     if not workspace_quota_limit(workspace):
         return  # no limit: nothing to count (and no storage listing that could fail)
+    if transaction.get_connection().in_atomic_block:
+        Workspace.objects.select_for_update().filter(id=workspace.id).exists()
     usage = workspace_storage_usage(workspace=workspace)
     if usage.used_bytes + size > usage.limit_bytes:
         raise StorageQuotaExceeded(
