@@ -9,6 +9,8 @@ Torch-free: the web process, the worker command line and the tests all name queu
 
 from __future__ import annotations
 
+import sys
+
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -53,3 +55,23 @@ def worker_models() -> list[str]:
 def worker_queues(model_keys: list[str]) -> list[str]:
     """The GPU queues a worker serving `model_keys` consumes."""
     return [gpu_queue(key) for key in model_keys]
+
+
+def celery_worker_argv(queues: list[str], extra: list[str]) -> list[str]:
+    """`celery worker` consuming `queues`: one process per GPU, one job at a time (the GPU holds one pipeline
+    run). Every worker lorasite starts — `gpu_worker`, `run_dev`, the tests' — starts from this line."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "lorasite",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        "1",
+        "--prefetch-multiplier",
+        "1",
+        *extra,
+    ]

@@ -1,3 +1,5 @@
+import subprocess
+
 import boto3
 import pytest
 from django.conf import settings
@@ -119,72 +121,21 @@ def celery_worker(django_db_setup, django_db_blocker, demo_models, tmp_path_fact
     """A real Celery worker process (the default queue and the queue of every demo model) on the real
     Redis broker, using the test database and the S3 API server — what production runs, on the demo
     pipelines."""
-    import os
-    import subprocess
-    import sys
-    import time
-
     import redis as redis_client
-    from django.db import connection
 
-    from generation.queues import worker_models, worker_queues
-    from lorasite.celery import app
+    from tests.fault_services import kill_process_group, start_celery_worker, worker_environment
 
     if not settings.USING_POSTGRES or not settings.USING_REDIS:
         pytest.skip("needs PostgreSQL and Redis (required, and so never skipped, in CI)")
     redis_client.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "lorasite.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT'] or 5432}/{db['NAME']}",
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "LORASITE_STORAGE": "s3",
-        "AWS_STORAGE_BUCKET_NAME": settings.AWS_STORAGE_BUCKET_NAME,
-        "AWS_S3_ENDPOINT_URL": settings.AWS_S3_ENDPOINT_URL,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "LORASITE_MODELS_DIR": str(settings.LORASITE_MODELS_DIR),
-        "LORASITE_VAR_DIR": str(tmp_path_factory.mktemp("worker-var")),
-        "HF_HUB_OFFLINE": "1",
-    }
-    log = open(tmp_path_factory.getbasetemp() / "celery-worker.log", "w")
-    queues = ",".join(["default", *worker_queues(worker_models())])
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lorasite",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "1",
-            "-P",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            "e2e@%h",
-            "--loglevel",
-            "INFO",
-        ],
-        cwd=settings.BASE_DIR,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    process = start_celery_worker(
+        env=worker_environment(settings.CELERY_BROKER_URL, tmp_path_factory.mktemp("worker-var")),
+        name="e2e",
+        log_path=tmp_path_factory.getbasetemp() / "celery-worker.log",
     )
-    deadline = time.monotonic() + 90
-    while not app.control.ping(timeout=1.0):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"The Celery worker did not start; see {log.name}")
     yield process
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        kill_process_group(process)

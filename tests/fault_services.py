@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,32 +95,15 @@ def start_celery_worker(*, env: dict[str, str], name: str, log_path: Path) -> su
     """A real `celery worker` (solo pool: the job runs in the process a SIGKILL hits) consuming the default
     queue and every demo model's queue, in its own process group; returns once it answers a ping on the
     broker this process's Celery app uses."""
-    from generation.queues import worker_models, worker_queues
+    from generation.queues import celery_worker_argv, worker_models, worker_queues
     from lorasite.celery import app
 
-    queues = ",".join(["default", *worker_queues(worker_models())])
     log = open(log_path, "a")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lorasite",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "1",
-            "-P",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"{name}@%h",
-            "--loglevel",
-            "INFO",
-        ],
+        celery_worker_argv(
+            ["default", *worker_queues(worker_models())],
+            ["-P", "solo", "--without-gossip", "--without-mingle", "-n", f"{name}@%h", "--loglevel", "INFO"],
+        ),
         cwd=settings.BASE_DIR,
         env=env,
         stdout=log,

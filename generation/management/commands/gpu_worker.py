@@ -9,31 +9,11 @@ runs `celery -A lorasite worker -Q gpu.wan22-t2v-a14b,gpu.flux1-dev -c 1 --prefe
 import argparse
 import os
 import shlex
-import sys
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.queues import worker_models, worker_queues
-
-
-def celery_worker_argv(queues: list[str], extra: list[str]) -> list[str]:
-    """One process per GPU, one job at a time (the GPU holds one pipeline run)."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "lorasite",
-        "worker",
-        "-Q",
-        ",".join(queues),
-        "-c",
-        "1",
-        "--prefetch-multiplier",
-        "1",
-        *extra,
-    ]
+from generation.queues import celery_worker_argv, worker_models, worker_queues
 
 
 class Command(BaseCommand):

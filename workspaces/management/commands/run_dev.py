@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from generation.queues import worker_models, worker_queues
+from generation.queues import celery_worker_argv, worker_models, worker_queues
 
 
 class Command(BaseCommand):
@@ -27,28 +27,12 @@ class Command(BaseCommand):
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from None
         # One worker does everything here: the default queue and the queue of every model it can load.
-        queues = ",".join(["default", *worker_queues(models)])
         commands = {
             "web": [python, "manage.py", "runserver", addr, "--noreload"],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "lorasite",
-                "worker",
-                "-Q",
-                queues,
-                "-c",
-                "1",
-                "-P",
-                "solo",
-                "-B",
-                "--schedule",
-                str(settings.VAR_DIR / "celerybeat-schedule"),
-                "--loglevel",
-                "INFO",
-            ],
+            "worker": celery_worker_argv(
+                ["default", *worker_queues(models)],
+                ["-P", "solo", "-B", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule"), "--loglevel", "INFO"],
+            ),
         }
         processes = {name: subprocess.Popen(cmd, cwd=settings.BASE_DIR) for name, cmd in commands.items()}
         self.stdout.write(
