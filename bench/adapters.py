@@ -712,6 +712,27 @@ def random_wan_transformer(config: dict, *, device: str, dtype, seed: int):
     return model.eval()
 
 
+def wan_slice_with_loras(tmp: Path, *, blocks: int, seeds, rank: int, dtype, prefix: str):
+    """The CPU benches' setup: a one-expert `WanPipeline` around a random Wan 1.3B-width transformer cut to
+    `blocks` blocks, and one random rank-`rank` LoRA file for it per seed. Returns (config, pipe, paths)."""
+    config = dict(WAN_13B, num_layers=blocks)
+    pipe = bare_wan_pipeline(random_wan_transformer(config, device="cpu", dtype=dtype, seed=0))
+    hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    paths = [
+        write_wan_lora(
+            tmp / f"{prefix}-{n}.safetensors",
+            hidden=hidden,
+            ffn=config["ffn_dim"],
+            blocks=blocks,
+            rank=rank,
+            seed=n,
+            dtype=dtype,
+        )
+        for n in seeds
+    ]
+    return config, pipe, paths
+
+
 def bare_wan_pipeline(transformer, transformer_2=None):
     """A `WanPipeline` of only its transformer(s) and a scheduler (no VAE, text encoder or tokenizer): enough for
     `load_lora_weights` and `AdapterManager`, and buildable where the demo models are not (the GPU machine)."""

@@ -24,9 +24,7 @@ from bench.adapters import (
     _load_note,
     _loadavg,
     _quiet,
-    bare_wan_pipeline,
-    random_wan_transformer,
-    write_wan_lora,
+    wan_slice_with_loras,
 )
 from bench.report import Section
 
@@ -81,25 +79,12 @@ def run() -> list[Section]:
     if blocks < 1 or repeats < 1:
         raise ValueError("LORASITE_BENCH_STEP_BLOCKS and LORASITE_BENCH_STEP_REPEATS must be >= 1")
     started, load = time.monotonic(), _loadavg()
-    config = dict(WAN_13B, num_layers=blocks)
-    hidden = config["num_attention_heads"] * config["attention_head_dim"]
     dtype = torch.bfloat16
     tokens = wan_tokens(FRAMES, HEIGHT, WIDTH)
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-step-") as tmp, _quiet():
-        transformer = random_wan_transformer(config, device="cpu", dtype=dtype, seed=0)
-        pipe = bare_wan_pipeline(transformer)
-        paths = [
-            write_wan_lora(
-                Path(tmp) / f"step-{n}.safetensors",
-                hidden=hidden,
-                ffn=config["ffn_dim"],
-                blocks=blocks,
-                rank=RANK,
-                seed=n,
-                dtype=dtype,
-            )
-            for n in range(max(LORA_COUNTS))
-        ]
+        config, pipe, paths = wan_slice_with_loras(
+            Path(tmp), blocks=blocks, seeds=range(max(LORA_COUNTS)), rank=RANK, dtype=dtype, prefix="step"
+        )
         inputs = wan_inputs(
             config, frames=FRAMES, height=HEIGHT, width=WIDTH, text_tokens=TEXT_TOKENS, device="cpu", dtype=dtype
         )

@@ -40,10 +40,8 @@ from bench.adapters import (
     _lora_tensor_bytes,
     _ms,
     _quiet,
-    bare_wan_pipeline,
     copy_floor,
-    random_wan_transformer,
-    write_wan_lora,
+    wan_slice_with_loras,
 )
 from bench.report import Section
 
@@ -257,24 +255,11 @@ def run() -> list[Section]:
     if blocks < 1 or repeats < 1:
         raise ValueError("LORASITE_BENCH_SWITCH_BLOCKS and LORASITE_BENCH_SWITCH_REPEATS must be >= 1")
     started, load = time.monotonic(), _loadavg()
-    config = dict(WAN_13B, num_layers=blocks)
-    hidden = config["num_attention_heads"] * config["attention_head_dim"]
     dtype = torch.bfloat16
     with tempfile.TemporaryDirectory(prefix="lorasite-bench-switch-") as tmp, _quiet():
-        transformer = random_wan_transformer(config, device="cpu", dtype=dtype, seed=0)
-        pipe = bare_wan_pipeline(transformer)
-        paths = [
-            write_wan_lora(
-                Path(tmp) / f"switch-{n}.safetensors",
-                hidden=hidden,
-                ffn=config["ffn_dim"],
-                blocks=blocks,
-                rank=RANK,
-                seed=n,
-                dtype=dtype,
-            )
-            for n in (1, 2)
-        ]
+        config, pipe, paths = wan_slice_with_loras(
+            Path(tmp), blocks=blocks, seeds=(1, 2), rank=RANK, dtype=dtype, prefix="switch"
+        )
         jobs = [
             [AdapterSpec(lora_id=n + 1, display_name=f"bench-{n + 1}", path=path, weight=0.8, expert="high")]
             for n, path in enumerate(paths)
@@ -291,7 +276,7 @@ def run() -> list[Section]:
             title=f"LoRA switch cost: Wan 2.1 1.3B-shaped transformer on the CPU ({blocks} blocks), rank-{RANK} LoRA",
             method=(
                 f"A `WanTransformer3DModel` with the Wan 2.1 T2V 1.3B config ({blocks} of its 30 "
-                f"blocks; hidden {hidden}, "
+                f"blocks; hidden {config['num_attention_heads'] * config['attention_head_dim']}, "
                 f"FFN {config['ffn_dim']}), random bf16 weights, in a bare `WanPipeline`. A job uses "
                 f"one rank-{RANK} bf16 "
                 f"LoRA on {', '.join(LORA_MODULES)} of every block ({lora_bytes / 1e6:.0f} MB of "
