@@ -48,6 +48,9 @@ class LoRAOutput(serializers.ModelSerializer):
             "original_filename",
             "file_size",
             "sha256",
+            "autov2",
+            "autov3",
+            "blake3",
             "status",
             "error",
             "base_model",
@@ -81,6 +84,28 @@ class LoRAOutput(serializers.ModelSerializer):
         if not lora.coverage:
             return None
         return CoverageOutput({**lora.coverage, "text": lora.coverage_text}).data
+
+
+class SameWeightsOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+
+
+class LoRADetailOutput(LoRAOutput):
+    """One LoRA as its own answer (upload, detail, edit): also the LoRAs with the same weights."""
+
+    same_weights_as = serializers.SerializerMethodField(
+        help_text="A warning: the workspace's LoRAs with the same tensor data (AutoV3) and other metadata "
+        "(another sha256). Empty until the file is hashed."
+    )
+
+    class Meta(LoRAOutput.Meta):
+        fields = [*LoRAOutput.Meta.fields, "same_weights_as"]
+
+    @extend_schema_field(SameWeightsOutput(many=True))
+    def get_same_weights_as(self, lora: LoRA) -> list[dict]:
+        return SameWeightsOutput(selectors.lora_same_weights(lora=lora), many=True).data
 
 
 class StringList(serializers.ListField):
@@ -138,7 +163,7 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
 
     @extend_schema(
         request={"multipart/form-data": LoRAUploadInput},
-        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
+        responses={201: LoRADetailOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
         tags=["loras"],
         summary="Upload a .safetensors LoRA through the app (streamed to storage)",
     )
@@ -155,7 +180,7 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         lora = services.lora_ingest_uploaded_file(
             actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data)
         )
-        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+        return Response(LoRADetailOutput(lora).data, status=status.HTTP_201_CREATED)
 
 
 class UploadStartInput(LoRAOptionsInput):
@@ -232,14 +257,14 @@ class UploadDetailAPI(WorkspaceScopedAPIView):
 class UploadCompleteAPI(WorkspaceScopedAPIView):
     @extend_schema(
         request=UploadCompleteInput,
-        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 422)},
+        responses={201: LoRADetailOutput, **error_responses(400, 401, 403, 404, 409, 422)},
         tags=["loras"],
         summary="Finish a multipart upload: the LoRA is created as processing, then ready or failed",
     )
     def post(self, request, slug, upload_id):
         parts = parse_input(UploadCompleteInput, request.data)["parts"]
         lora = services.lora_upload_complete(actor=self.membership, upload_id=upload_id, parts=[dict(p) for p in parts])
-        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+        return Response(LoRADetailOutput(lora).data, status=status.HTTP_201_CREATED)
 
 
 class ImportInput(LoRAOptionsInput):
@@ -249,7 +274,7 @@ class ImportInput(LoRAOptionsInput):
 class ImportAPI(WorkspaceScopedAPIView):
     @extend_schema(
         request=ImportInput,
-        responses={201: LoRAOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
+        responses={201: LoRADetailOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
         tags=["loras"],
         summary="Copy a LoRA from this workspace's server import folder, <import dir>/<slug>/ (owners and admins)",
     )
@@ -259,7 +284,7 @@ class ImportAPI(WorkspaceScopedAPIView):
         lora = services.lora_import_server_file(
             actor=self.membership, file_path=file_path, options=LoRAOptionsInput.options(data)
         )
-        return Response(LoRAOutput(lora).data, status=status.HTTP_201_CREATED)
+        return Response(LoRADetailOutput(lora).data, status=status.HTTP_201_CREATED)
 
 
 class VersionsAPI(WorkspaceScopedAPIView):
@@ -295,17 +320,19 @@ class LoRADetailAPI(WorkspaceScopedAPIView):
     def _lora(self, lora_id: int) -> LoRA:
         return selectors.lora_get(workspace=self.membership.workspace, lora_id=lora_id)
 
-    @extend_schema(responses={200: LoRAOutput, **error_responses(401, 404)}, tags=["loras"])
+    @extend_schema(responses={200: LoRADetailOutput, **error_responses(401, 404)}, tags=["loras"])
     def get(self, request, slug, lora_id):
-        return Response(LoRAOutput(self._lora(lora_id)).data)
+        return Response(LoRADetailOutput(self._lora(lora_id)).data)
 
     @extend_schema(
-        request=LoRAUpdateInput, responses={200: LoRAOutput, **error_responses(400, 401, 403, 404, 409)}, tags=["loras"]
+        request=LoRAUpdateInput,
+        responses={200: LoRADetailOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["loras"],
     )
     def patch(self, request, slug, lora_id):
         changes = parse_input(LoRAUpdateInput, request.data, partial=True)
         lora = services.lora_update(actor=self.membership, lora=self._lora(lora_id), **changes)
-        return Response(LoRAOutput(lora).data)
+        return Response(LoRADetailOutput(lora).data)
 
     @extend_schema(
         responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Soft-delete a LoRA"

@@ -5,8 +5,10 @@ from typing import NamedTuple
 
 import django_filters
 from django import forms
+from django.core.validators import RegexValidator
 from django.db.models import F, OrderBy, Q, QuerySet
 
+from loras.hashes import is_hash_query
 from loras.lora_inspect import FAMILIES
 from loras.models import Expert, LoRA, Status
 
@@ -31,6 +33,17 @@ ORDERINGS: dict[str, Ordering] = {
 DEFAULT_ORDERING = next(iter(ORDERINGS))
 
 
+def _hash_prefix(value: str) -> Q:
+    """Rows whose sha256, AutoV2, AutoV3 or BLAKE3 starts with `value` (stored lowercase)."""
+    prefix = value.strip().lower()
+    return (
+        Q(sha256__startswith=prefix)
+        | Q(autov2__startswith=prefix)
+        | Q(autov3__startswith=prefix)
+        | Q(blake3__startswith=prefix)
+    )
+
+
 class LoRAFilterSet(django_filters.FilterSet):
     """Search, filters and sort of a workspace's LoRAs. A value that does not validate is left out of the
     filtering (django-filter's own behaviour) and named in `errors`: the page shows it next to its field,
@@ -41,7 +54,7 @@ class LoRAFilterSet(django_filters.FilterSet):
         max_length=100,
         label="Search",
         widget=forms.TextInput(
-            attrs={"type": "search", "placeholder": "Name, tag, trigger word, file name or description"}
+            attrs={"type": "search", "placeholder": "Name, tag, trigger word, file name, description or hash"}
         ),
     )
     base_model = django_filters.ChoiceFilter(
@@ -61,6 +74,15 @@ class LoRAFilterSet(django_filters.FilterSet):
         # The page renders the datalist of the workspace's tags.
         widget=forms.TextInput(attrs={"list": "library-tags", "placeholder": "Any tag"}),
     )
+    hash = django_filters.CharFilter(
+        method="filter_hash",
+        min_length=8,
+        max_length=64,
+        validators=[RegexValidator(r"^[0-9a-fA-F]+$", "A hash is hexadecimal digits.")],
+        label="Hash",
+        help_text="At least 8 hex digits: a prefix of the sha256, AutoV2, AutoV3 or BLAKE3.",
+        widget=forms.TextInput(attrs={"placeholder": "sha256, AutoV2, AutoV3 or BLAKE3", "spellcheck": "false"}),
+    )
     status = django_filters.ChoiceFilter(choices=Status.choices, empty_label="Any status", label="Status")
     ordering = django_filters.ChoiceFilter(
         method="filter_ordering",
@@ -74,13 +96,19 @@ class LoRAFilterSet(django_filters.FilterSet):
         fields: list[str] = []  # every filter is declared above
 
     def filter_search(self, queryset: QuerySet[LoRA], name: str, term: str) -> QuerySet[LoRA]:
+        # A pasted hash (Civitai's AutoV2 in a prompt, a sha256) finds its file too.
+        by_hash = _hash_prefix(term) if is_hash_query(term) else Q(pk__in=[])
         return queryset.filter(
             Q(name__icontains=term)
             | Q(original_filename__icontains=term)
             | Q(tags__icontains=term)
             | Q(trigger_words__icontains=term)
             | Q(description__icontains=term)
+            | by_hash
         )
+
+    def filter_hash(self, queryset: QuerySet[LoRA], name: str, value: str) -> QuerySet[LoRA]:
+        return queryset.filter(_hash_prefix(value))
 
     def filter_tag(self, queryset: QuerySet[LoRA], name: str, tag: str) -> QuerySet[LoRA]:
         # tags is a JSON list of strings: match one whole element, on PostgreSQL as on SQLite.

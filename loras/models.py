@@ -35,6 +35,12 @@ class LoRA(models.Model):
     file = models.FileField(max_length=500, blank=True, help_text="workspaces/<id>/loras/<uuid>/<sanitized name>")
     file_size = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    # Computed in the same read as sha256, never taken from the file's metadata (loras/hashes.py).
+    autov2 = models.CharField(max_length=10, blank=True, help_text="First 10 hex of the sha256 (Civitai, A1111).")
+    autov3 = models.CharField(
+        max_length=64, blank=True, help_text="sha256 of the tensor data after the header: metadata edits keep it."
+    )
+    blake3 = models.CharField(max_length=64, blank=True, help_text="BLAKE3 of the whole file.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING)
     error = models.TextField(blank=True)
     enqueued_at = models.DateTimeField(
@@ -95,7 +101,13 @@ class LoRA(models.Model):
                 name="lora_preferred_weight_range",
             ),
         ]
-        indexes = [models.Index(fields=["workspace", "deleted_at", "status"])]
+        indexes = [
+            models.Index(fields=["workspace", "deleted_at", "status"]),
+            # Look-ups by hash are always within one workspace (search, dedupe, "same weights").
+            models.Index(fields=["workspace", "autov2"], name="lora_workspace_autov2"),
+            models.Index(fields=["workspace", "autov3"], name="lora_workspace_autov3"),
+            models.Index(fields=["workspace", "blake3"], name="lora_workspace_blake3"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version}"

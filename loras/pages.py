@@ -76,6 +76,7 @@ def _detail_context(membership: Membership, lora: LoRA, *, editing: dict[str, Fo
         editing=editing or {},
         can_edit=selectors.lora_can_edit(actor=membership, lora=lora),
         job_uses=selectors.lora_job_uses(lora=lora),
+        same_weights=selectors.lora_same_weights(lora=lora),
         purge_after_days=settings.LORASITE_PURGE_AFTER_DAYS,
     )
 

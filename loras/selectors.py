@@ -85,6 +85,21 @@ def lora_library_get(*, workspace: Workspace, lora_id: int) -> LoRA:
     return lora
 
 
+def lora_same_weights(*, lora: LoRA, limit: int = 10) -> list[LoRA]:
+    """The workspace's other LoRAs with this one's tensor data (AutoV3) under another sha256: the same weights
+    with other metadata (a re-saved or re-described file). Reported, never refused: the metadata may matter."""
+    if not lora.autov3:
+        return []
+    return list(
+        LoRA.objects.alive()
+        .filter(workspace_id=lora.workspace_id, autov3=lora.autov3)
+        .exclude(status=Status.FAILED)
+        .exclude(id=lora.id)
+        .exclude(sha256=lora.sha256)
+        .order_by("created_at", "id")[:limit]
+    )
+
+
 def lora_tags(*, workspace: Workspace) -> list[str]:
     """Every tag used by the workspace's alive LoRAs, sorted case-insensitively (the tag filter's choices)."""
     tags = {

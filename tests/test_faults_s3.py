@@ -11,8 +11,9 @@ from django.test import override_settings
 from django.utils import timezone
 from moto.server import ThreadedMotoServer
 
+from loras import hashes
 from loras.models import LoRA, LoRAUpload
-from loras.services import ingest, lora_storage_cleanup
+from loras.services import lora_storage_cleanup
 from tests.lora_files import write_lora
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +55,7 @@ def test_s3_stopped_mid_upload_is_a_json_503_and_leaves_nothing(
     # Over the 16 MiB multipart threshold: the transfer is under way (multipart created, parts sending) when S3 stops.
     path = write_lora(tmp_path / "big.safetensors", family="wan-14b", rank=128, blocks=2, dtype="bfloat16")
     assert path.stat().st_size > 24 * 1024 * 1024
-    real_read = ingest._Sha256Reader.read
+    real_read = hashes.HashingReader.read
     sent = {"bytes": 0}
 
     def read_then_stop(self, size=-1):
@@ -65,7 +66,7 @@ def test_s3_stopped_mid_upload_is_a_json_503_and_leaves_nothing(
             own_s3_server.stop()
         return chunk
 
-    monkeypatch.setattr(ingest._Sha256Reader, "read", read_then_stop)
+    monkeypatch.setattr(hashes.HashingReader, "read", read_then_stop)
     with open(path, "rb") as handle:
         response = api.post(f"/api/v1/workspaces/{workspace.slug}/loras/", {"file": handle}, format="multipart")
     assert sent.get("stopped")

@@ -29,7 +29,7 @@ from loras.services.library import (
     lora_storage_cleanup,
     lora_update,
 )
-from loras.services.processing import lora_fail_ingest, lora_finish_ingest
+from loras.services.processing import lora_fail_ingest, lora_finish_ingest, lora_rehash
 from loras.services.uploads import (
     S3_MAX_PARTS,
     lora_upload_abort,
@@ -66,6 +66,7 @@ __all__ = [
     "lora_ingest_uploaded_file",
     "lora_object_key",
     "lora_purge_deleted",
+    "lora_rehash",
     "lora_restore",
     "lora_set_active_many",
     "lora_soft_delete",

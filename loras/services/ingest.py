@@ -1,6 +1,5 @@
 """Paths 2 and 3: the bytes are on this machine (an upload through the app, a server import)."""
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -9,6 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
+from loras.hashes import FileHashes, HashingReader
 from loras.models import LoRA, Status
 from loras.selectors import human_size
 from loras.services.rows import create_lora_row, save_row_or_delete_object
@@ -29,30 +29,14 @@ from workspaces.services import require_role
 
 logger = logging.getLogger(__name__)
 
-HASH_CHUNK = 8 * 1024 * 1024
 
-
-class _Sha256Reader:
-    """A file read once, front to back, by whoever stores it, hashing what passes. No `seek`, so boto3's
-    managed transfer reads it in order too."""
-
-    def __init__(self, handle) -> None:
-        self.handle = handle
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.handle.read(size)
-        self.digest.update(chunk)
-        return chunk
-
-
-def _store_and_hash(key: str, path: Path) -> str:
-    """Copy the file to storage and return its sha256, reading it once: a second pass over a 5 GiB file
+def _store_and_hash(key: str, path: Path) -> FileHashes:
+    """Copy the file to storage and return its hashes, reading it once: a second pass over a 5 GiB file
     would double a request that must end within the web worker's timeout."""
     with open(path, "rb") as handle:
-        reader = _Sha256Reader(handle)
+        reader = HashingReader(handle)
         get_object_store().save_stream(key, reader)
-    return reader.digest.hexdigest()
+    return reader.hasher.result()
 
 
 def _local_read_range(path: Path) -> Callable[[int, int], bytes]:
@@ -79,9 +63,9 @@ def lora_ingest_local_file(
     quota_check_upload(workspace=actor.workspace, size=size)
     inspection = inspect_stored_header(_local_read_range(path), size=size, filename=filename)
     key = lora_object_key(workspace_id=actor.workspace_id, filename=filename)
-    # The hash is known once the bytes are stored; a duplicate is refused then (under the workspace lock)
+    # The hashes are known once the bytes are stored; a duplicate is refused then (under the workspace lock)
     # and its copy deleted.
-    sha256 = _store_and_hash(key, path)
+    hashes = _store_and_hash(key, path)
 
     ingest = None
 
@@ -94,7 +78,7 @@ def lora_ingest_local_file(
             size=size,
             inspection=inspection,
             options=options,
-            sha256=sha256,
+            hashes=hashes,
             status=Status.PROCESSING,
         )
         ingest = lora_ingest_after_commit(lora.id)

@@ -1,43 +1,43 @@
 """The `lora_ingest` task's work, the same for every path: hash, deduplicate, compute the coverage with
 diffusers' own key converters (torch: worker only), then mark the LoRA ready or failed with the reason."""
 
-import hashlib
-
 from django.db import transaction
 
+from loras.hashes import FileHashes, hashes_of_stream
 from loras.lora_inspect import detect_family, family_label
 from loras.models import LoRA, Status
 from loras.safetensors_header import read_header
-from loras.services.ingest import HASH_CHUNK
 from loras.services.rows import duplicate_conflict, existing_duplicate
 from lorasite.object_store import get_object_store
 
 
 def lora_finish_ingest(*, lora_id: int) -> LoRA:
-    """The ingest task's work for every path: hash (multipart uploads only), deduplicate, compute the coverage,
+    """The ingest task's work for every path: hash (when the upload request did not), deduplicate, compute the coverage,
     and mark the LoRA ready, or failed with the reason (its stored copy deleted)."""
     lora = LoRA.objects.get(id=lora_id)
     if lora.status != Status.PROCESSING:
         return lora
     store = get_object_store()
-    sha256 = lora.sha256 or _sha256_of_stored(store, lora.file.name)
+    hashes = known_hashes(lora) or stored_hashes(store, lora.file.name)
     coverage, refusal = coverage_or_refusal(store, lora)
     with transaction.atomic():
         lora = LoRA.objects.select_for_update().get(id=lora_id)
         if lora.status != Status.PROCESSING:
             return lora
-        existing = existing_duplicate(lora.workspace_id, sha256)
+        existing = existing_duplicate(lora.workspace_id, hashes.sha256)
         if existing and existing.id != lora.id:
             refusal = duplicate_conflict(existing).message
         if refusal:
             # Nothing useless is kept: the copy goes, the row stays as the explanation.
             key = lora.file.name
-            lora.status, lora.file, lora.sha256, lora.error = Status.FAILED, "", sha256, refusal
-            lora.save(update_fields=["status", "file", "sha256", "error", "updated_at"])
+            lora.status, lora.file, lora.error = Status.FAILED, "", refusal
+            _set_hashes(lora, hashes)
+            lora.save(update_fields=["status", "file", "error", "updated_at", *hashes.as_fields()])
             transaction.on_commit(lambda: store.delete(key))
             return lora
-        lora.sha256, lora.status, lora.error = sha256, Status.READY, ""
-        update_fields = ["sha256", "status", "error", "updated_at"]
+        lora.status, lora.error = Status.READY, ""
+        _set_hashes(lora, hashes)
+        update_fields = ["status", "error", "updated_at", *hashes.as_fields()]
         if coverage is not None:
             lora.coverage, lora.module_shapes = coverage, coverage.pop("module_shapes")
             lora.base_model = _family_from_converted(lora.module_shapes) or lora.base_model
@@ -60,12 +60,22 @@ def lora_fail_ingest(*, lora_id: int, reason: str) -> None:
             transaction.on_commit(lambda: get_object_store().delete(key))
 
 
-def _sha256_of_stored(store, key: str) -> str:
-    digest = hashlib.sha256()
+def known_hashes(lora: LoRA) -> FileHashes | None:
+    """The hashes the upload request computed while storing the file (through the app, server import); None when
+    any is missing (a multipart upload, or a row from before a hash was added)."""
+    hashes = FileHashes(sha256=lora.sha256, autov2=lora.autov2, autov3=lora.autov3, blake3=lora.blake3)
+    return hashes if all(hashes.as_fields().values()) else None
+
+
+def stored_hashes(store, key: str) -> FileHashes:
+    """Every hash of a stored object, in one read of it."""
     with store.open_stream(key) as stream:
-        for chunk in iter(lambda: stream.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashes_of_stream(stream)
+
+
+def _set_hashes(lora: LoRA, hashes: FileHashes) -> None:
+    for field, value in hashes.as_fields().items():
+        setattr(lora, field, value)
 
 
 def coverage_or_refusal(store, lora: LoRA) -> tuple[dict | None, str]:
@@ -113,3 +123,20 @@ def _family_from_converted(module_shapes: dict[str, dict[str, list[int]]]) -> st
     denoiser = {**module_shapes.get("transformer", {}), **module_shapes.get("unet", {})}
     family, _ = detect_family({module: tuple(shape) for module, shape in denoiser.items()})
     return None if family == "unknown" else family
+
+
+def lora_rehash(*, lora_id: int) -> tuple[LoRA, str]:
+    """Fill in the hashes of a stored LoRA from one read of its object (rows from before a hash was added).
+    Returns (the LoRA, "") or (the LoRA unchanged, why): a stored sha256 the object no longer has is reported,
+    never overwritten — the row's identity and the worker cache's check rest on it."""
+    lora = LoRA.objects.get(id=lora_id)
+    hashes = stored_hashes(get_object_store(), lora.file.name)
+    with transaction.atomic():
+        lora = LoRA.objects.select_for_update().get(id=lora_id)
+        if lora.sha256 and lora.sha256 != hashes.sha256:
+            stored, recorded = hashes.sha256[:12], lora.sha256[:12]
+            return lora, f"the stored object's sha256 differs from the row's ({stored}… ≠ {recorded}…)"
+        _set_hashes(lora, hashes)
+        lora.full_clean(validate_constraints=False)
+        lora.save(update_fields=[*hashes.as_fields(), "updated_at"])
+    return lora, ""

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
+from loras.hashes import FileHashes
 from loras.lora_inspect import LoraInspection
 from loras.models import LoRA, Status
 from loras.services.validation import LORA_EXTENSION, LoRAOptions, clean_list
@@ -54,7 +55,7 @@ def new_lora(
     size: int,
     inspection: LoraInspection,
     options: LoRAOptions,
-    sha256: str,
+    hashes: FileHashes,
     status: str,
 ) -> LoRA:
     name, version = resolve_name_version(
@@ -70,7 +71,7 @@ def new_lora(
         original_filename=filename[:255],
         file=key,
         file_size=size,
-        sha256=sha256,
+        **hashes.as_fields(),
         status=status,
         base_model=inspection.family,
         expert=options.expert or inspection.expert,
@@ -101,7 +102,7 @@ def create_lora_row(
     size: int,
     inspection: LoraInspection,
     options: LoRAOptions,
-    sha256: str,
+    hashes: FileHashes,
     status: str,
 ) -> LoRA:
     """`new_lora` in a savepoint under the workspace row's lock (held to the end of the caller's transaction):
@@ -110,7 +111,7 @@ def create_lora_row(
     try:
         with transaction.atomic():
             Workspace.objects.select_for_update().filter(id=actor.workspace_id).exists()
-            if sha256 and (existing := existing_duplicate(actor.workspace_id, sha256)):
+            if hashes.sha256 and (existing := existing_duplicate(actor.workspace_id, hashes.sha256)):
                 raise duplicate_conflict(existing)
             return new_lora(
                 actor=actor,
@@ -119,7 +120,7 @@ def create_lora_row(
                 size=size,
                 inspection=inspection,
                 options=options,
-                sha256=sha256,
+                hashes=hashes,
                 status=status,
             )
     except IntegrityError as error:  # a row written outside the lock (an edit, a restore) took the slot

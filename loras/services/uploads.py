@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from loras.hashes import NOT_HASHED
 from loras.models import LoRA, LoRAUpload, Status
 from loras.services.rows import create_lora_row
 from loras.services.validation import (
@@ -191,7 +192,7 @@ def _assemble_and_create(actor: Membership, upload: LoRAUpload, parts: list[dict
         size=size,
         inspection=inspection,
         options=options,
-        sha256="",
+        hashes=NOT_HASHED,  # the ingest task reads the assembled object once for every hash
         status=Status.PROCESSING,
     )
 

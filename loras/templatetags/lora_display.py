@@ -7,6 +7,7 @@ from django import template
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
+from loras.hashes import HASH_LABELS
 from loras.lora_inspect import family_label
 from loras.selectors import human_size
 
@@ -14,6 +15,12 @@ register = template.Library()
 
 
 register.filter("base_model_label", family_label)
+
+
+@register.filter
+def lora_hashes(lora) -> list[tuple[str, str]]:
+    """(label, value) for each hash of the file, "" when not computed yet."""
+    return [(label, getattr(lora, field)) for field, label in HASH_LABELS.items()]
 
 
 @register.filter
