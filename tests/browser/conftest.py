@@ -3,6 +3,8 @@ against a live server, with a real Celery worker where jobs must run."""
 
 import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,13 +51,45 @@ def browser():
         browser.close()
 
 
+class _RequestsInFlight:
+    """Counts the live server's requests being handled. The test's teardown flushes the database, and a request
+    still in flight (an htmx poll that the closed page sent last) holding a row lock deadlocks that flush."""
+
+    def __init__(self, httpd) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+        handle = httpd.process_request_thread
+
+        def counted(request, client_address) -> None:
+            with self.lock:
+                self.count += 1
+            try:
+                handle(request, client_address)
+            finally:
+                with self.lock:
+                    self.count -= 1
+
+        httpd.process_request_thread = counted
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def requests_in_flight(live_server) -> _RequestsInFlight:
+    return _RequestsInFlight(live_server.thread.httpd)
+
+
 @pytest.fixture
-def page(browser, live_server):
+def page(browser, live_server, requests_in_flight):
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP_VIEWPORT)
     context.set_default_timeout(15_000)
     page = context.new_page()
     yield page
     context.close()
+    requests_in_flight.wait_idle()
 
 
 @pytest.fixture
