@@ -1,10 +1,12 @@
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation import selectors, services, worker_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.provenance import job_provenance
 from loras.models import Expert
 from lorasite.api import error_responses, paginated, parse_input
 from lorasite.pagination import PageNumberPagination
@@ -81,6 +83,10 @@ class JobOutput(serializers.ModelSerializer):
         help_text="For a queued job: why no worker picks it up, e.g. 'No worker serves Wan 2.2 T2V-A14B right now'; "
         "else empty.",
     )
+    provenance = serializers.SerializerMethodField(
+        help_text="What the output's PNG text chunks / MP4 comment carry: model, prompts, params and each LoRA's "
+        "name, version, AutoV2, sha256, expert and weight(s) (weight_low when it has one)."
+    )
 
     class Meta:
         model = GenerationJob
@@ -99,6 +105,7 @@ class JobOutput(serializers.ModelSerializer):
             "total_steps",
             "error",
             "waiting_reason",
+            "provenance",
             "timings",
             "attempts",
             "output_url",
@@ -126,6 +133,10 @@ class JobOutput(serializers.ModelSerializer):
         if "_served" not in self.context:  # once per response, however many jobs it lists
             self.context["_served"] = worker_registry.models_served()
         return selectors.job_waiting_reason(job=job, served=self.context["_served"])
+
+    @extend_schema_field(serializers.DictField())
+    def get_provenance(self, job: GenerationJob) -> dict:
+        return job_provenance(job)
 
     def get_output_url(self, job: GenerationJob) -> str | None:
         return self._absolute(self._urls(job)["output_url"])
@@ -242,3 +253,54 @@ class GenerationRetryAPI(WorkspaceScopedAPIView):
             ).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class ProvenanceInput(serializers.Serializer):
+    file = serializers.FileField(help_text="An output image (PNG) with lorasite's or A1111's text chunks; ≤ 32 MiB.")
+
+
+class ProvenanceLoRAOutput(serializers.Serializer):
+    name = serializers.CharField(help_text="As the file names it.")
+    autov2 = serializers.CharField(help_text="As the file gives it ('' when it gives none).")
+    sha256 = serializers.CharField()
+    expert = serializers.CharField()
+    weight = serializers.FloatField(allow_null=True)
+    weight_low = serializers.FloatField(required=False)
+    lora_id = serializers.IntegerField(allow_null=True, help_text="The workspace's LoRA it matched; null: missing.")
+    lora_name = serializers.CharField()
+    lora_version = serializers.CharField()
+    matched_by = serializers.ChoiceField(
+        choices=["sha256", "autov2", "name", ""], help_text="'name': same name, other content; '': not found."
+    )
+
+
+class ProvenanceModelOutput(serializers.Serializer):
+    key = serializers.CharField(help_text="This site's model key ('' when the file names an unknown model).")
+    name = serializers.CharField()
+    available = serializers.BooleanField(help_text="The model is enabled here and its weights are present.")
+
+
+class ProvenanceOutput(serializers.Serializer):
+    source = serializers.ChoiceField(choices=["lorasite", "a1111"], help_text="Which text chunk it was read from.")
+    model = ProvenanceModelOutput()
+    prompt = serializers.CharField(allow_blank=True)
+    negative_prompt = serializers.CharField(allow_blank=True)
+    params = serializers.DictField(help_text="width, height, steps, guidance, guidance_2, seed, num_frames, fps.")
+    loras = ProvenanceLoRAOutput(many=True)
+    missing = serializers.ListField(child=serializers.CharField(), help_text="LoRAs not in this workspace.")
+    generate_url = serializers.CharField(help_text="The Generate page with the recipe filled in; '' if no model.")
+
+
+class ProvenanceAPI(WorkspaceScopedAPIView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema(
+        request={"multipart/form-data": ProvenanceInput},
+        responses={200: ProvenanceOutput, **error_responses(400, 401, 404, 413)},
+        tags=["generation"],
+        summary="What made this? Read an output PNG's recipe and match its LoRAs in the workspace",
+    )
+    def post(self, request, slug):
+        data = parse_input(ProvenanceInput, request.data)
+        recipe = selectors.provenance_recipe(workspace=self.membership.workspace, upload=data["file"])
+        return Response(ProvenanceOutput(recipe).data)

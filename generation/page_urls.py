@@ -10,4 +10,5 @@ urlpatterns = [
     path("w/<slug:slug>/jobs/<uuid:job_id>/", pages.job_detail, name="job"),
     path("w/<slug:slug>/jobs/<uuid:job_id>/cancel/", pages.job_cancel, name="job-cancel"),
     path("w/<slug:slug>/jobs/<uuid:job_id>/retry/", pages.job_retry, name="job-retry"),
+    path("w/<slug:slug>/what-made-this/", pages.what_made_this, name="what-made-this"),
 ]

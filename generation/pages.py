@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from generation import selectors, services
 from generation.forms import GenerateForm, model_for
-from lorasite.errors import ApplicationError
+from lorasite.errors import ApplicationError, InvalidInput
 from workspaces.models import Membership, Role
 from workspaces.selectors import membership_for_user
 
@@ -105,3 +105,21 @@ def job_retry(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
         return _back(request, slug, job_id)
     messages.success(request, "Queued again with the same inputs.")
     return redirect("studio:job", slug=slug, job_id=retry.id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def what_made_this(request: HttpRequest, slug: str) -> HttpResponse:
+    """Upload an output image, get its recipe back (a plain form post: the file is read, never stored)."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    context = {"membership": membership, "workspace": membership.workspace, "recipe": None, "error": ""}
+    status = 200
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        try:
+            if upload is None:
+                raise InvalidInput("Choose an output image (PNG) first.")
+            context["recipe"] = selectors.provenance_recipe(workspace=membership.workspace, upload=upload)
+        except ApplicationError as error:
+            context["error"], status = error.message, error.status_code
+    return render(request, "generation/what_made_this.html", context, status=status)

@@ -4,17 +4,21 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.core.paginator import Page, Paginator
-from django.db.models import F, Prefetch, QuerySet
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.http import QueryDict
+from django.urls import reverse
 from django.utils import timezone
 
 from generation import worker_registry
 from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.provenance import ProvenanceError, read_png_provenance
 from generation.runtime import memory_plan
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
-from lorasite.errors import NotFound
+from lorasite.errors import InvalidInput, NotFound, PayloadTooLarge
 from lorasite.object_store import get_object_store
 from workspaces.models import Workspace
 
@@ -233,3 +237,89 @@ def job_card_page(*, workspace: Workspace, page_number: str | int | None, per_pa
     jobs = list(page.object_list)
     served = _served_if_queued(jobs)
     return JobCardPage(page=page, cards=[_job_card(job, served=served) for job in jobs])
+
+
+# --- "What made this?": an output's recipe, matched against the workspace's LoRAs ---------------------------------
+
+PROVENANCE_MAX_BYTES = 32 * 1024 * 1024
+
+
+def _provenance_lora(workspace: Workspace, entry: dict) -> tuple[LoRA | None, str]:
+    """The workspace's LoRA an output names, and by what: its sha256, its AutoV2, else only its name."""
+    loras = LoRA.objects.alive().filter(workspace=workspace).exclude(status=Status.FAILED).order_by("-created_at")
+    if entry["sha256"] and len(entry["sha256"]) == 64 and (lora := loras.filter(sha256=entry["sha256"]).first()):
+        return lora, "sha256"
+    autov2 = entry["autov2"]
+    # Rows hashed before AutoV2 was stored still have the sha256 it is the start of.
+    if len(autov2) == 10 and (lora := loras.filter(Q(autov2=autov2) | Q(sha256__startswith=autov2)).first()):
+        return lora, "autov2"
+    if entry["name"] and (lora := loras.filter(name=entry["name"]).first()):
+        return lora, "name"
+    return None, ""
+
+
+def _generate_query(model_key: str, recipe: dict, loras: list[dict]) -> str:
+    """The Generate page's own form fields (model, prompts, LoRA rows) for the recipe's values."""
+    query = QueryDict(mutable=True)
+    query.update({"model": model_key, "prompt": recipe["prompt"], "negative_prompt": recipe["negative_prompt"]})
+    for lora in loras:
+        if lora["lora_id"] is None:
+            continue
+        weight = lora["weight"] if lora["weight"] is not None else lora["preferred_weight"]
+        rows = [(lora["expert"], weight)]
+        if lora["expert"] == "both":  # the page has a row per expert section
+            rows = [("high", weight), ("low", lora.get("weight_low", weight))]
+        for expert, row_weight in rows:
+            query.appendlist("lora_id", str(lora["lora_id"]))
+            query.appendlist("lora_weight", f"{row_weight:g}")
+            query.appendlist("lora_expert", expert if expert in ("high", "low") else "")
+    return query.urlencode()
+
+
+def provenance_recipe(*, workspace: Workspace, upload: UploadedFile) -> dict:
+    """The recipe an uploaded output PNG carries (generation/provenance.py reads it defensively), with each LoRA
+    matched in this workspace (`lora_id`, `matched_by`), those not found listed in `missing`, the model as this
+    site knows it and the Generate page's URL for it. Nothing in the file is trusted: a bad file is a 400 naming
+    the problem, one over PROVENANCE_MAX_BYTES a 413."""
+    if upload.size > PROVENANCE_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"The image is {upload.size} bytes; the limit is {PROVENANCE_MAX_BYTES // (1024 * 1024)} MiB.",
+            errors={"file": ["Too large for an output image."]},
+        )
+    try:
+        recipe = read_png_provenance(upload.read())
+    except ProvenanceError as error:
+        raise InvalidInput(str(error), errors={"file": [str(error)]}) from None
+    registry = {key: model for key, model in model_registry().items() if model.enabled}
+    named = recipe["model"]
+    model = registry.get(named["key"]) or next(
+        (m for m in registry.values() if named["name"] and m.display_name == named["name"]), None
+    )
+    loras = []
+    for entry in recipe["loras"]:
+        lora, matched_by = _provenance_lora(workspace, entry)
+        loras.append(
+            {
+                **entry,
+                "lora_id": lora.id if lora else None,
+                "lora_name": lora.name if lora else "",
+                "lora_version": lora.version if lora else "",
+                "preferred_weight": lora.preferred_weight if lora else None,
+                "matched_by": matched_by,
+            }
+        )
+    return {
+        **recipe,
+        "model": {
+            "key": model.key if model else named["key"],
+            "name": model.display_name if model else named["name"],
+            "available": bool(model and model.weights_present),
+        },
+        "loras": loras,
+        "missing": [entry["name"] or entry["autov2"] for entry in loras if entry["lora_id"] is None],
+        "generate_url": (
+            f"{reverse('studio:generate', kwargs={'slug': workspace.slug})}?{_generate_query(model.key, recipe, loras)}"
+            if model
+            else ""
+        ),
+    }

@@ -10,4 +10,5 @@ urlpatterns = [
     path(prefix + "<uuid:job_id>/", apis.GenerationDetailAPI.as_view(), name="generation-detail"),
     path(prefix + "<uuid:job_id>/cancel/", apis.GenerationCancelAPI.as_view(), name="generation-cancel"),
     path(prefix + "<uuid:job_id>/retry/", apis.GenerationRetryAPI.as_view(), name="generation-retry"),
+    path("workspaces/<slug:slug>/provenance/", apis.ProvenanceAPI.as_view(), name="provenance"),
 ]

@@ -19,6 +19,7 @@ from django.conf import settings
 from generation import services
 from generation.model_registry import BaseModel, model_get
 from generation.models import GenerationJob
+from generation.provenance import job_provenance
 from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRAChecksumError, LoRALoadError
 from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 from generation.runtime.generate import GenerationCancelled, run_pipeline
@@ -155,16 +156,17 @@ def _generate_and_store(
             should_cancel=progress.should_cancel,
         )
     prefix = services.job_output_prefix(job)
+    provenance = job_provenance(job)  # the same dict the job API and page show
     store = get_object_store()
     with tempfile.TemporaryDirectory(prefix="lorasite-output-") as scratch:
         folder = Path(scratch)
         with phase(timings, "encode"):
             if model.kind == "video":
-                write_mp4(output, folder / "output.mp4", fps=params["fps"])
+                write_mp4(output, folder / "output.mp4", fps=params["fps"], provenance=provenance)
                 poster_from_frames(output).save(folder / "poster.png")
                 names = ("output.mp4", "poster.png")
             else:
-                write_png(output, folder / "output.png")
+                write_png(output, folder / "output.png", provenance=provenance)
                 names = ("output.png", "")
         with phase(timings, "upload"):
             for name in filter(None, names):

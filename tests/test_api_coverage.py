@@ -3,6 +3,7 @@ documented success, and the answer matches the schema (status, content type and 
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from django.test import override_settings
@@ -16,6 +17,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import Client
 
+from generation.runtime.encode import write_png
 from loras import services as lora_services
 from tests.api_schema import SCHEMA, in_process_wsgi  # noqa: F401 (a fixture)
 from tests.factories import UserFactory, WorkspaceFactory
@@ -167,6 +169,12 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     call("POST", "/workspaces/{slug}/generations/{job_id}/cancel/", 200, slug=slug, job_id=job["id"])
     call("POST", "/workspaces/{slug}/generations/{job_id}/retry/", 201, slug=slug, job_id=job["id"])
     call("DELETE", "/workspaces/{slug}/generations/{job_id}/", 204, slug=slug, job_id=job["id"])
+
+    # What made this? An output PNG as the worker writes it, read back
+    png = tmp_path / "output.png"
+    write_png(np.zeros((8, 8, 3), dtype=np.uint8), png, provenance=job["provenance"])
+    recipe = call.upload("/workspaces/{slug}/provenance/", 200, slug=slug, file=png)
+    assert recipe["loras"][0]["lora_id"] == ready.id
 
     operations = [result.ok() for result in SCHEMA.get_all_operations()]  # an Err (a broken operation) raises here
     documented = {(operation.method.upper(), operation.path.removeprefix(API)) for operation in operations}

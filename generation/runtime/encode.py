@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from generation.provenance import PARAMETERS_KEY, PROVENANCE_KEY, parameters_text
 
 # Browsers' H.264 decoders reject tiny videos (and yuv420p needs even sides); below this the frames are scaled
 # up by an integer factor with nearest-neighbour sampling, which keeps demo pixels crisp instead of blurred.
@@ -42,9 +47,11 @@ def _video_frames(frames: Frames) -> np.ndarray:
     return np.ascontiguousarray(video)
 
 
-def write_mp4(frames: Frames, path: Path, *, fps: int) -> None:
-    """Write an H.264 (yuv420p) MP4 with the index at the front, so browsers can start playing while loading."""
+def write_mp4(frames: Frames, path: Path, *, fps: int, provenance: dict[str, Any] | None = None) -> None:
+    """Write an H.264 (yuv420p) MP4 with the index at the front, so browsers can start playing while loading;
+    `provenance` (generation/provenance.py) goes into the container's `comment` tag as JSON."""
     video = _video_frames(frames)
+    metadata = ["-metadata", f"comment={json.dumps(provenance, ensure_ascii=False)}"] if provenance else []
     height, width = video.shape[1:3]
     writer = imageio_ffmpeg.write_frames(
         str(path),
@@ -56,7 +63,7 @@ def write_mp4(frames: Frames, path: Path, *, fps: int) -> None:
         quality=None,  # let -crf below set the quality instead of imageio's variable-bitrate mapping
         macro_block_size=2,  # sides are already even; the default 16 would resize the frames again
         ffmpeg_log_level="error",
-        output_params=["-crf", "18", "-movflags", "+faststart"],
+        output_params=["-crf", "18", "-movflags", "+faststart", *metadata],
     )
     writer.send(None)  # start the generator (it spawns ffmpeg)
     try:
@@ -66,8 +73,15 @@ def write_mp4(frames: Frames, path: Path, *, fps: int) -> None:
         writer.close()
 
 
-def write_png(image: np.ndarray | Image.Image, path: Path) -> None:
-    Image.fromarray(to_uint8(image)).save(path, format="PNG")
+def write_png(image: np.ndarray | Image.Image, path: Path, *, provenance: dict[str, Any] | None = None) -> None:
+    """A PNG; with `provenance`, two text chunks: A1111's `parameters` (what Civitai and A1111/Forge read) and
+    lorasite's own JSON (what "What made this?" reads back)."""
+    info = None
+    if provenance:
+        info = PngInfo()
+        info.add_text(PARAMETERS_KEY, parameters_text(provenance))  # tEXt, or iTXt when it is not Latin-1
+        info.add_text(PROVENANCE_KEY, json.dumps(provenance, ensure_ascii=False))
+    Image.fromarray(to_uint8(image)).save(path, format="PNG", pnginfo=info)
 
 
 def poster_from_frames(frames: Frames) -> Image.Image:
