@@ -63,7 +63,7 @@ class JobLoRAOutput(serializers.ModelSerializer):
 
     class Meta:
         model = JobLoRA
-        fields = ["lora_id", "name", "version", "sha256", "weight", "expert", "deleted", "cost"]
+        fields = ["lora_id", "name", "version", "sha256", "weight", "weight_low", "expert", "deleted", "cost"]
 
     def get_deleted(self, job_lora: JobLoRA) -> bool:
         return job_lora.lora is None or job_lora.lora.deleted_at is not None
@@ -157,9 +157,15 @@ class ParamsInput(serializers.Serializer):
 
 
 class LoRAEntryInput(serializers.Serializer):
+    # Weights are bounded (0–2) by the service, which reports every problem of an entry together.
     lora_id = serializers.IntegerField()
-    weight = serializers.FloatField(required=False, min_value=0.0, max_value=2.0)
+    weight = serializers.FloatField(
+        required=False, help_text="0–2; default: the LoRA's preferred weight. With weight_low: the high-noise weight."
+    )
     expert = serializers.ChoiceField(choices=Expert.choices, required=False)
+    weight_low = serializers.FloatField(
+        required=False, help_text="0–2, expert 'both' only: the low-noise expert's own weight."
+    )
 
 
 class GenerationInput(serializers.Serializer):

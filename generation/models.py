@@ -73,7 +73,10 @@ class JobLoRA(models.Model):
     sha256 = models.CharField(max_length=64)
     file_key = models.CharField(max_length=500)
     file_size = models.BigIntegerField()
-    weight = models.FloatField()
+    weight = models.FloatField(help_text="The LoRA's weight; with expert 'both' and a weight_low, the high-noise one.")
+    weight_low = models.FloatField(
+        null=True, blank=True, help_text="The low-noise expert's weight (expert 'both' only); empty: the same weight."
+    )
     expert = models.CharField(max_length=4)
 
     class Meta:
@@ -81,4 +84,11 @@ class JobLoRA(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "position"], name="job_lora_position_unique")]
 
     def __str__(self) -> str:
-        return f"{self.name} v{self.version} @ {self.weight} ({self.expert})"
+        return f"{self.name} v{self.version} @ {self.weight_label} ({self.expert})"
+
+    @property
+    def weight_label(self) -> str:
+        """'0.80', or 'high 1.00 · low 0.50' when the two experts have their own weights."""
+        if self.weight_low is None:
+            return f"{self.weight:.2f}"
+        return f"high {self.weight:.2f} · low {self.weight_low:.2f}"

@@ -1,8 +1,10 @@
 """Writes for generation jobs: creation (every problem found before any GPU time), cancel, retry,
 and the state transitions the GPU worker reports through."""
 
+import functools
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,9 +37,21 @@ STALL_MARGIN_SECONDS = 60
 
 @dataclass(frozen=True)
 class LoRARequest:
+    """One LoRA of a job. `weight` alone is both experts' weight; with expert "both", `weight_low` gives the
+    low-noise expert its own weight (and `weight` is then the high-noise one's)."""
+
     lora_id: int
     weight: float | None = None
     expert: str | None = None
+    weight_low: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedLoRA:
+    lora: LoRA
+    weight: float
+    expert: str
+    weight_low: float | None = None
 
 
 class _Problems:
@@ -112,9 +126,48 @@ def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict
     return resolved
 
 
+def _weight_problem(name: str, weight: float | None) -> str:
+    if weight is None or 0.0 <= weight <= 2.0:
+        return ""
+    return f"{name} must be between 0.0 and 2.0, not {weight:g}"
+
+
+def _compatible_names(workspace_id: int, model: BaseModel) -> list[str]:
+    return list(
+        LoRA.objects.alive()
+        .filter(workspace_id=workspace_id, base_model__in=model.families, status=Status.READY, is_active=True)
+        .values_list("name", flat=True)[:5]
+    )
+
+
+def _lora_problems(lora: LoRA, model: BaseModel, compatible: Callable[[], list[str]]) -> list[str]:
+    """Everything that keeps `lora` out of a job on `model`, all at once (a user fixes them in one go)."""
+    label = f"LoRA '{lora.name}'"
+    if lora.deleted_at:
+        return [f"{label} has been deleted"]  # nothing else about a deleted LoRA is worth fixing
+    problems = []
+    if lora.status != Status.READY:
+        reason = f": {lora.error}" if lora.status == Status.FAILED and lora.error else ""
+        problems.append(f"{label} is not ready (it is {lora.status}{reason})")
+    if not lora.is_active:
+        problems.append(f"{label} is inactive; activate it to use it")
+    if lora.base_model != "unknown" and lora.base_model not in model.families:
+        names = compatible()
+        none_fits = " No LoRA in this workspace fits it yet."
+        suggestion = f" Compatible LoRAs here: {', '.join(names)}." if names else none_fits
+        problems.append(
+            f"'{lora.name}' is a {family_label(lora.base_model)} LoRA; {model.display_name} needs "
+            f"a {model.family} LoRA.{suggestion}"
+        )
+    elif misfit := lora_fit_problem(lora.module_shapes, model):
+        problems.append(f"'{lora.name}' does not fit {model.display_name}: {misfit}")
+    return problems
+
+
 def _resolve_loras(
     *, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems
-) -> list[tuple[LoRA, float, str]]:
+) -> list[ResolvedLoRA]:
+    """Each entry checked for every problem it has (not only the first one found), keyed by its field."""
     limit = settings.LORASITE_MAX_LORAS_PER_JOB
     if len(requests) > limit:
         problems.add("loras", f"At most {limit} LoRAs per job; {len(requests)} were given")
@@ -122,65 +175,44 @@ def _resolve_loras(
     found = {
         lora.id: lora for lora in LoRA.objects.filter(workspace_id=workspace_id, id__in=[r.lora_id for r in requests])
     }
-    compatible = None
+    compatible = functools.cache(lambda: _compatible_names(workspace_id, model))
     resolved, seen = [], set()
     for index, request in enumerate(requests):
         field = f"loras.{index}"
+        entry = _Problems()
         lora = found.get(request.lora_id)
         if lora is None:
-            problems.add(f"{field}.lora_id", f"LoRA {request.lora_id} is not in this workspace")
-            continue
-        label = f"LoRA '{lora.name}'"
-        if lora.deleted_at:
-            problems.add(f"{field}.lora_id", f"{label} has been deleted")
-            continue
-        if lora.id in seen:
-            problems.add(f"{field}.lora_id", f"{label} is listed twice")
-            continue
-        seen.add(lora.id)
-        if lora.status != Status.READY:
-            reason = f": {lora.error}" if lora.status == Status.FAILED and lora.error else ""
-            problems.add(f"{field}.lora_id", f"{label} is not ready (it is {lora.status}{reason})")
-            continue
-        if not lora.is_active:
-            problems.add(f"{field}.lora_id", f"{label} is inactive; activate it to use it")
-            continue
-        if lora.base_model != "unknown" and lora.base_model not in model.families:
-            if compatible is None:
-                compatible = list(
-                    LoRA.objects.alive()
-                    .filter(
-                        workspace_id=workspace_id, base_model__in=model.families, status=Status.READY, is_active=True
-                    )
-                    .values_list("name", flat=True)[:5]
+            entry.add(f"{field}.lora_id", f"LoRA {request.lora_id} is not in this workspace")
+        elif lora.id in seen:
+            entry.add(f"{field}.lora_id", f"LoRA '{lora.name}' is listed twice")
+        else:
+            seen.add(lora.id)
+            for message in _lora_problems(lora, model, compatible):
+                entry.add(f"{field}.lora_id", message)
+        for name in ("weight", "weight_low"):
+            if message := _weight_problem(name, getattr(request, name)):
+                entry.add(f"{field}.{name}", message)
+        if model.two_experts:
+            expert = request.expert or (lora.expert if lora else None)
+            if request.weight_low is not None and expert not in (None, "both"):
+                entry.add(
+                    f"{field}.weight_low",
+                    f"weight_low is the low-noise weight of a LoRA on both experts; this one is on {expert} "
+                    "(set expert to both, or leave weight_low out)",
                 )
-            suggestion = (
-                f" Compatible LoRAs here: {', '.join(compatible)}."
-                if compatible
-                else " No LoRA in this workspace fits it yet."
-            )
-            problems.add(
-                f"{field}.lora_id",
-                f"'{lora.name}' is a {family_label(lora.base_model)} LoRA; {model.display_name} needs "
-                f"a {model.family} LoRA.{suggestion}",
-            )
-            continue
-        misfit = lora_fit_problem(lora.module_shapes, model)
-        if misfit:
-            problems.add(f"{field}.lora_id", f"'{lora.name}' does not fit {model.display_name}: {misfit}")
+        else:
+            expert = "high"
+            if request.expert not in (None, "high"):
+                entry.add(f"{field}.expert", f"{model.display_name} has a single expert; leave expert out")
+            if request.weight_low is not None:
+                entry.add(f"{field}.weight_low", f"weight_low is for two-expert models; {model.display_name} has one")
+        if entry.errors:
+            for key, messages in entry.errors.items():
+                for message in messages:
+                    problems.add(key, message)
             continue
         weight = lora.preferred_weight if request.weight is None else request.weight
-        if not 0.0 <= weight <= 2.0:
-            problems.add(f"{field}.weight", f"weight must be between 0.0 and 2.0, not {weight:g}")
-            continue
-        if model.two_experts:
-            expert = request.expert or lora.expert
-        else:
-            if request.expert not in (None, "high"):
-                problems.add(f"{field}.expert", f"{model.display_name} has a single expert; leave expert out")
-                continue
-            expert = "high"
-        resolved.append((lora, weight, expert))
+        resolved.append(ResolvedLoRA(lora=lora, weight=weight, expert=expert, weight_low=request.weight_low))
     return resolved
 
 
@@ -249,20 +281,23 @@ def _create_job(
     )
     job.full_clean()
     job.save()
-    for position, (lora, weight, expert) in enumerate(resolved_loras):
-        JobLoRA.objects.create(
+    for position, entry in enumerate(resolved_loras):
+        job_lora = JobLoRA(
             job=job,
-            lora=lora,
+            lora=entry.lora,
             position=position,
-            lora_ref=lora.id,
-            name=lora.name,
-            version=lora.version,
-            sha256=lora.sha256,
-            file_key=lora.file.name,
-            file_size=lora.file_size,
-            weight=weight,
-            expert=expert,
+            lora_ref=entry.lora.id,
+            name=entry.lora.name,
+            version=entry.lora.version,
+            sha256=entry.lora.sha256,
+            file_key=entry.lora.file.name,
+            file_size=entry.lora.file_size,
+            weight=entry.weight,
+            weight_low=entry.weight_low,
+            expert=entry.expert,
         )
+        job_lora.full_clean()
+        job_lora.save()
     return job
 
 
@@ -296,7 +331,10 @@ def jobs_redispatch(*, now=None) -> int:
 
 def generation_retry(*, actor: Membership, job: GenerationJob) -> GenerationJob:
     """A new job with the same inputs (checked again: a LoRA may have been deleted since)."""
-    requests = [LoRARequest(lora_id=jl.lora_ref, weight=jl.weight, expert=jl.expert) for jl in job.job_loras.all()]
+    requests = [
+        LoRARequest(lora_id=jl.lora_ref, weight=jl.weight, expert=jl.expert, weight_low=jl.weight_low)
+        for jl in job.job_loras.all()
+    ]
     params = dict(job.params)
     return generation_create(
         actor=actor,

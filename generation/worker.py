@@ -113,6 +113,7 @@ def _adapter_specs(job: GenerationJob, timings: dict) -> list[AdapterSpec]:
                     lora_id=jl.lora_ref,
                     display_name=jl.name,
                     weight=jl.weight,
+                    weight_low=jl.weight_low,
                     expert=jl.expert,
                     path=path,
                     sha256=jl.sha256,

@@ -226,3 +226,59 @@ def test_another_workspace_is_404(client_for, api, workspace):
     ]:
         assert getattr(stranger, method)(path).status_code == 404, path
     assert GenerationJob.objects.get(id=job_id).status == JobStatus.QUEUED
+
+
+class TestWeightPerExpert:
+    def test_both_with_weight_low_is_stored_and_shown(self, api, workspace, make_lora):
+        lora = make_lora("pair")
+        response = create(
+            api, workspace, loras=[{"lora_id": lora.id, "expert": "both", "weight": 1.0, "weight_low": 0.5}]
+        )
+        assert response.status_code == 201, response.json()
+        [entry] = response.json()["loras"]
+        assert (entry["expert"], entry["weight"], entry["weight_low"]) == ("both", 1.0, 0.5)
+        job_lora = GenerationJob.objects.get(id=response.json()["id"]).job_loras.get()
+        assert job_lora.weight_label == "high 1.00 · low 0.50"
+
+    def test_weight_alone_keeps_its_meaning(self, api, workspace, make_lora):
+        lora = make_lora("one")
+        [entry] = create(api, workspace, loras=[{"lora_id": lora.id, "expert": "both", "weight": 0.7}]).json()["loras"]
+        assert (entry["weight"], entry["weight_low"]) == (0.7, None)
+
+    def test_weight_low_defaults_the_expert_from_the_hint(self, api, workspace, make_lora):
+        lora = make_lora("hinted", expert="both")
+        [entry] = create(api, workspace, loras=[{"lora_id": lora.id, "weight_low": 0.3}]).json()["loras"]
+        assert (entry["expert"], entry["weight"], entry["weight_low"]) == ("both", 1.0, 0.3)
+
+    @pytest.mark.parametrize("expert", ["high", "low"])
+    def test_weight_low_with_one_expert_is_400_naming_it(self, api, workspace, make_lora, expert):
+        lora = make_lora("single")
+        errors = problems(create(api, workspace, loras=[{"lora_id": lora.id, "expert": expert, "weight_low": 0.5}]))
+        assert list(errors) == ["loras.0.weight_low"]
+        assert f"this one is on {expert}" in errors["loras.0.weight_low"][0]
+        assert not GenerationJob.objects.exists()
+
+    def test_weight_low_out_of_range_and_on_a_single_expert_model(self, api, workspace, make_lora):
+        lora = make_lora("range")
+        errors = problems(create(api, workspace, loras=[{"lora_id": lora.id, "expert": "both", "weight_low": -1}]))
+        assert errors["loras.0.weight_low"] == ["weight_low must be between 0.0 and 2.0, not -1"]
+        errors = problems(create(api, workspace, model="wan-ti2v-demo", loras=[{"lora_id": lora.id, "weight_low": 1}]))
+        assert "two-expert models" in errors["loras.0.weight_low"][0]
+
+    def test_retry_keeps_weight_low(self, api, workspace, make_lora):
+        lora = make_lora("again")
+        first = create(api, workspace, loras=[{"lora_id": lora.id, "expert": "both", "weight": 1.2, "weight_low": 0.4}])
+        second = api.post(f"/api/v1/workspaces/{workspace.slug}/generations/{first.json()['id']}/retry/").json()
+        assert (second["loras"][0]["weight"], second["loras"][0]["weight_low"]) == (1.2, 0.4)
+
+
+def test_every_problem_of_a_lora_is_reported_at_once(api, workspace, make_lora):
+    """A FLUX LoRA at weight 2.5 on a Wan model: its family and its weight, both, in one answer."""
+    flux = make_lora("portrait", family="flux-demo", is_active=False)
+    errors = problems(create(api, workspace, loras=[{"lora_id": flux.id, "weight": 2.5, "expert": "low"}]))
+    assert errors["loras.0.weight"] == ["weight must be between 0.0 and 2.0, not 2.5"]
+    [inactive, family] = errors["loras.0.lora_id"]
+    assert "inactive" in inactive and family.startswith("'portrait' is a FLUX demo (tiny) LoRA")
+    # A LoRA that is not here at all still has its weight checked.
+    errors = problems(create(api, workspace, loras=[{"lora_id": 10**9, "weight": 3}]))
+    assert set(errors) == {"loras.0.lora_id", "loras.0.weight"}

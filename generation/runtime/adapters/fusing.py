@@ -17,14 +17,16 @@ backup falls back to pageable memory (a slower copy back, same bits).
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 logger = logging.getLogger(__name__)
 
-# An identical key on the next job means its merged weights can stay as they are.
-MergeKey = tuple[tuple[str, str, float, str], ...]
+# An identical key on the next job means its merged weights can stay as they are: (adapter, file, weight,
+# low-noise weight or None, expert) per adapter.
+MergeKey = tuple[tuple[str, str, float, float | None, str], ...]
 
 
 class FusedWeights:
@@ -49,18 +51,18 @@ class FusedWeights:
     def backup_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for _, params in self._pristine.values() for t in params.values())
 
-    def extra_backup_bytes(self, layers: list[BaseTunerLayer], weights: dict[str, float]) -> int:
-        """Host bytes that merging the adapters in `weights` into `layers` would add to the backup."""
+    def extra_backup_bytes(self, layers: list[BaseTunerLayer], names: Collection[str]) -> int:
+        """Host bytes that merging the adapters `names` into `layers` would add to the backup."""
         bases = {
             id(base): base
             for layer in layers
-            if any(name in layer.lora_A for name in weights)
-            and id(base := layer.get_base_layer()) not in self._pristine
+            if any(name in layer.lora_A for name in names) and id(base := layer.get_base_layer()) not in self._pristine
         }
         return sum(p.numel() * p.element_size() for base in bases.values() for p in base.parameters(recurse=False))
 
-    def merge(self, layers: list[BaseTunerLayer], weights: dict[str, float], key: MergeKey) -> int:
-        """Merge the adapters in `weights` (scales already set on the layers) into every layer holding any of them.
+    def merge(self, layers: list[BaseTunerLayer], names: Collection[str], key: MergeKey) -> int:
+        """Merge the adapters `names` into every layer holding any of them, each with the scale already set on that
+        layer (so one adapter can merge with another scale per component: a Wan 2.2 LoRA's weight per expert).
 
         Adapters merge in name order, so the same set gives bitwise the same weights whatever order a job lists it
         in. Returns how many layers were merged. On failure the layers merged so far stay recorded: `restore()`.
@@ -68,14 +70,14 @@ class FusedWeights:
         if self.merged:
             raise RuntimeError("merge() while a previous merge is in place; restore() first")
         for layer in layers:
-            present = sorted(name for name in weights if name in layer.lora_A)
+            present = sorted(name for name in names if name in layer.lora_A)
             if not present:
                 continue
             self._back_up(layer.get_base_layer())
             # Recorded before merging, so that a merge failing halfway through this layer is still copied back.
             self._merged_layers.append(layer)
             layer.merge(adapter_names=present)
-        self.key, self.names = key, tuple(sorted(weights))
+        self.key, self.names = key, tuple(sorted(names))
         return len(self._merged_layers)
 
     def restore(self) -> None:

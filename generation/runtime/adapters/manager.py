@@ -12,7 +12,9 @@ What diffusers/PEFT do that this module relies on or works around:
 * Activation sets, on each PEFT LoRA layer, the scale of every job adapter the layer holds, its active list, and
   its disable flag — what `pipe.set_adapters` + `pipe.enable_lora` do, minus their walk over every module and
   their `requires_grad` resets of every resident adapter (40 ms+ per job with a full cache; see `_activate`).
-  A layer holding none of the job's adapters is disabled.
+  A layer holding none of the job's adapters is disabled. The scale is per component, as `set_adapters` takes it
+  (`adapter_weights=[{"transformer": 1.0, "transformer_2": 0.5}]`): a "both" LoRA with a `weight_low` scales its
+  copy in `transformer_2` by that weight (tests pin this against `set_adapters`).
 * apply_mode="fused" then merges the active adapters into the base weights (`fusing.FusedWeights`); a merged
   layer must stay *enabled*: PEFT's forward on a disabled merged layer calls `unmerge()`, which subtracts.
 * A disabled, unmerged LoRA layer computes exactly its base layer, which is what lets residency="cache" keep
@@ -104,13 +106,26 @@ class AdapterSpec:
     weight: float
     expert: str  # "high" | "low" | "both"; single-expert models only accept "high"
     sha256: str = ""  # when set, the file's bytes are checked against it whenever they are read
+    weight_low: float | None = None  # expert "both": the low-noise expert's own weight (`weight` is then high's)
 
     @property
     def adapter_name(self) -> str:
         return adapter_name(self.lora_id)
 
+    def component_weights(self, components: list[str]) -> dict[str, float]:
+        """This adapter's scale in each component, as `pipe.set_adapters` takes per-component weights: the low-noise
+        expert (`transformer_2`) gets `weight_low` when there is one, every other component `weight`."""
+        low = EXPERT_COMPONENTS["low"]
+        return {
+            name: self.weight_low if name == low and self.weight_low is not None else self.weight for name in components
+        }
+
     def describe(self) -> str:
-        return f"'{self.display_name}' as {self.adapter_name}, weight {self.weight:g}, expert {self.expert}"
+        if self.weight_low is None:
+            weight = f"weight {self.weight:g}"
+        else:
+            weight = f"weight {self.weight:g} (high) / {self.weight_low:g} (low)"
+        return f"'{self.display_name}' as {self.adapter_name}, {weight}, expert {self.expert}"
 
 
 class LoRALoadError(RuntimeError):
@@ -261,13 +276,12 @@ class AdapterManager:
             loaded = time.perf_counter()
             merge, merged_layers, unfused_reason = "none", 0, ""
             if specs:
-                weights = {spec.adapter_name: spec.weight for spec in specs}
-                self._activate(weights)
+                self._activate({spec.adapter_name: spec.component_weights(list(self._components)) for spec in specs})
                 merge = "unfused"
                 if self.apply_mode == "fused":
-                    unfused_reason = self._unfused_reason(weights)
+                    unfused_reason = self._unfused_reason(names)
                     if not unfused_reason:
-                        merged_layers = self._fused.merge(self._tuner_layers(), weights, key)
+                        merged_layers = self._fused.merge(self._tuner_layers(), names, key)
                         merge = "merged"
                 self._active = names
             self.last_apply_stats = ApplyStats(
@@ -285,16 +299,16 @@ class AdapterManager:
         for spec in specs:
             logger.info("Active LoRA %s (%s, %s)", spec.describe(), sources[spec.adapter_name], merge)
 
-    def _unfused_reason(self, weights: dict[str, float]) -> str:
+    def _unfused_reason(self, names: list[str]) -> str:
         """Why this job cannot be merged (checked before any layer is touched), or "" where it can."""
         if self._fp8:
             return UNFUSED_FP8
-        extra = self._fused.extra_backup_bytes(self._tuner_layers(), weights)
+        extra = self._fused.extra_backup_bytes(self._tuner_layers(), names)
         if self._fused.backup_bytes + extra > self._fused.max_backup_bytes:
             logger.warning(
                 "Applying %s unfused: merging needs %d more bytes of pristine backup on top of %d, over the bound "
                 "of %d (LORASITE_FUSED_BACKUP_BYTES)",
-                ", ".join(sorted(weights)),
+                ", ".join(sorted(names)),
                 extra,
                 self._fused.backup_bytes,
                 self._fused.max_backup_bytes,
@@ -352,8 +366,9 @@ class AdapterManager:
             }
         return self._layers
 
-    def _activate(self, weights: dict[str, float]) -> None:
-        """Make exactly these adapters active, with these weights, in every layer that holds them.
+    def _activate(self, weights: dict[str, dict[str, float]]) -> None:
+        """Make exactly these adapters active in every layer that holds them, scaled by their weight in the layer's
+        component: `weights` is {adapter name: {component name: weight}}.
 
         What `pipe.set_adapters` + `pipe.enable_lora` do, without their cost: both walk every module of
         every component and reset `requires_grad` of every resident adapter in every layer, which made
@@ -362,13 +377,14 @@ class AdapterManager:
         of resident adapters. These are PEFT's own layer attributes (peft is pinned; the residency tests
         compare this against freshly loaded pipelines bitwise).
         """
-        for layer in self._tuner_layers():
-            present = [name for name in weights if name in layer.lora_A]
-            if present:
-                for name in present:
-                    layer.set_scale(name, weights[name])
-                layer._active_adapter = present
-            layer._disable_adapters = not present
+        for component, layers in self._layers_by_path().items():
+            for layer in layers.values():
+                present = [name for name in weights if name in layer.lora_A]
+                if present:
+                    for name in present:
+                        layer.set_scale(name, weights[name][component])
+                    layer._active_adapter = present
+                layer._disable_adapters = not present
 
     def _validate(self, specs: list[AdapterSpec]) -> None:
         seen: set[int] = set()
@@ -378,6 +394,8 @@ class AdapterManager:
             seen.add(spec.lora_id)
             if spec.expert not in EXPERT_CHOICES:
                 raise ValueError(f"LoRA {spec.describe()}: expert must be one of {EXPERT_CHOICES}")
+            if spec.weight_low is not None and spec.expert != "both":
+                raise ValueError(f"LoRA {spec.describe()}: weight_low is for expert both (one weight per expert)")
             missing = [expert for expert in self._targets(spec.expert) if expert not in self._experts]
             if missing:
                 raise ValueError(f"LoRA {spec.describe()} targets the {missing[0]} expert, which this model lacks")
@@ -556,7 +574,9 @@ class AdapterManager:
 
 
 def _merge_key(specs: list[AdapterSpec]) -> MergeKey:
-    return tuple(sorted((spec.adapter_name, str(spec.path), float(spec.weight), spec.expert) for spec in specs))
+    return tuple(
+        sorted((spec.adapter_name, str(spec.path), float(spec.weight), spec.weight_low, spec.expert) for spec in specs)
+    )
 
 
 def _has_adapter_metadata(data: bytes) -> bool:
