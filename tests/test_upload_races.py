@@ -361,3 +361,34 @@ class TestQuota:
             answers = in_threads(start("a.safetensors"), start("b.safetensors"))
         assert sorted(a.status_code for a in answers) == [201, 413], [a.content for a in answers]
         assert LoRAUpload.objects.count() == 1
+
+    def test_uploads_through_the_app_side_by_side_cannot_overshoot_the_quota_together(
+        self, client_for, owner, workspace, tmp_path, monkeypatch, bucket_matches_rows
+    ):
+        """Both files pass the check before storing; the check under the lock after storing refuses one,
+        and its copy is deleted."""
+        files = [write_lora(tmp_path / f"{name}.safetensors", seed=seed) for seed, name in enumerate("ab")]
+        size = files[0].stat().st_size
+        real_save = S3ObjectStore.save_stream
+
+        def slow_save(self, *args, **kwargs):
+            time.sleep(1.0)  # both requests are past the first check before either row exists
+            return real_save(self, *args, **kwargs)
+
+        monkeypatch.setattr(S3ObjectStore, "save_stream", slow_save)
+        url = f"/api/v1/workspaces/{workspace.slug}/loras/"
+
+        def upload(path):
+            def send():
+                with open(path, "rb") as handle:
+                    return client_for(owner).post(url, {"file": handle}, format="multipart")
+
+            return send
+
+        with override_settings(LORASITE_WORKSPACE_QUOTA_BYTES=size * 3 // 2):
+            answers = in_threads(*(upload(path) for path in files))
+        assert sorted(a.status_code for a in answers) == [201, 413], [a.content for a in answers]
+        refused = next(a for a in answers if a.status_code == 413).json()
+        assert refused["code"] == "storage_quota_exceeded" and "does not fit" in refused["message"]
+        assert LoRA.objects.count() == 1
+        bucket_matches_rows()

@@ -89,6 +89,16 @@ def workspace_storage_usage(*, workspace: Workspace) -> StorageUsage:
     )
 
 
+def _quota_exceeded(size: int, usage: StorageUsage) -> StorageQuotaExceeded:
+    return StorageQuotaExceeded(
+        f"This file ({human_size(size)}) does not fit in the workspace's storage quota: {usage.label}. "
+        "Delete LoRAs or jobs, or ask an operator for a larger quota.",
+        errors={"size": ["Over the workspace's storage quota."]},
+        used_bytes=usage.used_bytes,
+        limit_bytes=usage.limit_bytes,
+    )
+
+
 def quota_check_upload(*, workspace: Workspace, size: int) -> None:
     """413 when `size` more bytes would take the workspace over its limit.
 
@@ -100,13 +110,20 @@ def quota_check_upload(*, workspace: Workspace, size: int) -> None:
         Workspace.objects.select_for_update().filter(id=workspace.id).exists()
     usage = workspace_storage_usage(workspace=workspace)
     if usage.used_bytes + size > usage.limit_bytes:
-        raise StorageQuotaExceeded(
-            f"This file ({human_size(size)}) does not fit in the workspace's storage quota: {usage.label}. "
-            "Delete LoRAs or jobs, or ask an operator for a larger quota.",
-            errors={"size": ["Over the workspace's storage quota."]},
-            used_bytes=usage.used_bytes,
-            limit_bytes=usage.limit_bytes,
-        )
+        raise _quota_exceeded(size, usage)
+
+
+def quota_check_stored(*, workspace: Workspace, size: int) -> None:
+    """For a file stored before its row (an upload through the app): called in the transaction that wrote the
+    row, under the workspace lock, so that files stored side by side cannot overshoot the limit together; 413
+    (and the caller deletes the copy) when the workspace is now over it. The first check, before storing,
+    only spares the upload of a file that cannot fit."""
+    if not workspace_quota_limit(workspace):
+        return
+    Workspace.objects.select_for_update().filter(id=workspace.id).exists()
+    usage = workspace_storage_usage(workspace=workspace)  # the new row counts already
+    if usage.used_bytes > usage.limit_bytes:
+        raise _quota_exceeded(size, StorageUsage(used_bytes=usage.used_bytes - size, limit_bytes=usage.limit_bytes))
 
 
 def quota_check_generation(*, workspace: Workspace) -> None:

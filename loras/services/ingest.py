@@ -24,7 +24,7 @@ from loras.services.validation import (
 from lorasite.errors import InvalidInput
 from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role, Workspace
-from workspaces.quota import quota_check_upload
+from workspaces.quota import quota_check_stored, quota_check_upload
 from workspaces.services import require_role
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def lora_ingest_local_file(
             hashes=hashes,
             status=Status.PROCESSING,
         )
+        quota_check_stored(workspace=actor.workspace, size=size)
         ingest = lora_ingest_after_commit(lora.id)
         return lora
 
