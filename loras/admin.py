@@ -2,6 +2,7 @@ from django.contrib import admin, messages
 
 from loras import services
 from loras.models import LoRA, LoRAUpload
+from loras.selectors import human_size
 from lorasite.errors import ApplicationError
 
 
@@ -30,7 +31,7 @@ class LoRAAdmin(admin.ModelAdmin):
         "expert",
         "status",
         "is_active",
-        "file_size",
+        "readable_size",
         "created_at",
         "deleted_at",
     ]
@@ -63,6 +64,10 @@ class LoRAAdmin(admin.ModelAdmin):
     ]
     actions = ["deactivate", "soft_delete", "restore"]
 
+    @admin.display(description="Size", ordering="file_size")
+    def readable_size(self, lora: LoRA) -> str:
+        return human_size(lora.file_size)
+
     @admin.action(description="Deactivate selected LoRAs")
     def deactivate(self, request, queryset):
         count = services.lora_set_active_many(lora_ids=list(queryset.values_list("id", flat=True)), active=False)
@@ -84,6 +89,10 @@ class LoRAAdmin(admin.ModelAdmin):
 
 @admin.register(LoRAUpload)
 class LoRAUploadAdmin(admin.ModelAdmin):
-    list_display = ["id", "original_filename", "workspace", "size", "created_at", "expires_at"]
+    list_display = ["id", "original_filename", "workspace", "readable_size", "created_at", "expires_at"]
     list_filter = ["workspace"]
     readonly_fields = [f.name for f in LoRAUpload._meta.fields]
+
+    @admin.display(description="Size", ordering="size")
+    def readable_size(self, upload: LoRAUpload) -> str:
+        return human_size(upload.size)

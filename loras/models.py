@@ -32,7 +32,7 @@ class LoRA(models.Model):
     name = models.CharField(max_length=100, validators=[MinLengthValidator(1)])
     version = models.CharField(max_length=40, default="1")
     original_filename = models.CharField(max_length=255, help_text="As the user named it; display only.")
-    file = models.FileField(max_length=500, blank=True, help_text="workspaces/<id>/loras/<uuid>/<sanitized name>")
+    file = models.FileField(max_length=500, blank=True, help_text="workspaces/{id}/loras/{uuid}/{sanitized name}")
     file_size = models.BigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     # Computed in the same read as sha256, never taken from the file's metadata (loras/hashes.py).
@@ -160,6 +160,9 @@ class LoRAUpload(models.Model):
     options = models.JSONField(default=dict, blank=True, help_text="name, version, description, tags, expert")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = "LoRA upload"
 
     def __str__(self) -> str:
         return f"upload {self.id} of {self.original_filename}"

@@ -1,5 +1,6 @@
-"""Server-rendered pages for workspaces: the home page (switcher), create, and members."""
+"""Server-rendered pages for workspaces: the home page (switcher), create, settings (rename, delete) and members."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -9,8 +10,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from lorasite.errors import ApplicationError
 from lorasite.forms import show_service_error
 from workspaces import selectors, services
-from workspaces.forms import MemberAddForm, MemberRoleForm, WorkspaceForm
-from workspaces.models import Role
+from workspaces.forms import MemberAddForm, MemberRoleForm, WorkspaceDeleteForm, WorkspaceForm, WorkspaceRenameForm
+from workspaces.models import Membership, Role
 
 
 @login_required
@@ -39,6 +40,67 @@ def workspace_create(request: HttpRequest) -> HttpResponse:
 def workspace_detail(request: HttpRequest, slug: str) -> HttpResponse:
     selectors.membership_for_user(user=request.user, slug=slug)  # 404 for non-members
     return redirect("library:list", slug=slug)
+
+
+def _settings_page(
+    request: HttpRequest,
+    membership: Membership,
+    *,
+    rename_form: WorkspaceRenameForm | None = None,
+    delete_form: WorkspaceDeleteForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    workspace = membership.workspace
+    context = {
+        "membership": membership,
+        "workspace": workspace,
+        "rename_form": rename_form or WorkspaceRenameForm(initial={"name": workspace.name, "slug": workspace.slug}),
+        "delete_form": delete_form or WorkspaceDeleteForm(workspace_name=workspace.name),
+        "can_rename": selectors.workspace_can_rename(actor=membership),
+        "can_delete": selectors.workspace_can_delete(actor=membership),
+        "purge_after_days": settings.LORASITE_PURGE_AFTER_DAYS,
+    }
+    return render(request, "workspaces/settings.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workspace_settings(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET shows the workspace's name and slug; POST renames it (name and slug)."""
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    if request.method == "GET":
+        return _settings_page(request, membership)
+    form = WorkspaceRenameForm(request.POST)
+    status = 400
+    if form.is_valid():
+        try:
+            workspace = services.workspace_update(actor=membership, **form.cleaned_data)
+        except ApplicationError as error:
+            show_service_error(form, error)
+            status = error.status_code
+        else:
+            messages.success(request, f"Workspace renamed to “{workspace.name}” (/w/{workspace.slug}/).")
+            return redirect("dashboard:settings", slug=workspace.slug)
+    return _settings_page(request, membership, rename_form=form, status=status)
+
+
+@login_required
+@require_POST
+def workspace_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = selectors.membership_for_user(user=request.user, slug=slug)
+    name = membership.workspace.name
+    form = WorkspaceDeleteForm(request.POST, workspace_name=name)
+    status = 400
+    if form.is_valid():
+        try:
+            services.workspace_delete(actor=membership)
+        except ApplicationError as error:
+            show_service_error(form, error)
+            status = error.status_code
+        else:
+            messages.success(request, f"Workspace “{name}” deleted.")
+            return redirect("dashboard:home")
+    return _settings_page(request, membership, delete_form=form, status=status)
 
 
 @login_required

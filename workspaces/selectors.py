@@ -5,7 +5,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, QuerySet
 
 from lorasite.errors import NotFound
-from workspaces.models import Membership, Workspace
+from workspaces.models import Membership, Role, Workspace
 
 
 def workspace_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Workspace]:
@@ -35,3 +35,13 @@ def membership_get(*, workspace: Workspace, user_id: int) -> Membership:
         return Membership.objects.select_related("user", "workspace").get(workspace=workspace, user_id=user_id)
     except Membership.DoesNotExist:
         raise NotFound("Member not found in this workspace.") from None
+
+
+def workspace_can_rename(*, actor: Membership) -> bool:
+    """Whether the settings page offers the rename form; `workspace_update` enforces the same rule."""
+    return actor.has_role(Role.ADMIN)
+
+
+def workspace_can_delete(*, actor: Membership) -> bool:
+    """Whether the settings page offers the delete form; `workspace_delete` enforces the same rule."""
+    return actor.has_role(Role.OWNER)

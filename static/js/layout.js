@@ -1,8 +1,17 @@
 // Shared dashboard behaviour that HTML alone does not give: buttons that open a <dialog> as a modal
 // (Escape closes it natively; focus goes back to the button), the workspace menu closing on Escape
-// or a click elsewhere, and copy-on-click. Event delegation, so content htmx swaps in works too.
+// or a click elsewhere, copy-on-click, and validation answers kept in place. Event delegation, so content htmx
+// swaps in works too.
 (() => {
   "use strict";
+
+  // A 400 is a form answered with its errors, for the request's own target (base.html's htmx-config swaps it).
+  // With DEBUG on, django-htmx's script puts every 400 in place of the whole document from a listener on
+  // `document`; stopping the event in the capture phase keeps it from there. htmx goes on regardless: it reads
+  // the event's result (preventDefault), not its propagation. Its help with 500s stays.
+  window.addEventListener("htmx:beforeOnLoad", (event) => {
+    if (event.detail.xhr && event.detail.xhr.status === 400) event.stopPropagation();
+  }, true);
 
   const openers = new WeakMap(); // dialog → the button that opened it
 
