@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from generation import selectors, services, worker_registry
-from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import job_provenance
 from loras.models import Expert
 from lorasite.api import error_responses, paginated, parse_input
@@ -79,6 +79,7 @@ class JobOutput(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username", default=None)
     output_url = serializers.SerializerMethodField()
     poster_url = serializers.SerializerMethodField()
+    thumb_url = serializers.SerializerMethodField(help_text="WebP ≤ 320 px of the output (or its poster), signed.")
     waiting_reason = serializers.SerializerMethodField(
         help_text="For a queued job: why no worker picks it up, e.g. 'No worker serves Wan 2.2 T2V-A14B right now'; "
         "else empty.",
@@ -110,6 +111,8 @@ class JobOutput(serializers.ModelSerializer):
             "attempts",
             "output_url",
             "poster_url",
+            "thumb_url",
+            "purpose",
             "retry_of",
             "created_by",
             "created_at",
@@ -143,6 +146,9 @@ class JobOutput(serializers.ModelSerializer):
 
     def get_poster_url(self, job: GenerationJob) -> str | None:
         return self._absolute(self._urls(job)["poster_url"])
+
+    def get_thumb_url(self, job: GenerationJob) -> str | None:
+        return self._absolute(self._urls(job)["thumb_url"])
 
 
 class ParamsInput(serializers.Serializer):
@@ -182,6 +188,11 @@ class GenerationListCreateAPI(WorkspaceScopedAPIView):
     class FilterInput(serializers.Serializer):
         status = serializers.ChoiceField(choices=JobStatus.choices, required=False)
         lora = serializers.IntegerField(required=False, help_text="Only jobs that used this LoRA id.")
+        purpose = serializers.ChoiceField(
+            choices=JobPurpose.choices,
+            default=JobPurpose.USER,
+            help_text="`user` (default) or `preview`: the auto preview jobs, hidden otherwise.",
+        )
 
     @extend_schema(
         parameters=[FilterInput],
@@ -191,7 +202,10 @@ class GenerationListCreateAPI(WorkspaceScopedAPIView):
     def get(self, request, slug):
         filters = parse_input(self.FilterInput, request.query_params)
         jobs = selectors.job_list(
-            workspace=self.membership.workspace, status=filters.get("status", ""), lora_id=filters.get("lora")
+            workspace=self.membership.workspace,
+            status=filters.get("status", ""),
+            lora_id=filters.get("lora"),
+            purpose=filters["purpose"],
         )
         return paginated(request, self, jobs, JobOutput, request=request)
 

@@ -18,6 +18,11 @@ class JobStatus(models.TextChoices):
 FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class JobPurpose(models.TextChoices):
+    USER = "user", "User"
+    PREVIEW = "preview", "Preview"  # queued by auto preview (loras/previews.py); hidden from the default jobs list
+
+
 class GenerationJob(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="generation_jobs")
@@ -40,6 +45,10 @@ class GenerationJob(models.Model):
     timings = models.JSONField(default=dict, blank=True, help_text="Seconds per phase.")
     output_key = models.CharField(max_length=500, blank=True)
     poster_key = models.CharField(max_length=500, blank=True)
+    thumb_key = models.CharField(
+        max_length=500, blank=True, help_text="WebP ≤ 320 px beside the output, made once by the worker; for grids."
+    )
+    purpose = models.CharField(max_length=8, choices=JobPurpose.choices, default=JobPurpose.USER, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the first attempt started.")
     attempt_started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")
@@ -92,3 +101,46 @@ class JobLoRA(models.Model):
         if self.weight_low is None:
             return f"{self.weight:.2f}"
         return f"high {self.weight:.2f} · low {self.weight_low:.2f}"
+
+
+class Recipe(models.Model):
+    """A named stack shared by the workspace, to run again: a model, LoRAs with their experts and weights, the
+    params that differ from the model's defaults, and a prompt template whose `{trigger}` the LoRAs' trigger words
+    fill (generation/recipes/)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="recipes")
+    name = models.CharField(max_length=100)
+    model_key = models.CharField(max_length=64)
+    prompt_template = models.TextField(max_length=4000, help_text="{trigger} becomes the LoRAs' trigger words.")
+    negative_prompt = models.TextField(max_length=4000, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Job params; those left out take the defaults.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="recipe_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RecipeLoRA(models.Model):
+    """One LoRA of a recipe. The name is kept so that a recipe whose LoRA is gone can still say which."""
+
+    recipe = models.ForeignKey(Recipe, on_delete=models.CASCADE, related_name="recipe_loras")
+    lora = models.ForeignKey(LoRA, null=True, on_delete=models.SET_NULL, related_name="recipe_uses")
+    lora_ref = models.PositiveBigIntegerField(help_text="The LoRA's id, kept if the row is ever removed.")
+    name = models.CharField(max_length=100)
+    position = models.PositiveSmallIntegerField()
+    weight = models.FloatField(help_text="With expert 'both' and a weight_low, the high-noise weight.")
+    weight_low = models.FloatField(null=True, blank=True, help_text="The low-noise weight (expert 'both' only).")
+    expert = models.CharField(max_length=4)
+
+    class Meta:
+        ordering = ["recipe", "position"]
+        constraints = [models.UniqueConstraint(fields=["recipe", "position"], name="recipe_lora_position_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.weight} ({self.expert})"

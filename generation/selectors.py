@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from generation import worker_registry
 from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
-from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import ProvenanceError, read_png_provenance
 from generation.runtime import memory_plan
 from loras.lora_inspect import family_label
@@ -23,12 +23,18 @@ from lorasite.object_store import get_object_store
 from workspaces.models import Workspace
 
 
-def job_list(*, workspace: Workspace, status: str = "", lora_id: int | None = None) -> QuerySet[GenerationJob]:
+def job_list(
+    *, workspace: Workspace, status: str = "", lora_id: int | None = None, purpose: str | None = JobPurpose.USER
+) -> QuerySet[GenerationJob]:
+    """The workspace's jobs, newest first; by default users' jobs only (auto preview jobs are `purpose="preview"`;
+    None: every job)."""
     queryset = (
         GenerationJob.objects.filter(workspace=workspace)
         .select_related("created_by")
         .prefetch_related(Prefetch("job_loras", queryset=JobLoRA.objects.select_related("lora")))
     )
+    if purpose is not None:
+        queryset = queryset.filter(purpose=purpose)
     if status:
         queryset = queryset.filter(status=status)
     if lora_id is not None:
@@ -38,7 +44,7 @@ def job_list(*, workspace: Workspace, status: str = "", lora_id: int | None = No
 
 def job_get(*, workspace: Workspace, job_id) -> GenerationJob:
     try:
-        return job_list(workspace=workspace).get(id=job_id)
+        return job_list(workspace=workspace, purpose=None).get(id=job_id)
     except (GenerationJob.DoesNotExist, ValueError):
         raise NotFound("Job not found.") from None
 
@@ -64,16 +70,16 @@ def job_waiting_reason(*, job: GenerationJob, served: set[str] | None) -> str:
 
 
 def job_output_urls(*, job: GenerationJob) -> dict[str, str | datetime | None]:
-    """Signed URLs (≤ 1 hour) for the job's output and poster, served inline for the player."""
+    """Signed URLs (≤ 1 hour) for the job's output, poster and thumbnail, served inline for the player."""
     if not job.output_key:
-        return {"output_url": None, "poster_url": None, "expires_at": None}
+        return {"output_url": None, "poster_url": None, "thumb_url": None, "expires_at": None}
     store = get_object_store()
     expires_in = settings.LORASITE_SIGNED_URL_SECONDS
     urls = {
         name: store.download_url(key, filename=key.rsplit("/", 1)[-1], expires_in=expires_in, inline=True)
         if key
         else None
-        for name, key in (("output_url", job.output_key), ("poster_url", job.poster_key))
+        for name, key in (("output_url", job.output_key), ("poster_url", job.poster_key), ("thumb_url", job.thumb_key))
     }
     return {**urls, "expires_at": timezone.now() + timedelta(seconds=expires_in)}
 

@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
-from generation.models import GenerationJob, JobLoRA, JobStatus
+from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.queues import gpu_queue
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
@@ -33,6 +33,9 @@ QUEUE_DOWN_MESSAGE = "The job queue is unavailable; your job is saved and will s
 # Beat re-queues a running job whose attempt started longer than the hard limit plus this ago: the hard
 # limit has killed any worker still on it, so its worker died (a lost node never acknowledges the message).
 STALL_MARGIN_SECONDS = 60
+# Redis reads a queue's priority lists from 0 up (0, the default, first): preview jobs wait behind every user job.
+# The embedded filesystem broker has no priorities; there previews queue in order.
+PREVIEW_PRIORITY = 9
 
 
 @dataclass(frozen=True)
@@ -225,9 +228,11 @@ def generation_create(
     params: dict | None = None,
     loras: list[LoRARequest] | None = None,
     retry_of: GenerationJob | None = None,
+    purpose: str = JobPurpose.USER,
 ) -> GenerationJob:
     """Validate everything a GPU would otherwise discover too late, then queue the job. With the job queue
-    down the job is saved all the same (beat sends it later) and ServiceUnavailable names its id."""
+    down the job is saved all the same (beat sends it later) and ServiceUnavailable names its id. A `preview`
+    job (loras.previews.auto_preview_queue) is queued behind users' jobs."""
     with transaction.atomic():
         job = _create_job(
             actor=actor,
@@ -237,6 +242,7 @@ def generation_create(
             params=params,
             loras=loras,
             retry_of=retry_of,
+            purpose=purpose,
         )
         delivery = send_after_commit(lambda: _send_job(job), description=f"job {job.id}")
     if delivery.failed:
@@ -253,6 +259,7 @@ def _create_job(
     params: dict | None,
     loras: list[LoRARequest] | None,
     retry_of: GenerationJob | None,
+    purpose: str,
 ) -> GenerationJob:
     require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
     quota_check_generation(workspace=actor.workspace)
@@ -278,6 +285,7 @@ def _create_job(
         prompt=prompt,
         negative_prompt=negative_prompt,
         params=resolved_params,
+        purpose=purpose,
     )
     job.full_clean()
     job.save()
@@ -305,8 +313,9 @@ def _send_job(job: GenerationJob) -> None:
     """Publish the job's message and record that the broker took it (raises the broker's error)."""
     from generation.tasks import generation_run
 
-    # One queue per model: only a worker that serves this model receives the job.
-    generation_run.apply_async(args=[str(job.id)], queue=gpu_queue(job.model_key))
+    # One queue per model: only a worker that serves this model receives the job. Preview jobs go last.
+    priority = PREVIEW_PRIORITY if job.purpose == JobPurpose.PREVIEW else None
+    generation_run.apply_async(args=[str(job.id)], queue=gpu_queue(job.model_key), priority=priority)
     GenerationJob.objects.filter(id=job.id).update(enqueued_at=timezone.now())
 
 
@@ -314,7 +323,9 @@ def jobs_redispatch(*, now=None) -> int:
     """Beat: re-send queued jobs whose message may not have reached the broker, or was lost there
     (lorasite/queueing.py); the number the broker took."""
     now = now or timezone.now()
-    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at").only("id", "model_key")
+    queued = (
+        GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by("created_at").only("id", "model_key", "purpose")
+    )
     unsent = list(
         queued.filter(enqueued_at__isnull=True, updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS))
     )
@@ -458,14 +469,26 @@ def _delete_objects(*keys: str) -> None:
 
 
 @transaction.atomic
-def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict) -> None:
+def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict, thumb_key: str = "") -> None:
+    from loras.previews import lora_preview_from_preview_job  # loras.previews imports this module
+
     job = _running_or_none(job_id, outcome="succeeded")
     if job is None:
         # The job ended otherwise meanwhile (failed by beat, say): its late output belongs to no row.
-        transaction.on_commit(lambda: _delete_objects(output_key, poster_key))
+        transaction.on_commit(lambda: _delete_objects(output_key, poster_key, thumb_key))
         return
-    _finish(job, JobStatus.SUCCEEDED, timings=timings, output_key=output_key, poster_key=poster_key, progress=100)
+    _finish(
+        job,
+        JobStatus.SUCCEEDED,
+        timings=timings,
+        output_key=output_key,
+        poster_key=poster_key,
+        thumb_key=thumb_key,
+        progress=100,
+    )
     LoRA.objects.filter(job_uses__job=job).update(use_count=F("use_count") + 1, last_used_at=job.finished_at)
+    if job.purpose == JobPurpose.PREVIEW:
+        lora_preview_from_preview_job(job=job)
 
 
 @transaction.atomic

@@ -26,6 +26,7 @@ from generation.runtime.generate import GenerationCancelled, run_pipeline
 from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
 from generation.runtime.memory_plan import PlacementError, Plan, plan
 from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes
+from generation.thumbnails import THUMB_NAME, write_thumbnail
 from lorasite.object_store import get_object_store
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def _apply_adapters(job: GenerationJob, manager: AdapterManager, specs: list[Ada
 
 def _generate_and_store(
     job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict
-) -> tuple[str, str]:
+) -> tuple[str, str, str]:
     params = job.params
     with phase(timings, "inference"):
         output = run_pipeline(
@@ -169,10 +170,12 @@ def _generate_and_store(
             else:
                 write_png(output, folder / "output.png", provenance=provenance)
                 names = ("output.png", "")
+            # Made once here, from the poster or the image, so that grids never load a full-size output.
+            write_thumbnail(folder / (names[1] or names[0]), folder / THUMB_NAME)
         with phase(timings, "upload"):
-            for name in filter(None, names):
+            for name in (*filter(None, names), THUMB_NAME):
                 store.save_file(prefix + name, folder / name)
-    return prefix + names[0], (prefix + names[1]) if names[1] else ""
+    return prefix + names[0], (prefix + names[1]) if names[1] else "", prefix + THUMB_NAME
 
 
 def _drop_pipeline(model_key: str, *, job_id: str) -> None:
@@ -229,7 +232,9 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
                 )
                 outcome["error"] = f"{outcome['error']} {reset_error}" if outcome["error"] else reset_error
     if "keys" in outcome:
-        output_key, poster_key = outcome["keys"]
-        services.job_succeed(job_id=job_id, output_key=output_key, poster_key=poster_key, timings=timings)
+        output_key, poster_key, thumb_key = outcome["keys"]
+        services.job_succeed(
+            job_id=job_id, output_key=output_key, poster_key=poster_key, thumb_key=thumb_key, timings=timings
+        )
     else:
         services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])

@@ -20,6 +20,11 @@ class Expert(models.TextChoices):
     BOTH = "both", "Both"
 
 
+class PreviewKind(models.TextChoices):
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+
+
 class LoRAQuerySet(models.QuerySet):
     def alive(self) -> "LoRAQuerySet":
         return self.filter(deleted_at__isnull=True)
@@ -71,6 +76,11 @@ class LoRA(models.Model):
     description = models.TextField(blank=True, max_length=5000)
     preferred_weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
     is_active = models.BooleanField(default=True)
+    # Proposed at ingest from the file's name and metadata (loras/recommended.py), then the user's to edit.
+    recommended_settings = models.JSONField(
+        default=dict, blank=True, help_text="Any of steps, guidance, guidance_2, shift; optionally the model they suit."
+    )
+    is_distill = models.BooleanField(default=False, help_text="A step-distilled LoRA (lightx2v, Lightning, CausVid…).")
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
     purged_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -78,6 +88,19 @@ class LoRA(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     use_count = models.PositiveIntegerField(default=0)
+    # The card's preview (loras/previews.py): an uploaded image or video, or a copy of a job's output; the
+    # thumbnail is what grids load. Empty: the card falls back to the last succeeded job's thumbnail.
+    preview_key = models.CharField(max_length=500, blank=True, help_text="workspaces/<id>/previews/<lora id>/…")
+    preview_thumb_key = models.CharField(max_length=500, blank=True, help_text="WebP, ≤ 320 px on the long side.")
+    preview_kind = models.CharField(max_length=5, choices=PreviewKind.choices, blank=True)
+    preview_job = models.ForeignKey(
+        "generation.GenerationJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The job whose output the preview was copied from; empty for an upload.",
+    )
 
     objects = LoRAQuerySet.as_manager()
 
@@ -115,6 +138,16 @@ class LoRA(models.Model):
     @property
     def adapter_name(self) -> str:
         return f"lora_{self.id}"
+
+    @property
+    def pair(self) -> "LoRAPair | None":
+        """The pair this LoRA is a half of, or None (`selectors.LORA_RELATED` loads it with the row)."""
+        for related in ("pair_as_high", "pair_as_low"):
+            try:
+                return getattr(self, related)
+            except LoRAPair.DoesNotExist:
+                continue
+        return None
 
     @property
     def flat_module_shapes(self) -> dict[str, list[int]]:
@@ -166,3 +199,35 @@ class LoRAUpload(models.Model):
 
     def __str__(self) -> str:
         return f"upload {self.id} of {self.original_filename}"
+
+
+class LoRAPair(models.Model):
+    """A Wan 2.2 high-noise LoRA and its low-noise partner, one library item with a default weight per expert.
+
+    Each LoRA is a half of at most one pair (one-to-one on each side; the halves' roles keep a LoRA from being
+    the high half of one pair and the low half of another). Unpairing deletes the pair, never a LoRA; deleting a
+    half unpairs it first (`loras.services.pairs`)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="lora_pairs")
+    name = models.CharField(max_length=100, validators=[MinLengthValidator(1)])
+    high = models.OneToOneField(LoRA, on_delete=models.CASCADE, related_name="pair_as_high")
+    low = models.OneToOneField(LoRA, on_delete=models.CASCADE, related_name="pair_as_low")
+    weight_high = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    weight_low = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "LoRA pair"
+        ordering = ["name", "id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(high=models.F("low")), name="lora_pair_two_halves"),
+            models.CheckConstraint(
+                condition=Q(weight_high__gte=0.0, weight_high__lte=2.0, weight_low__gte=0.0, weight_low__lte=2.0),
+                name="lora_pair_weight_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from loras import apis
+from loras import apis, preview_apis
 
 prefix = "workspaces/<slug:slug>/loras/"
+pairs = "workspaces/<slug:slug>/pairs/"
 
 urlpatterns = [
     path(prefix, apis.LoRAListCreateAPI.as_view(), name="lora-list"),
@@ -11,6 +12,10 @@ urlpatterns = [
     path(prefix + "uploads/<uuid:upload_id>/complete/", apis.UploadCompleteAPI.as_view(), name="lora-upload-complete"),
     path(prefix + "import/", apis.ImportAPI.as_view(), name="lora-import"),
     path(prefix + "versions/", apis.VersionsAPI.as_view(), name="lora-versions"),
+    path(prefix + "bulk/", apis.LoRABulkAPI.as_view(), name="lora-bulk"),
     path(prefix + "<int:lora_id>/", apis.LoRADetailAPI.as_view(), name="lora-detail"),
     path(prefix + "<int:lora_id>/download/", apis.LoRADownloadAPI.as_view(), name="lora-download"),
+    path(prefix + "<int:lora_id>/preview/", preview_apis.LoRAPreviewAPI.as_view(), name="lora-preview"),
+    path(pairs, apis.PairListCreateAPI.as_view(), name="pair-list"),
+    path(pairs + "<int:pair_id>/", apis.PairDetailAPI.as_view(), name="pair-detail"),
 ]

@@ -78,6 +78,10 @@ class S3ObjectStore:
     def save_stream(self, key: str, stream: IO[bytes]) -> None:
         self.client.upload_fileobj(stream, self.bucket, key, Config=_transfer_config())
 
+    def copy(self, source_key: str, key: str) -> None:
+        # Server-side: the bytes never pass through this process.
+        self.client.copy({"Bucket": self.bucket, "Key": source_key}, self.bucket, key, Config=_transfer_config())
+
     def download_to(self, key: str, path: str | Path) -> None:
         # Managed transfer: parallel ranged GETs for large objects.
         self.client.download_file(self.bucket, key, str(path), Config=_transfer_config())
@@ -164,6 +168,10 @@ class LocalObjectStore:
             partial.unlink(missing_ok=True)
             raise
         partial.replace(target)
+
+    def copy(self, source_key: str, key: str) -> None:
+        with open(self._path(source_key), "rb") as source:
+            self.save_stream(key, source)
 
     def download_to(self, key: str, path: str | Path) -> None:
         shutil.copyfile(self._path(key), path)

@@ -23,6 +23,8 @@ class WorkspaceFactory(factory.django.DjangoModelFactory):
 
     name = factory.Sequence(lambda n: f"Workspace {n}")
     slug = factory.Sequence(lambda n: f"workspace-{n}")
+    # Off unless a test turns it on: an auto preview job would otherwise join every test that ingests a LoRA.
+    auto_preview = False
 
 
 class MembershipFactory(factory.django.DjangoModelFactory):
@@ -32,3 +34,24 @@ class MembershipFactory(factory.django.DjangoModelFactory):
     workspace = factory.SubFactory(WorkspaceFactory)
     user = factory.SubFactory(UserFactory)
     role = Role.MEMBER
+
+
+class LoRAFactory(factory.django.DjangoModelFactory):
+    """A ready LoRA row as ingest leaves it, for tests that never read the file (pages, pairs, bulk actions)."""
+
+    class Meta:
+        model = "loras.LoRA"
+
+    workspace = factory.SubFactory(WorkspaceFactory)
+    name = factory.Sequence(lambda n: f"LoRA {n}")
+    original_filename = factory.LazyAttribute(lambda lora: f"{lora.name.replace(' ', '_')}.safetensors")
+    file = factory.Sequence(lambda n: f"workspaces/0/loras/{n:032x}/style.safetensors")
+    file_size = 4 * 1024 * 1024
+    sha256 = factory.Sequence(lambda n: f"{n:064x}")
+    status = "ready"
+    base_model = "wan-14b"
+    rank = 16
+    alpha = 8.0
+    key_format = "kohya"
+    dtype = "BF16"
+    tensor_count = 400

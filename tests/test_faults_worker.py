@@ -156,4 +156,4 @@ def test_a_sigkilled_worker_s_job_runs_once_more_on_another_worker(
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.attempts == 2 and job.worker.startswith("successor@") and job.attempt_started_at > job.started_at
-    assert sorted(s3_keys(f"workspaces/{job.workspace_id}/")) == sorted([job.output_key, job.poster_key])
+    assert sorted(s3_keys(f"workspaces/{job.workspace_id}/")) == sorted([job.output_key, job.poster_key, job.thumb_key])

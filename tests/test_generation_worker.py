@@ -91,7 +91,7 @@ def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys)
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.progress == 100 and job.current_step == job.total_steps == 4
     prefix = f"workspaces/{job.workspace_id}/outputs/{job.id}/"
-    assert sorted(s3_keys(prefix)) == [prefix + "output.mp4", prefix + "poster.png"]
+    assert sorted(s3_keys(prefix)) == [prefix + "output.mp4", prefix + "poster.png", prefix + "thumb.webp"]
     assert {
         "queue_wait",
         "model_load",

@@ -38,7 +38,7 @@ class WorkspaceOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Workspace
-        fields = ["id", "name", "slug", "role", "created_at", "updated_at"]
+        fields = ["id", "name", "slug", "role", "auto_preview", "created_at", "updated_at"]
 
     def get_role(self, workspace: Workspace) -> str:
         return self.context["roles"][workspace.id]
@@ -85,6 +85,9 @@ class WorkspaceListCreateAPI(APIView):
 class WorkspaceUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     slug = serializers.SlugField(max_length=50, required=False)
+    auto_preview = serializers.BooleanField(
+        required=False, help_text="Queue a low-cost preview job for each LoRA that becomes ready."
+    )
 
 
 class WorkspaceDetailAPI(WorkspaceScopedAPIView):

@@ -24,6 +24,9 @@ class Workspace(models.Model):
         blank=True,
         help_text="Bytes of LoRAs + job outputs allowed; empty: LORASITE_WORKSPACE_QUOTA_BYTES; 0: no limit.",
     )
+    auto_preview = models.BooleanField(
+        default=True, help_text="Queue a low-cost preview job when a LoRA becomes ready (loras/previews.py)."
+    )
 
     class Meta:
         ordering = ["name", "id"]

@@ -54,7 +54,9 @@ def workspace_create(*, creator: AbstractBaseUser, name: str, slug: str = "") ->
 
 
 @transaction.atomic
-def workspace_update(*, actor: Membership, name: str | None = None, slug: str | None = None) -> Workspace:
+def workspace_update(
+    *, actor: Membership, name: str | None = None, slug: str | None = None, auto_preview: bool | None = None
+) -> Workspace:
     require_role(membership=actor, minimum=Role.ADMIN, action="change the workspace")
     workspace = Workspace.objects.select_for_update().get(id=actor.workspace_id)
     if name is not None:
@@ -63,6 +65,8 @@ def workspace_update(*, actor: Membership, name: str | None = None, slug: str | 
     if slug is not None and slug != workspace.slug:
         _check_slug_free(slug, exclude_id=workspace.id)
         workspace.slug = slug
+    if auto_preview is not None:
+        workspace.auto_preview = auto_preview
     workspace.full_clean(validate_unique=False)
     workspace.save()
     return workspace

@@ -6,7 +6,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from loras.models import LoRA, LoRAUpload, Status
+from loras import recommended
+from loras.models import Expert, LoRA, LoRAUpload, Status
+from loras.services.pairs import pair_action_for_delete, pair_delete_for, pair_of
 from loras.services.rows import resolve_name_version
 from loras.services.uploads import discard_upload
 from loras.services.validation import clean_list, require_editor
@@ -16,7 +18,18 @@ from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership
 from workspaces.services import storage_purge_pending_prefixes
 
-EDITABLE_FIELDS = {"name", "version", "description", "tags", "trigger_words", "preferred_weight", "expert", "is_active"}
+EDITABLE_FIELDS = {
+    "name",
+    "version",
+    "description",
+    "tags",
+    "trigger_words",
+    "preferred_weight",
+    "expert",
+    "is_active",
+    "recommended_settings",
+    "is_distill",
+}
 
 
 @transaction.atomic
@@ -33,8 +46,21 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
         if field in changes:
             refuse_bidi_controls(changes[field], field=field)
             changes[field] = changes[field].strip()
+    if "recommended_settings" in changes:
+        changes["recommended_settings"] = recommended.clean_settings(
+            changes["recommended_settings"], family=lora.base_model
+        )
     for field, value in changes.items():
         setattr(lora, field, value)
+    if "expert" in changes and (pair := pair_of(lora)) is not None:
+        role = Expert.HIGH if pair.high_id == lora.id else Expert.LOW
+        if lora.expert != role:
+            raise Conflict(
+                f"'{lora.name}' is the {Expert(role).label.lower()} half of the pair '{pair.name}'; unpair it to "
+                "change its expert.",
+                errors={"expert": ["Set by its pair."]},
+                pair_id=pair.id,
+            )
     lora.full_clean(validate_constraints=False)
     clash = (
         LoRA.objects.alive()
@@ -53,17 +79,22 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
 
 
 @transaction.atomic
-def lora_soft_delete(*, actor: Membership, lora: LoRA) -> None:
+def lora_soft_delete(*, actor: Membership, lora: LoRA, pair_action: str | None = None) -> list[int]:
     """Hidden from lists and new jobs at once; jobs keep their reference; beat purges the object
-    after LORASITE_PURGE_AFTER_DAYS."""
+    after LORASITE_PURGE_AFTER_DAYS. A half of a pair needs `pair_action` ("unpair" or "delete_both",
+    see `pairs.pair_action_for_delete`). Returns the ids deleted."""
     require_editor(actor, lora)
-    if not lora_soft_delete_many(lora_ids=[lora.id]):
+    lora_ids = pair_action_for_delete(actor=actor, lora=lora, pair_action=pair_action)
+    if lora_soft_delete_many(lora_ids=lora_ids) != len(lora_ids):
         raise NotFound("LoRA not found.")
+    return lora_ids
 
 
 def lora_soft_delete_many(*, lora_ids: list[int]) -> int:
-    """Soft-delete without a role check: for the member-checked service above and staff in the admin."""
+    """Soft-delete without a role check: for the member-checked services and staff in the admin. The pairs
+    the LoRAs are halves of go with them."""
     now = timezone.now()
+    pair_delete_for(lora_ids=lora_ids)
     return LoRA.objects.filter(id__in=lora_ids, deleted_at__isnull=True).update(deleted_at=now, updated_at=now)
 
 
@@ -84,15 +115,17 @@ def lora_restore(*, lora: LoRA) -> LoRA:
 
 
 def lora_purge_deleted(*, now=None) -> int:
-    """Delete the storage objects of LoRAs soft-deleted longer than LORASITE_PURGE_AFTER_DAYS."""
+    """Delete the storage objects of LoRAs soft-deleted longer than LORASITE_PURGE_AFTER_DAYS (file and preview)."""
     now = now or timezone.now()
     cutoff = now - timedelta(days=settings.LORASITE_PURGE_AFTER_DAYS)
     store = get_object_store()
     purged = 0
     for lora in LoRA.objects.filter(deleted_at__lt=cutoff, purged_at__isnull=True):
-        if lora.file.name:
-            store.delete(lora.file.name)
-        LoRA.objects.filter(id=lora.id).update(purged_at=now, file="")
+        for key in filter(None, (lora.file.name, lora.preview_key, lora.preview_thumb_key)):
+            store.delete(key)
+        LoRA.objects.filter(id=lora.id).update(
+            purged_at=now, file="", preview_key="", preview_thumb_key="", preview_kind="", preview_job=None
+        )
         purged += 1
     return purged
 

@@ -2,7 +2,9 @@
 diffusers' own key converters (torch: worker only), then mark the LoRA ready or failed with the reason."""
 
 from django.db import transaction
+from django.utils import timezone
 
+from loras import recommended
 from loras.hashes import FileHashes, hashes_of_stream
 from loras.lora_inspect import detect_family, family_label
 from loras.models import LoRA, Status
@@ -25,14 +27,17 @@ def lora_finish_ingest(*, lora_id: int) -> LoRA:
         if lora.status != Status.PROCESSING:
             return lora
         existing = existing_duplicate(lora.workspace_id, hashes.sha256)
-        if existing and existing.id != lora.id:
+        duplicate = existing is not None and existing.id != lora.id
+        if duplicate:
             refusal = duplicate_conflict(existing).message
         if refusal:
-            # Nothing useless is kept: the copy goes, the row stays as the explanation.
+            # Nothing useless is kept: the copy goes, the row stays as the explanation. A duplicate's row is hidden
+            # at once (no failed card, its version free again); its card and API answer still name the original.
             key = lora.file.name
             lora.status, lora.file, lora.error = Status.FAILED, "", refusal
+            lora.deleted_at = timezone.now() if duplicate else None
             _set_hashes(lora, hashes)
-            lora.save(update_fields=["status", "file", "error", "updated_at", *hashes.as_fields()])
+            lora.save(update_fields=["status", "file", "error", "deleted_at", "updated_at", *hashes.as_fields()])
             transaction.on_commit(lambda: store.delete(key))
             return lora
         lora.status, lora.error = Status.READY, ""
@@ -42,8 +47,17 @@ def lora_finish_ingest(*, lora_id: int) -> LoRA:
             lora.coverage, lora.module_shapes = coverage, coverage.pop("module_shapes")
             lora.base_model = _family_from_converted(lora.module_shapes) or lora.base_model
             update_fields += ["coverage", "module_shapes", "base_model"]
+        update_fields += recommended.apply_proposal(lora)  # after the family is final: it decides guidance_2
         lora.save(update_fields=update_fields)
+        transaction.on_commit(lambda: _auto_preview(lora_id))
     return lora
+
+
+def _auto_preview(lora_id: int) -> None:
+    # Imported here: loras.previews uses loras.services, whose package imports this module.
+    from loras.previews import auto_preview_after_ingest
+
+    auto_preview_after_ingest(lora_id=lora_id)
 
 
 def lora_fail_ingest(*, lora_id: int, reason: str) -> None:
