@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
-from loras.models import Expert, LoRA
+from loras.models import Expert, LoRA, LoRAPair
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
 from lorasite.pagination import PageNumberPagination
 from workspaces.quota import quota_check_upload
@@ -32,7 +32,44 @@ class CoverageOutput(serializers.Serializer):
     )
 
 
+class LoRARefOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.CharField()
+
+
+class LoRAPairRefOutput(serializers.Serializer):
+    """The pair a LoRA is a half of, from that LoRA's side."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    role = serializers.ChoiceField(choices=[Expert.HIGH, Expert.LOW], help_text="This LoRA's half.")
+    partner = LoRARefOutput(help_text="The other half.")
+    weight_high = serializers.FloatField()
+    weight_low = serializers.FloatField()
+
+
+class ModelFitOutput(serializers.Serializer):
+    key = serializers.CharField()
+    display_name = serializers.CharField()
+    kind = serializers.CharField()
+    resolutions = serializers.ListField(child=serializers.CharField(), help_text='"1280×720", …')
+    max_frames = serializers.IntegerField(allow_null=True)
+    fps = serializers.IntegerField(allow_null=True, help_text="The model's default frame rate.")
+    max_duration_seconds = serializers.FloatField(allow_null=True, help_text="max_frames / fps (video models).")
+
+
 class LoRAOutput(serializers.ModelSerializer):
+    """A LoRA. In a list, the serializer's context may hold `proposals` (one `selectors.PartnerProposals` for
+    the page, so the workspace's names are read once)."""
+
+    pair = serializers.SerializerMethodField()
+    proposed_partner = serializers.SerializerMethodField(
+        help_text="The unpaired LoRA whose file name differs from this one's only by the opposite expert marker "
+        "(high_noise/low_noise, HIGH/LOW, HN/LN); null when there is none or more than one. Never paired silently: "
+        "POST …/pairs/ to confirm."
+    )
+    fits = serializers.SerializerMethodField(help_text="The enabled models this LoRA fits, with their limits.")
     adapter_name = serializers.CharField(read_only=True)
     base_model_display = serializers.SerializerMethodField()
     coverage = serializers.SerializerMethodField()
@@ -68,13 +105,45 @@ class LoRAOutput(serializers.ModelSerializer):
             "tags",
             "description",
             "preferred_weight",
+            "recommended_settings",
+            "is_distill",
             "is_active",
             "created_by",
             "created_at",
             "updated_at",
             "last_used_at",
             "use_count",
+            "pair",
+            "proposed_partner",
+            "fits",
         ]
+
+    @extend_schema_field(LoRAPairRefOutput(allow_null=True))
+    def get_pair(self, lora: LoRA) -> dict | None:
+        pair = lora.pair
+        if pair is None:
+            return None
+        role, partner = (Expert.HIGH, pair.low) if pair.high_id == lora.id else (Expert.LOW, pair.high)
+        return LoRAPairRefOutput(
+            {
+                "id": pair.id,
+                "name": pair.name,
+                "role": role,
+                "partner": partner,
+                "weight_high": pair.weight_high,
+                "weight_low": pair.weight_low,
+            }
+        ).data
+
+    @extend_schema_field(LoRARefOutput(allow_null=True))
+    def get_proposed_partner(self, lora: LoRA) -> dict | None:
+        proposals = self.context.get("proposals") or selectors.PartnerProposals(lora.workspace)
+        proposal = proposals.for_lora(lora)
+        return None if proposal is None else LoRARefOutput(proposal.partner).data
+
+    @extend_schema_field(ModelFitOutput(many=True))
+    def get_fits(self, lora: LoRA) -> list[dict]:
+        return ModelFitOutput(selectors.lora_fits(lora=lora), many=True).data
 
     def get_base_model_display(self, lora: LoRA) -> str:
         return family_label(lora.base_model)
@@ -158,8 +227,9 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         summary="List the workspace's LoRAs (search, filters, ordering, pagination)",
     )
     def get(self, request, slug):
-        queryset = selectors.lora_list(workspace=self.membership.workspace, filters=request.query_params)
-        return paginated(request, self, queryset, LoRAOutput)
+        workspace = self.membership.workspace
+        queryset = selectors.lora_list(workspace=workspace, filters=request.query_params)
+        return paginated(request, self, queryset, LoRAOutput, proposals=selectors.PartnerProposals(workspace))
 
     @extend_schema(
         request={"multipart/form-data": LoRAUploadInput},
@@ -314,6 +384,11 @@ class LoRAUpdateInput(serializers.Serializer):
     preferred_weight = serializers.FloatField(min_value=0.0, max_value=2.0)
     expert = serializers.ChoiceField(choices=Expert.choices)
     is_active = serializers.BooleanField()
+    recommended_settings = serializers.DictField(
+        help_text="Any of steps, guidance, guidance_2, shift, and optionally model (a model key they suit); "
+        "checked against that model's capabilities, else those of the models the LoRA fits. {} clears them."
+    )
+    is_distill = serializers.BooleanField(help_text="A step-distilled LoRA (few steps, guidance 1).")
 
 
 class LoRADetailAPI(WorkspaceScopedAPIView):
@@ -334,11 +409,22 @@ class LoRADetailAPI(WorkspaceScopedAPIView):
         lora = services.lora_update(actor=self.membership, lora=self._lora(lora_id), **changes)
         return Response(LoRADetailOutput(lora).data)
 
+    class DeleteInput(serializers.Serializer):
+        pair = serializers.ChoiceField(
+            choices=services.PAIR_ACTIONS,
+            required=False,
+            help_text="For a half of a pair: unpair (the other half stays) or delete_both. Without it, 409.",
+        )
+
     @extend_schema(
-        responses={204: None, **error_responses(401, 403, 404)}, tags=["loras"], summary="Soft-delete a LoRA"
+        parameters=[DeleteInput],
+        responses={204: None, **error_responses(400, 401, 403, 404, 409)},
+        tags=["loras"],
+        summary="Soft-delete a LoRA (a half of a pair: 409 naming the pair unless ?pair=unpair|delete_both)",
     )
     def delete(self, request, slug, lora_id):
-        services.lora_soft_delete(actor=self.membership, lora=self._lora(lora_id))
+        pair_action = parse_input(self.DeleteInput, request.query_params).get("pair")
+        services.lora_soft_delete(actor=self.membership, lora=self._lora(lora_id), pair_action=pair_action)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -358,3 +444,119 @@ class LoRADownloadAPI(WorkspaceScopedAPIView):
         url, expires_at = selectors.lora_download_url(lora=lora)
         url = url if url.startswith("http") else request.build_absolute_uri(url)
         return Response(DownloadOutput({"url": url, "expires_at": expires_at}).data)
+
+
+# --- bulk actions -----------------------------------------------------------------------------------
+
+
+class BulkInput(serializers.Serializer):
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=500)
+    action = serializers.ChoiceField(choices=[*services.BULK_UPDATE_ACTIONS, "delete"])
+    tags = StringList(required=False, max_length=50, help_text="For tag and untag.")
+
+
+class BulkOutput(serializers.Serializer):
+    action = serializers.CharField()
+    changed = serializers.IntegerField(help_text="LoRAs changed (already so: not counted).")
+
+
+class LoRABulkAPI(WorkspaceScopedAPIView):
+    @extend_schema(
+        request=BulkInput,
+        responses={200: BulkOutput, **error_responses(400, 401, 403, 404)},
+        tags=["loras"],
+        summary="Tag, untag, activate, deactivate or delete many LoRAs at once (all or nothing)",
+    )
+    def post(self, request, slug):
+        data = parse_input(BulkInput, request.data)
+        if data["action"] == "delete":
+            changed = services.lora_bulk_delete(actor=self.membership, lora_ids=data["ids"])
+        else:
+            changed = services.lora_bulk_update(
+                actor=self.membership, lora_ids=data["ids"], action=data["action"], tags=data.get("tags")
+            )
+        return Response(BulkOutput({"action": data["action"], "changed": changed}).data)
+
+
+# --- pairs ------------------------------------------------------------------------------------------
+
+
+class PairHalfOutput(serializers.ModelSerializer):
+    class Meta:
+        model = LoRA
+        fields = ["id", "name", "version", "original_filename", "file_size", "status", "expert", "base_model"]
+
+
+class PairOutput(serializers.ModelSerializer):
+    high = PairHalfOutput()
+    low = PairHalfOutput()
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = LoRAPair
+        fields = ["id", "name", "high", "low", "weight_high", "weight_low", "created_by", "created_at", "updated_at"]
+
+
+class PairUpdateInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    weight_high = serializers.FloatField(min_value=0.0, max_value=2.0)
+    weight_low = serializers.FloatField(min_value=0.0, max_value=2.0)
+
+
+class PairCreateInput(PairUpdateInput):
+    high = serializers.IntegerField(min_value=1, help_text="The high-noise LoRA's id.")
+    low = serializers.IntegerField(min_value=1, help_text="The low-noise LoRA's id.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in ("name", "weight_high", "weight_low"):  # defaults: see services.pair_create
+            self.fields[field].required = False
+
+
+class PairListCreateAPI(WorkspaceScopedAPIView):
+    pagination_class = PageNumberPagination
+
+    @extend_schema(responses={200: PairOutput(many=True), **error_responses(401, 404)}, tags=["pairs"])
+    def get(self, request, slug):
+        return paginated(request, self, selectors.pair_list(workspace=self.membership.workspace), PairOutput)
+
+    @extend_schema(
+        request=PairCreateInput,
+        responses={201: PairOutput, **error_responses(400, 401, 403, 404, 409)},
+        tags=["pairs"],
+        summary="Pair a high-noise and a low-noise LoRA (name: the high half's without its marker; weights: each "
+        "half's preferred weight)",
+    )
+    def post(self, request, slug):
+        data = parse_input(PairCreateInput, request.data)
+        workspace = self.membership.workspace
+        high = selectors.lora_get(workspace=workspace, lora_id=data.pop("high"))
+        low = selectors.lora_get(workspace=workspace, lora_id=data.pop("low"))
+        pair = services.pair_create(actor=self.membership, high=high, low=low, **data)
+        return Response(PairOutput(pair).data, status=status.HTTP_201_CREATED)
+
+
+class PairDetailAPI(WorkspaceScopedAPIView):
+    def _pair(self, pair_id: int) -> LoRAPair:
+        return selectors.pair_get(workspace=self.membership.workspace, pair_id=pair_id)
+
+    @extend_schema(responses={200: PairOutput, **error_responses(401, 404)}, tags=["pairs"])
+    def get(self, request, slug, pair_id):
+        return Response(PairOutput(self._pair(pair_id)).data)
+
+    @extend_schema(
+        request=PairUpdateInput, responses={200: PairOutput, **error_responses(400, 401, 403, 404)}, tags=["pairs"]
+    )
+    def patch(self, request, slug, pair_id):
+        changes = parse_input(PairUpdateInput, request.data, partial=True)
+        pair = services.pair_update(actor=self.membership, pair=self._pair(pair_id), **changes)
+        return Response(PairOutput(pair).data)
+
+    @extend_schema(
+        responses={204: None, **error_responses(401, 403, 404)},
+        tags=["pairs"],
+        summary="Unpair: the pair goes, both LoRAs stay",
+    )
+    def delete(self, request, slug, pair_id):
+        services.pair_delete(actor=self.membership, pair=self._pair(pair_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)

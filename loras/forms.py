@@ -5,6 +5,7 @@ live in `loras.services`."""
 from django import forms
 
 from loras.models import Expert, LoRA
+from loras.recommended import SETTING_KEYS
 
 NAME_LENGTH_MESSAGE = "A name needs 1 to 100 characters."
 
@@ -71,5 +72,99 @@ class ActiveForm(forms.Form):
     is_active = forms.BooleanField(required=False)
 
 
+class TriggerWordsForm(forms.Form):
+    trigger_words = forms.CharField(
+        required=False,
+        label="Trigger words",
+        help_text="Separate words or phrases with commas; each up to 64 characters. Enter saves, Escape cancels.",
+        max_length=4000,  # the service checks each word
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "off"}),
+    )
+
+    @classmethod
+    def for_lora(cls, lora: LoRA) -> "TriggerWordsForm":
+        return cls(initial={"trigger_words": ", ".join(lora.trigger_words)})
+
+    def clean_trigger_words(self) -> list[str]:
+        return [word for word in self.cleaned_data["trigger_words"].split(",") if word.strip()]
+
+
+class RecommendedForm(forms.Form):
+    """The numbers are optional; the service checks them against the models the LoRA fits, and its message (naming
+    the setting) shows above the form."""
+
+    steps = forms.IntegerField(required=False, label="Steps", widget=forms.NumberInput(attrs={"autofocus": True}))
+    guidance = forms.FloatField(required=False, label="Guidance", widget=forms.NumberInput(attrs={"step": "0.1"}))
+    guidance_2 = forms.FloatField(
+        required=False,
+        label="Guidance 2 (low noise)",
+        help_text="Two-expert models only.",
+        widget=forms.NumberInput(attrs={"step": "0.1"}),
+    )
+    shift = forms.FloatField(
+        required=False, label="Shift", help_text="Flow shift.", widget=forms.NumberInput(attrs={"step": "0.1"})
+    )
+    is_distill = forms.BooleanField(
+        required=False, label="Distill LoRA", help_text="Step-distilled (lightx2v, Lightning, CausVid…): few steps."
+    )
+
+    @classmethod
+    def for_lora(cls, lora: LoRA) -> "RecommendedForm":
+        return cls(initial={**lora.recommended_settings, "is_distill": lora.is_distill})
+
+    def clean(self) -> dict:
+        # What `lora_update` takes; the service's errors come back keyed `recommended_settings.<field>`.
+        data = super().clean()
+        settings = {key: data[key] for key in SETTING_KEYS if data.get(key) is not None}
+        return {"recommended_settings": settings, "is_distill": data.get("is_distill", False)}
+
+
 # The detail page's editable parts: each is saved on its own, through `services.lora_update`.
-SECTION_FORMS: dict[str, type[forms.Form]] = {"name": RenameForm, "details": DetailsForm, "active": ActiveForm}
+SECTION_FORMS: dict[str, type[forms.Form]] = {
+    "name": RenameForm,
+    "details": DetailsForm,
+    "active": ActiveForm,
+    "triggers": TriggerWordsForm,
+    "recommended": RecommendedForm,
+}
+
+
+class PairForm(forms.Form):
+    """ "Pair with X": the proposed partner and the role of the LoRA whose page it is."""
+
+    partner = forms.IntegerField(min_value=1)
+    role = forms.ChoiceField(choices=[(Expert.HIGH, "High noise"), (Expert.LOW, "Low noise")])
+
+
+# The library's bulk bar: `services.lora_bulk_update`'s actions and delete, as the menu words them.
+BULK_ACTIONS = (
+    ("tag", "Add tags"),
+    ("untag", "Remove tags"),
+    ("activate", "Activate"),
+    ("deactivate", "Deactivate"),
+    ("delete", "Delete…"),
+)
+
+
+class SelectedIds(forms.Field):
+    """The selected checkboxes: each value an id, or a pair card's "high,low"."""
+
+    def to_python(self, value) -> list[int]:
+        try:
+            return [int(part) for item in value or [] for part in str(item).split(",") if part.strip()]
+        except ValueError:
+            raise forms.ValidationError("The selection holds something that is not a LoRA id.") from None
+
+    def validate(self, value: list[int]) -> None:
+        if not value:
+            raise forms.ValidationError("Select at least one LoRA.")
+
+
+class BulkForm(forms.Form):
+    ids = SelectedIds(widget=forms.MultipleHiddenInput)
+    action = forms.ChoiceField(choices=BULK_ACTIONS)
+    tags = forms.CharField(required=False, max_length=4000)
+    confirmed = forms.BooleanField(required=False)
+
+    def clean_tags(self) -> list[str]:
+        return [tag for tag in self.cleaned_data["tags"].split(",") if tag.strip()]

@@ -156,6 +156,20 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     assert call("GET", "/workspaces/{slug}/loras/{lora_id}/download/", 200, slug=slug, lora_id=ready.id)["url"]
     call("DELETE", "/workspaces/{slug}/loras/{lora_id}/", 204, slug=slug, lora_id=uploaded["id"])
 
+    # Pairs and bulk actions
+    low = ingest_ready(
+        actor=actor,
+        path=write_lora(tmp_path / "low.safetensors", seed=5, blocks=1),
+        options=lora_services.LoRAOptions(name="Low", expert="low"),
+    )
+    pair = call("POST", "/workspaces/{slug}/pairs/", 201, slug=slug, body={"high": ready.id, "low": low.id})
+    assert call("GET", "/workspaces/{slug}/pairs/", 200, slug=slug)["count"] == 1
+    call("GET", "/workspaces/{slug}/pairs/{pair_id}/", 200, slug=slug, pair_id=pair["id"])
+    call("PATCH", "/workspaces/{slug}/pairs/{pair_id}/", 200, slug=slug, pair_id=pair["id"], body={"weight_low": 0.5})
+    call("DELETE", "/workspaces/{slug}/pairs/{pair_id}/", 204, slug=slug, pair_id=pair["id"])
+    bulk = {"ids": [low.id], "action": "tag", "tags": ["paired"]}
+    assert call("POST", "/workspaces/{slug}/loras/bulk/", 200, slug=slug, body=bulk)["changed"] == 1
+
     # Generation jobs
     job = call(
         "POST",

@@ -274,7 +274,7 @@ class TestDirectMultipart:
         )
         nothing_left()
 
-    def test_duplicate_found_by_ingest_fails_with_reason_and_drops_copy(
+    def test_duplicate_found_by_ingest_leaves_no_row_listed_and_drops_copy(
         self, api, workspace, tmp_path, eager_tasks, s3_keys
     ):
         path = write_lora(tmp_path / "a.safetensors")
@@ -290,6 +290,15 @@ class TestDirectMultipart:
         second = LoRA.objects.get(id=response.json()["id"])
         assert second.status == Status.FAILED and f"id {first['id']}" in second.error
         assert len(s3_keys(f"workspaces/{workspace.id}/")) == 1
+        # Not listed, its version free again; polling it answers the 409 of a duplicate, naming the original.
+        assert second.deleted_at is not None
+        listed = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/").json()["results"]
+        assert [item["id"] for item in listed] == [first["id"]]
+        polled = api.get(f"/api/v1/workspaces/{workspace.slug}/loras/{second.id}/")
+        assert polled.status_code == 409 and polled.json()["existing_lora_id"] == first["id"]
+        assert "already in the workspace" in polled.json()["message"]
+        third = upload(api, workspace, write_lora(tmp_path / "b.safetensors", seed=7), name=first["name"]).json()
+        assert third["version"] == "2"  # the duplicate did not take version 2
 
 
 def test_local_storage_uses_the_same_protocol(api, workspace, tmp_path, eager_tasks, live_server):

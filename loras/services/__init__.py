@@ -10,9 +10,11 @@ the web process. A file diffusers would load nothing of becomes `failed` with th
 
 One module per concern: `validation` (what a client may send and do), `rows` (the LoRA row every path
 ends in), `ingest` (bytes on this machine), `uploads` (multipart, direct to storage), `processing` (the
-ingest task) and `library` (edits, delete, purge, cleanup). Callers import from here.
+ingest task), `library` (edits, delete, purge, cleanup), `pairs` (high/low pairs) and `bulk` (the library's
+multi-select actions). Callers import from here.
 """
 
+from loras.services.bulk import BULK_UPDATE_ACTIONS, lora_bulk_delete, lora_bulk_update
 from loras.services.ingest import (
     lora_import_server_file,
     lora_ingest_local_file,
@@ -29,6 +31,7 @@ from loras.services.library import (
     lora_storage_cleanup,
     lora_update,
 )
+from loras.services.pairs import PAIR_ACTIONS, pair_create, pair_delete, pair_update
 from loras.services.processing import lora_fail_ingest, lora_finish_ingest, lora_rehash
 from loras.services.uploads import (
     S3_MAX_PARTS,
@@ -51,6 +54,13 @@ from loras.services.validation import (
 )
 
 __all__ = [
+    "BULK_UPDATE_ACTIONS",
+    "PAIR_ACTIONS",
+    "lora_bulk_delete",
+    "lora_bulk_update",
+    "pair_create",
+    "pair_delete",
+    "pair_update",
     "EDITABLE_FIELDS",
     "LORA_EXTENSION",
     "PICKLE_EXTENSIONS",

@@ -2,7 +2,7 @@
 // protocol: presigned S3 part URLs, or the app's signed part URLs with local storage (one code path
 // for both). Each file gets a progress bar; a failed part is retried; the new LoRA's card is added
 // to the grid, and while the card polls its way from processing to ready or failed, the file's row
-// shows the same status.
+// shows the same status. A duplicate found by the ingest task leaves no card: the row names the original.
 (() => {
   "use strict";
 
@@ -260,6 +260,16 @@
     if (!row) return;
     if (card.dataset.status === "ready") {
       setState(row, "ready", "Ready.", link(card.querySelector(".lora-card-title a").href, "Open it"));
+    } else if (card.dataset.status === "duplicate") {
+      // The content is already in the workspace: the server keeps no card for it, so the grid drops this one
+      // and the results are counted again; the row links the LoRA that has the content.
+      const existing = card.querySelector("[data-duplicate-link]");
+      setState(row, "duplicate", card.querySelector("[data-error]").textContent, existing.cloneNode(true));
+      rowsByLora.delete(card.dataset.loraId);
+      card.remove();
+      rendering = rendering.catch(() => {}).then(() =>
+        htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" }));
+      return;
     } else if (card.dataset.status === "failed") {
       const existing = card.querySelector("[data-duplicate-link]");
       setState(row, "failed", card.querySelector("[data-error]").textContent, existing && existing.cloneNode(true));
