@@ -20,6 +20,8 @@ from lorasite.errors import ApplicationError
 
 EXPERTS = ("high", "low")
 _LORA_ERROR_KEY = re.compile(r"^loras\.(\d+)\.")
+# Parameters a `carry` may hold (a recipe's), by their names on the page.
+CARRIED_PARAMS = ("resolution", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed")
 # Service error keys that are named differently on the page.
 _PARAM_FIELDS = {"width": "resolution", "height": "resolution"}
 
@@ -129,6 +131,8 @@ class GenerateForm(forms.Form):
         }
         if carry is not None:
             initial.update(prompt=carry.get("prompt", ""), negative_prompt=carry.get("negative_prompt", ""))
+            # A recipe (generation/recipes) brings its parameters too; a model switch sends none.
+            initial.update({name: carry[name] for name in CARRIED_PARAMS if carry.get(name)})
         super().__init__(data, initial=initial)
         self.base_model = model
         self.models = sorted(enabled_models(), key=lambda m: not m.weights_present)  # runnable ones first

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from generation import pages
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path("w/<slug:slug>/jobs/<uuid:job_id>/cancel/", pages.job_cancel, name="job-cancel"),
     path("w/<slug:slug>/jobs/<uuid:job_id>/retry/", pages.job_retry, name="job-retry"),
     path("w/<slug:slug>/what-made-this/", pages.what_made_this, name="what-made-this"),
+    path("", include("generation.recipes.page_urls")),  # studio:recipes, studio:recipe, …
 ]

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from generation import selectors, services
 from generation.forms import GenerateForm, model_for
+from generation.recipes.selectors import recipe_generate_query
 from lorasite.errors import ApplicationError, InvalidInput
 from workspaces.models import Membership, Role
 from workspaces.selectors import membership_for_user
@@ -32,9 +33,10 @@ def _render(request: HttpRequest, full: str, partial: str, context: dict, status
 def generate(request: HttpRequest, slug: str) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     posted = request.POST if request.method == "POST" else None
-    model = model_for((posted or request.GET).get("model"))
+    query = recipe_generate_query(workspace=membership.workspace, query=request.GET)  # ?recipe=<id> fills the form
+    model = model_for((posted or query).get("model"))
     choices = selectors.lora_choices(workspace=membership.workspace, model=model)
-    form = GenerateForm(posted, model=model, choices=choices, carry=request.GET if posted is None else None)
+    form = GenerateForm(posted, model=model, choices=choices, carry=query if posted is None else None)
     status = 200
     if posted is not None:
         status = 400

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from generation import apis
 
@@ -11,4 +11,5 @@ urlpatterns = [
     path(prefix + "<uuid:job_id>/cancel/", apis.GenerationCancelAPI.as_view(), name="generation-cancel"),
     path(prefix + "<uuid:job_id>/retry/", apis.GenerationRetryAPI.as_view(), name="generation-retry"),
     path("workspaces/<slug:slug>/provenance/", apis.ProvenanceAPI.as_view(), name="provenance"),
+    path("", include("generation.recipes.urls")),
 ]

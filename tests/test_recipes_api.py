@@ -108,6 +108,10 @@ class TestCrud:
         assert api.get(url(workspace, f"{recipe['id']}/")).status_code == 404
         assert not Recipe.objects.exists()
 
+    def test_no_trigger_words_takes_the_placeholder_and_its_comma(self, api, workspace):
+        response = api.post(url(workspace), body(name="Plain"), format="json")
+        assert response.status_code == 201 and response.json()["prompt"] == "a cat in the rain"
+
     def test_duplicate_name_is_409(self, api, workspace, recipe):
         response = api.post(url(workspace), body(), format="json")
         assert response.status_code == 409 and "name" in response.json()["errors"]
@@ -185,6 +189,7 @@ class TestDeletedLoRA:
         body_ = api.get(url(workspace, f"{recipe['id']}/")).json()
         assert body_["problems"] == ["LoRA 'Detail' has been deleted"]
         assert body_["loras"][1]["problem"] == "LoRA 'Detail' has been deleted"
+        assert body_["prompt"] == "anime style, ohwx, a cat in the rain"  # a deleted LoRA's words leave it
         response = api.post(url(workspace, f"{recipe['id']}/run/"), {}, format="json")
         assert response.status_code == 409 and "Detail" in response.json()["message"]
         assert not GenerationJob.objects.exists()

@@ -1,6 +1,8 @@
 """Reads for recipes: the workspace's list, one recipe, what keeps one from running, and what it becomes — the
 job input for `generation_create`, or the Generate page's query string."""
 
+import re
+
 from django.db.models import Prefetch, QuerySet
 from django.http import QueryDict
 
@@ -11,6 +13,7 @@ from lorasite.errors import Conflict, NotFound
 from workspaces.models import Workspace
 
 TRIGGER_PLACEHOLDER = "{trigger}"
+_PLACEHOLDER_AND_COMMA = re.compile(r"\{trigger\}\s*,\s*|\s*,\s*\{trigger\}|\{trigger\}")
 
 
 def recipe_list(*, workspace: Workspace) -> QuerySet[Recipe]:
@@ -65,8 +68,12 @@ def recipe_trigger_words(recipe: Recipe) -> list[str]:
 
 
 def recipe_prompt(recipe: Recipe) -> str:
-    """The prompt template with `{trigger}` replaced by the LoRAs' trigger words (comma-separated)."""
-    return recipe.prompt_template.replace(TRIGGER_PLACEHOLDER, ", ".join(recipe_trigger_words(recipe))).strip()
+    """The prompt template with `{trigger}` replaced by the LoRAs' trigger words (comma-separated); with none, the
+    placeholder goes with the comma next to it ("{trigger}, a cat" → "a cat")."""
+    words = ", ".join(recipe_trigger_words(recipe))
+    if words:
+        return recipe.prompt_template.replace(TRIGGER_PLACEHOLDER, words).strip()
+    return _PLACEHOLDER_AND_COMMA.sub("", recipe.prompt_template).strip()
 
 
 def _require_runnable(recipe: Recipe) -> None:

@@ -9,12 +9,14 @@ from django.utils.safestring import mark_safe
 
 from loras.hashes import HASH_LABELS
 from loras.lora_inspect import family_label
+from loras.recommended import summary as recommended_summary
 from loras.selectors import human_size
 
 register = template.Library()
 
 
 register.filter("base_model_label", family_label)
+register.filter("recommended_summary", recommended_summary)  # "4 steps, guidance 1"
 
 
 @register.filter
