@@ -16,10 +16,13 @@ from django.http import QueryDict
 from generation.model_registry import BaseModel, model_registry
 from generation.selectors import LoRAChoice
 from generation.services import SEED_MAX, LoRARequest
+from loras.models import LoRA
 from lorasite.errors import ApplicationError
 
+# The two sections of a two-expert model; a LoRA in both sections is one "both" entry (see `job_input`).
 EXPERTS = ("high", "low")
-_LORA_ERROR_KEY = re.compile(r"^loras\.(\d+)\.")
+SECTION_TITLES = {"high": "High-noise", "low": "Low-noise"}
+_LORA_ERROR_KEY = re.compile(r"^loras\.(\d+)\.(\w+)")
 # Parameters a `carry` may hold (a recipe's), by their names on the page.
 CARRIED_PARAMS = ("resolution", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed")
 # Service error keys that are named differently on the page.
@@ -37,6 +40,17 @@ def model_for(key: str | None) -> BaseModel:
     if key in by_key:
         return by_key[key]
     return next((model for model in models if model.weights_present), models[0])
+
+
+def expert_warning(lora: LoRA, section: str) -> str:
+    """Why a LoRA may be out of place in a section: its hint names the other expert ("" when it fits). A warning,
+    not an error: the hint comes from file names and metadata, and the user may know better."""
+    if section not in EXPERTS or lora.expert not in EXPERTS or lora.expert == section:
+        return ""
+    return (
+        f"'{lora.name}' is marked as a {SECTION_TITLES[lora.expert].lower()} LoRA; "
+        f"in {SECTION_TITLES[section]} it may not work as intended."
+    )
 
 
 @dataclass
@@ -60,6 +74,10 @@ class LoRARow:
         weight = self.weight if self.weight is not None else (self.choice.lora.preferred_weight if self.choice else 1.0)
         return f"{weight:.2f}"
 
+    @property
+    def warning(self) -> str:
+        return expert_warning(self.choice.lora, self.expert) if self.choice else ""
+
 
 @dataclass(frozen=True)
 class LoRASection:
@@ -75,7 +93,7 @@ def _parse_rows(data: QueryDict, model: BaseModel, choices: dict[int, LoRAChoice
     entries = zip_longest(
         data.getlist("lora_id"), data.getlist("lora_weight"), data.getlist("lora_expert"), fillvalue=""
     )
-    for index, (raw_id, raw_weight, raw_expert) in enumerate(entries):
+    for raw_id, raw_weight, raw_expert in entries:
         errors = []
         try:
             lora_id = int(raw_id)
@@ -88,13 +106,43 @@ def _parse_rows(data: QueryDict, model: BaseModel, choices: dict[int, LoRAChoice
             weight = None
             errors.append("The weight must be a number.")
         choice = choices.get(lora_id)
-        expert = None
+        experts: tuple[str | None, ...] = (None,)
         if model.two_experts:
-            # A row carried over from a single-expert model has no section yet: use the LoRA's own hint.
-            hint = choice.lora.expert if choice else ""
-            expert = raw_expert if raw_expert in EXPERTS else (hint if hint in EXPERTS else "high")
-        rows.append(LoRARow(index=index, lora_id=lora_id, weight=weight, expert=expert, choice=choice, errors=errors))
+            # A row carried over from a single-expert model has no section yet: the LoRA's own hint places it,
+            # and a "both" LoRA goes into both sections.
+            hint = choice.lora.expert if choice else "high"
+            experts = (raw_expert,) if raw_expert in EXPERTS else (EXPERTS if hint not in EXPERTS else (hint,))
+        for expert in experts:
+            rows.append(
+                LoRARow(index=len(rows), lora_id=lora_id, weight=weight, expert=expert, choice=choice, errors=errors)
+            )
     return rows
+
+
+def _group_rows(rows: list[LoRARow]) -> list[list[LoRARow]]:
+    """The rows of each job entry: a LoRA in both sections is one entry (its high-noise row first); anything
+    else is an entry per row (the service refuses a LoRA listed twice)."""
+    entries: list[list[LoRARow]] = []
+    open_pairs: dict[int, list[LoRARow]] = {}
+    for row in rows:
+        pair = open_pairs.get(row.lora_id) if row.expert in EXPERTS else None
+        if pair is not None and {r.expert for r in pair} == {"high"} and row.expert == "low":
+            pair.append(row)
+            del open_pairs[row.lora_id]
+            continue
+        entries.append([row])
+        if row.expert == "high" and row.lora_id is not None:
+            open_pairs.setdefault(row.lora_id, entries[-1])
+    return entries
+
+
+def _request(rows: list[LoRARow]) -> LoRARequest:
+    if len(rows) == 1:
+        return LoRARequest(lora_id=rows[0].lora_id, weight=rows[0].weight, expert=rows[0].expert)
+    high, low = rows
+    # Equal sliders are one weight for both experts, what the API calls `weight` alone.
+    weight_low = None if low.weight == high.weight else low.weight
+    return LoRARequest(lora_id=high.lora_id, weight=high.weight, expert="both", weight_low=weight_low)
 
 
 class GenerateForm(forms.Form):
@@ -158,6 +206,7 @@ class GenerateForm(forms.Form):
         by_id = {choice.lora.id: choice for choice in choices}
         source = data if data is not None else carry
         self.lora_rows = _parse_rows(source, model, by_id) if source is not None else []
+        self.lora_entries = _group_rows(self.lora_rows)  # one per LoRARequest, in the service's `loras.<n>` order
         self.lora_errors: list[str] = []
 
     @property
@@ -172,23 +221,22 @@ class GenerateForm(forms.Form):
     def has_usable_loras(self) -> bool:
         return any(choice.usable for choice in self.choices)
 
+    @property
+    def lora_count(self) -> int:
+        """LoRAs toward the limit: one in both sections counts once, as the service counts it."""
+        return len(self.lora_entries)
+
+    def _rows_in(self, expert: str) -> list[LoRARow]:
+        return [row for row in self.lora_rows if row.expert == expert]
+
     def lora_sections(self) -> list[LoRASection]:
         if not self.base_model.two_experts:
             return [LoRASection("", "LoRAs", "", self.lora_rows)]
-        return [
-            LoRASection(
-                "high",
-                "High-noise",
-                "Early, noisy steps (transformer): composition and motion.",
-                [row for row in self.lora_rows if row.expert == "high"],
-            ),
-            LoRASection(
-                "low",
-                "Low-noise",
-                "Late steps (transformer_2): detail and texture.",
-                [row for row in self.lora_rows if row.expert == "low"],
-            ),
-        ]
+        hints = {
+            "high": "Early, noisy steps (transformer): composition and motion.",
+            "low": "Late steps (transformer_2): detail and texture.",
+        }
+        return [LoRASection(expert, SECTION_TITLES[expert], hints[expert], self._rows_in(expert)) for expert in EXPERTS]
 
     @property
     def has_errors(self) -> bool:
@@ -205,7 +253,7 @@ class GenerateForm(forms.Form):
         params.update(
             {name: data[name] for name in ("guidance_2", "num_frames", "fps", "seed") if data.get(name) is not None}
         )
-        loras = [LoRARequest(lora_id=row.lora_id, weight=row.weight, expert=row.expert) for row in self.lora_rows]
+        loras = [_request(rows) for rows in self.lora_entries]
         return {
             "model": data["model"],
             "prompt": data["prompt"],
@@ -219,12 +267,14 @@ class GenerateForm(forms.Form):
         if not error.errors:
             self.add_error(None, error.message)
         for key, messages in error.errors.items():
-            lora_row = _LORA_ERROR_KEY.match(key)
+            lora_key = _LORA_ERROR_KEY.match(key)
             name = key.removeprefix("params.")
             name = _PARAM_FIELDS.get(name, name)
             for message in messages:
-                if lora_row and int(lora_row.group(1)) < len(self.lora_rows):
-                    self.lora_rows[int(lora_row.group(1))].errors.append(message)
+                if lora_key and int(lora_key.group(1)) < len(self.lora_entries):
+                    rows = self.lora_entries[int(lora_key.group(1))]
+                    # weight_low is the low-noise row's slider; everything else belongs to the entry's first row.
+                    rows[-1 if lora_key.group(2) == "weight_low" else 0].errors.append(message)
                 elif key == "loras":
                     self.lora_errors.append(message)
                 elif name in self.fields:

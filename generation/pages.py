@@ -47,7 +47,7 @@ def generate(request: HttpRequest, slug: str) -> HttpResponse:
                 form.add_service_error(error)
                 status = error.status_code
             else:
-                messages.success(request, "Job queued.")
+                # No flash: the job page shows "Queued" as the job's live state, which a flash would outlive.
                 return redirect("studio:job", slug=slug, job_id=job.id)
     context = {"membership": membership, "form": form, "model": model}
     return _render(request, "generation/generate.html", "generation/_generate_fields.html", context, status)
@@ -89,9 +89,8 @@ def job_cancel(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     except ApplicationError as error:
         messages.error(request, error.message)
     else:
-        messages.success(
-            request, "Job cancelled." if job.is_finished else "Cancelling: the worker stops after the current step."
-        )
+        if job.is_finished:  # a running job shows "cancelling" in its live status until its worker stops
+            messages.success(request, "Job cancelled.")
     return _back(request, slug, job_id)
 
 
@@ -105,8 +104,7 @@ def job_retry(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     except ApplicationError as error:
         messages.error(request, f"Could not retry: {error.message}")
         return _back(request, slug, job_id)
-    messages.success(request, "Queued again with the same inputs.")
-    return redirect("studio:job", slug=slug, job_id=retry.id)
+    return redirect("studio:job", slug=slug, job_id=retry.id)  # its page says "Queued" and "Retry of"
 
 
 @login_required

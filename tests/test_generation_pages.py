@@ -295,3 +295,125 @@ def test_members_cannot_cancel_someone_elses_job(client, web, workspace):
 
 def test_sign_in_required(client, workspace):
     assert client.get(url(workspace))["Location"].startswith("/accounts/login/")
+
+
+def row_html(page: str, lora: LoRA, expert: str) -> str:
+    rows = re.findall(rf'<li class="lora-row[^"]*" data-lora-id="{lora.id}">.*?</li>', page, re.S)
+    matching = [row for row in rows if f'name="lora_expert" value="{expert}"' in row]
+    assert matching, f"no {expert} row for {lora.name}"
+    return matching[0]
+
+
+class TestExperts:
+    def test_a_lora_in_both_sections_is_one_both_entry_with_a_weight_each(self, web, workspace, make_lora):
+        lora, other = make_lora("pair"), make_lora("detail")
+        data = form_data(
+            lora_id=[lora.id, other.id, lora.id], lora_weight=["1.0", "0.7", "0.5"], lora_expert=["high", "high", "low"]
+        )
+        assert web.post(url(workspace), data).status_code == 302
+        rows = list(JobLoRA.objects.values_list("lora_id", "expert", "weight", "weight_low"))
+        assert rows == [(lora.id, "both", 1.0, 0.5), (other.id, "high", 0.7, None)]
+        page = web.get(url(workspace, "job", GenerationJob.objects.get())).content.decode()
+        assert "high 1.00 · low 0.50" in page and "Both experts" in page
+
+    def test_equal_sliders_are_one_weight(self, web, workspace, make_lora):
+        lora = make_lora("pair")
+        data = form_data(lora_id=[lora.id, lora.id], lora_weight=["0.8", "0.8"], lora_expert=["high", "low"])
+        assert web.post(url(workspace), data).status_code == 302
+        assert list(JobLoRA.objects.values_list("expert", "weight", "weight_low")) == [("both", 0.8, None)]
+
+    def test_the_same_lora_twice_in_one_section_is_refused(self, web, workspace, make_lora):
+        lora = make_lora("twice")
+        data = form_data(lora_id=[lora.id, lora.id], lora_weight=["1", "1"], lora_expert=["high", "high"])
+        page = web.post(url(workspace), data).content.decode()
+        assert "is listed twice" in page and not GenerationJob.objects.exists()
+
+    def test_a_both_lora_from_a_single_expert_model_goes_into_both_sections(self, web, workspace, make_lora):
+        lora = make_lora("everywhere", expert="both")
+        low = make_lora("fine detail", expert="low")
+        page = web.get(
+            url(workspace),
+            {"model": WAN, "lora_id": [lora.id, low.id], "lora_weight": ["0.6", "1"], "lora_expert": ["", ""]},
+            HTTP_HX_REQUEST="true",
+        ).content.decode()
+        assert 'value="0.60"' in row_html(page, lora, "high") and 'value="0.60"' in row_html(page, lora, "low")
+        assert f'name="lora_id" value="{low.id}"' not in page.split('data-expert="low"')[0]  # only in Low-noise
+        assert "2</span> of 5 LoRAs" in page  # the one in both sections counts once
+
+    def test_a_lora_in_the_other_experts_section_is_warned_about(self, web, workspace, make_lora):
+        low, high, both = make_lora("detail", expert="low"), make_lora("motion", expert="high"), make_lora("any")
+        data = form_data(
+            steps="99", lora_id=[low.id, high.id, both.id], lora_weight=["1"] * 3, lora_expert=["high", "low", "low"]
+        )
+        page = web.post(url(workspace), data).content.decode()
+        warning = "'detail' is marked as a low-noise LoRA; in High-noise it may not work as intended."
+        assert warning.replace("'", "&#x27;") in row_html(page, low, "high")
+        assert "is marked as a high-noise LoRA; in Low-noise" in row_html(page, high, "low")
+        assert 'class="lora-warning" role="note" data-fill="warning" hidden' in row_html(page, both, "low")
+        assert 'class="lora-row has-error"' not in page  # a warning, not an error
+        # The picker carries the same words for rows added in the browser.
+        assert 'data-warning-high="&#x27;detail&#x27; is marked as a low-noise LoRA' in option(page, low)
+        assert 'data-warning-low=""' in option(page, low) and 'data-hint="low"' in option(page, low)
+
+    def test_both_experts_button_in_the_picker_of_two_expert_models_only(self, web, workspace, make_lora):
+        make_lora("style")
+        assert "data-add-both" in web.get(url(workspace), {"model": WAN}).content.decode()
+        assert "data-add-both" not in web.get(url(workspace), {"model": "wan-ti2v-demo"}).content.decode()
+
+    def test_weight_low_problems_land_on_the_low_noise_row(self, web, workspace, make_lora):
+        lora = make_lora("pair")
+        data = form_data(lora_id=[lora.id, lora.id], lora_weight=["1", "2.5"], lora_expert=["high", "low"])
+        page = web.post(url(workspace), data).content.decode()
+        assert "weight_low must be between 0.0 and 2.0, not 2.5" in row_html(page, lora, "low")
+        assert "error" not in row_html(page, lora, "high").replace("lora-row has-error", "")
+
+
+def test_trigger_words_button_on_a_picked_lora(web, workspace, make_lora):
+    lora = make_lora("ohwx style", trigger_words=["ohwx", "pastel look"])
+    plain = make_lora("plain")
+    page = web.get(
+        url(workspace),
+        {"model": WAN, "lora_id": [lora.id, plain.id], "lora_weight": ["1", "1"], "lora_expert": ["high"] * 2},
+    ).content.decode()
+    row = row_html(page, lora, "high")
+    assert "ohwx, pastel look" in row and 'data-triggers="[&quot;ohwx&quot;, &quot;pastel look&quot;]"' in row
+    assert '<div class="lora-triggers" hidden>' in row_html(page, plain, "high")
+    assert 'data-triggers="[&quot;ohwx&quot;, &quot;pastel look&quot;]"' in option(page, lora)
+
+
+def test_every_problem_of_a_lora_is_shown_as_the_api_reports_it(web, client_for, owner, workspace, make_lora):
+    """A FLUX LoRA at weight 2.5 on a Wan model: the page and the API give the same two messages."""
+    flux = make_lora("portrait", family="flux-demo")
+    page = web.post(
+        url(workspace), form_data(lora_id=[flux.id], lora_weight=["2.5"], lora_expert=["low"])
+    ).content.decode()
+    api = client_for(owner.user)
+    body = api.post(
+        f"/api/v1/workspaces/{workspace.slug}/generations/",
+        {"model": WAN, "prompt": "a", "loras": [{"lora_id": flux.id, "weight": 2.5, "expert": "low"}]},
+        format="json",
+    ).json()
+    messages = [message for key in ("loras.0.lora_id", "loras.0.weight") for message in body["errors"][key]]
+    assert len(messages) == 2 and "weight must be between 0.0 and 2.0, not 2.5" in messages
+    row = row_html(page, flux, "low")
+    for message in messages:
+        assert message.replace("'", "&#x27;") in row
+
+
+def test_no_stale_flash_on_the_job_page(web, workspace):
+    response = web.post(url(workspace), form_data(), follow=True)
+    page = response.content.decode()
+    assert response.redirect_chain and 'class="messages"' not in page
+    assert "Waiting for a GPU worker" in page  # "queued" is the job's live state, not a message
+    job = GenerationJob.objects.get()
+    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+    later = web.get(url(workspace, "job", job)).content.decode()
+    assert 'class="messages"' not in later and "queued" not in later.lower().replace("status-queued", "")
+
+
+def test_cancelling_a_running_job_says_so_in_its_live_status(web, workspace):
+    web.post(url(workspace), form_data())
+    job = GenerationJob.objects.get()
+    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.RUNNING)
+    page = web.post(url(workspace, "cancel", job), follow=True).content.decode()
+    assert 'class="messages"' not in page and "cancelling after the current step" in page

@@ -1,8 +1,11 @@
 """Display helpers for the generation pages."""
 
+import json
+
 from django import template
 from django.template.defaultfilters import filesizeformat
 
+from generation.forms import expert_warning
 from loras.lora_inspect import family_label
 
 register = template.Library()
@@ -34,6 +37,13 @@ def expert_label(expert: str) -> str:
 
 
 register.filter("family_label", family_label)
+register.filter("expert_warning", expert_warning)
+
+
+@register.filter
+def to_json(value: object) -> str:
+    """For data- attributes that generate.js parses (autoescaping makes it attribute-safe)."""
+    return json.dumps(value)
 
 
 @register.filter
