@@ -132,15 +132,17 @@ def test_upload_rename_and_delete(page, sign_in, screenshot, celery_worker, sett
     expect(card).to_contain_text("High noise")
     expect(card).to_contain_text("Wan demo (tiny)")
 
-    # The same content again: the ingest task finds the duplicate; the row links to the original.
+    # The same content again: the ingest task finds the duplicate; the row links to the original, and the library
+    # lists no card for it.
     dialog.locator('input[type="file"]').set_input_files(path)
     duplicate_row = dialog.locator(".upload-item").nth(1)
-    expect(duplicate_row).to_have_attribute("data-state", "failed", timeout=90_000)
+    expect(duplicate_row).to_have_attribute("data-state", "duplicate", timeout=90_000)
     expect(duplicate_row).to_contain_text("This file is already in the workspace as 'golden_hour_high_noise' version 1")
     expect(duplicate_row.get_by_role("link", name="Open the existing LoRA")).to_have_attribute(
         "href", f"/w/wan-studio/loras/{lora.id}/"
     )
-    expect(page.locator("#results-summary")).to_contain_text("6 LoRAs")  # the results were re-rendered
+    expect(page.locator("#results-summary")).to_contain_text("5 LoRAs")  # re-rendered, without the duplicate
+    expect(page.locator(".lora-card[data-status='failed']")).to_have_count(1)  # only broken_download
     screenshot("library-upload")
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
