@@ -182,6 +182,18 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     call("GET", "/workspaces/{slug}/generations/{job_id}/", 200, slug=slug, job_id=job["id"])
     call("POST", "/workspaces/{slug}/generations/{job_id}/cancel/", 200, slug=slug, job_id=job["id"])
     call("POST", "/workspaces/{slug}/generations/{job_id}/retry/", 201, slug=slug, job_id=job["id"])
+
+    # Recipes: saved, read, edited, run, saved from the finished (cancelled) job, deleted
+    body = {"name": "Cat", "model": DEMO_MODEL, "prompt_template": "{trigger}, a cat", "loras": [{"lora_id": ready.id}]}
+    saved = call("POST", "/workspaces/{slug}/recipes/", 201, slug=slug, body=body)
+    assert call("GET", "/workspaces/{slug}/recipes/", 200, slug=slug)["count"] == 1
+    call("GET", "/workspaces/{slug}/recipes/{recipe_id}/", 200, slug=slug, recipe_id=saved["id"])
+    call(
+        "PATCH", "/workspaces/{slug}/recipes/{recipe_id}/", 200, slug=slug, recipe_id=saved["id"], body={"name": "Dog"}
+    )
+    call("POST", "/workspaces/{slug}/recipes/{recipe_id}/run/", 201, slug=slug, recipe_id=saved["id"], body={"seed": 1})
+    call("POST", "/workspaces/{slug}/recipes/from-job/", 201, slug=slug, body={"job_id": job["id"]})
+    call("DELETE", "/workspaces/{slug}/recipes/{recipe_id}/", 204, slug=slug, recipe_id=saved["id"])
     call("DELETE", "/workspaces/{slug}/generations/{job_id}/", 204, slug=slug, job_id=job["id"])
 
     # What made this? An output PNG as the worker writes it, read back
