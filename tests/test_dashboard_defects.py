@@ -114,12 +114,18 @@ def test_delete_needs_the_name_typed_and_an_owner(client, owner):
 
 
 def test_remove_and_leave_are_behind_dialogs(client, owner):
-    MembershipFactory(workspace=owner.workspace, user__username="mira")
+    mira = MembershipFactory(workspace=owner.workspace, user__username="mira")
     content = signed_in(client, owner).get("/w/studio/members/").content.decode()
     assert content.count("<dialog") == 2 and "Remove mira?" in content and "Leave “Studio”?" in content
     # The row's own buttons only open the dialogs; the submit buttons are inside them.
     assert content.count('name="action" value="remove"') == 2
-    assert content.count("data-dialog-open=") == 2
+    assert content.count("data-dialog-open=") == 2 and " open>" not in content
+    # Without JavaScript the row's link reloads the page with that one dialog open.
+    content = client.get(f"/w/studio/members/?remove={mira.user_id}").content.decode()
+    assert content.count(" open>") == 1 and f'id="remove-dialog-{mira.user_id}"' in content.split(" open>")[0][-400:]
+    for junk in ("abc", "-1", "99999999999999999999"):
+        response = client.get(f"/w/studio/members/?remove={junk}")
+        assert response.status_code == 200 and " open>" not in response.content.decode(), junk
 
 
 def test_switcher_names_each_workspace_by_slug(client, owner):

@@ -126,8 +126,14 @@ def members(request: HttpRequest, slug: str) -> HttpResponse:
         "form": form,
         "roles": Role.choices,
         "can_manage": membership.has_role(Role.ADMIN),
+        # The member whose remove (or leave) confirmation is shown open: the no-JavaScript way to the dialog.
+        "confirm_remove": _int_or_none(request.GET.get("remove")),
     }
     return render(request, "workspaces/members.html", context, status=status)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.isdecimal() else None
 
 
 @login_required

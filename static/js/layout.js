@@ -25,6 +25,8 @@
   document.addEventListener("click", (event) => {
     const opener = event.target.closest("[data-dialog-open]");
     if (opener) {
+      // An opener may be a link to the page with its dialog open, for browsers without JavaScript.
+      event.preventDefault();
       const dialog = document.getElementById(opener.dataset.dialogOpen);
       openers.set(dialog, opener);
       dialog.showModal();
@@ -32,6 +34,7 @@
     }
     const closer = event.target.closest("[data-dialog-close]");
     if (closer) {
+      event.preventDefault();
       closer.closest("dialog").close();
       return;
     }

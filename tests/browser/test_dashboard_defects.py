@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from generation.models import GenerationJob, JobLoRA
+from tests.browser.conftest import DESKTOP_VIEWPORT, SCREENSHOTS
 from tests.factories import PASSWORD, MembershipFactory, UserFactory
 from tests.test_library_pages import make_lora
 from workspaces.models import Membership, Role, StoragePurge, Workspace
@@ -196,6 +197,31 @@ def test_remove_and_leave_ask_for_confirmation(page, sign_in, screenshot, owner)
     page.wait_for_url("**/")
     assert not Membership.objects.filter(id=owner.id).exists()
     assert Membership.objects.filter(id=other_owner.id).exists()
+
+
+def test_remove_asks_for_confirmation_without_javascript(browser, live_server, screenshot, owner):
+    colleague = MembershipFactory(workspace=owner.workspace, user__username="mira", role=Role.MEMBER)
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False, viewport=DESKTOP_VIEWPORT)
+    page = context.new_page()
+    try:
+        page.goto("/accounts/login/")
+        page.get_by_label("Username").fill(owner.user.username)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto(f"/w/{owner.workspace.slug}/members/")
+        page.get_by_role("button", name="Remove… mira").click()
+        dialog = page.get_by_role("dialog", name="Remove mira?")
+        expect(dialog).to_be_visible()
+        page.screenshot(path=str(SCREENSHOTS / "defects-remove-member-no-js.png"), full_page=True)
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(dialog).to_be_hidden()
+        assert Membership.objects.filter(id=colleague.id).exists()
+        page.get_by_role("button", name="Remove… mira").click()
+        page.get_by_role("dialog", name="Remove mira?").get_by_role("button", name="Remove mira").click()
+        expect(page.get_by_role("status")).to_contain_text("mira removed.")
+        assert not Membership.objects.filter(id=colleague.id).exists()
+    finally:
+        context.close()
 
 
 # --- 5. workspaces told apart, renamed and deleted -----------------------------------------------------------
