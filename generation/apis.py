@@ -7,6 +7,8 @@ from rest_framework.views import APIView
 from generation import selectors, services, worker_registry
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import job_provenance
+from generation.ratings.apis import RatingOutput
+from generation.ratings.selectors import NO_RATINGS, rating_summaries
 from loras.models import Expert
 from lorasite.api import error_responses, paginated, parse_input
 from lorasite.pagination import PageNumberPagination
@@ -84,6 +86,7 @@ class JobOutput(serializers.ModelSerializer):
         help_text="For a queued job: why no worker picks it up, e.g. 'No worker serves Wan 2.2 T2V-A14B right now'; "
         "else empty.",
     )
+    rating = serializers.SerializerMethodField(help_text="The output's stars: yours, the average and the count.")
     provenance = serializers.SerializerMethodField(
         help_text="What the output's PNG text chunks / MP4 comment carry: model, prompts, params and each LoRA's "
         "name, version, AutoV2, sha256, expert and weight(s) (weight_low when it has one)."
@@ -107,6 +110,7 @@ class JobOutput(serializers.ModelSerializer):
             "error",
             "waiting_reason",
             "provenance",
+            "rating",
             "timings",
             "attempts",
             "output_url",
@@ -136,6 +140,13 @@ class JobOutput(serializers.ModelSerializer):
         if "_served" not in self.context:  # once per response, however many jobs it lists
             self.context["_served"] = worker_registry.models_served()
         return selectors.job_waiting_reason(job=job, served=self.context["_served"])
+
+    @extend_schema_field(RatingOutput)
+    def get_rating(self, job: GenerationJob) -> dict:
+        if "_ratings" not in self.context:  # one query per response: a list reads its whole page at once
+            jobs = self.parent.instance if isinstance(self.parent, serializers.ListSerializer) else [job]
+            self.context["_ratings"] = rating_summaries(job_ids=[j.id for j in jobs], user=self.context["request"].user)
+        return RatingOutput(self.context["_ratings"].get(job.id, NO_RATINGS)).data
 
     @extend_schema_field(serializers.DictField())
     def get_provenance(self, job: GenerationJob) -> dict:

@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from loras.models import LoRA
@@ -60,7 +61,11 @@ class GenerationJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["workspace", "-created_at"])]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"]),
+            # The base model's figures on a LoRA page: the workspace's jobs on the family's models (ratings/).
+            models.Index(fields=["workspace", "model_key"], name="job_workspace_model"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.model_name}: {self.prompt[:40]} ({self.status})"
@@ -144,3 +149,23 @@ class RecipeLoRA(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.weight} ({self.expert})"
+
+
+class OutputRating(models.Model):
+    """One member's 1–5 stars for one job's output (generation/ratings/); changeable and removable. Viewers rate too:
+    they judge outputs even though they do not generate."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="ratings")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    stars = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(5)])
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "user"], name="output_rating_one_per_user"),
+            models.CheckConstraint(condition=models.Q(stars__gte=1, stars__lte=5), name="output_rating_stars_range"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stars}★ for job {self.job_id}"

@@ -12,4 +12,5 @@ urlpatterns = [
     path("w/<slug:slug>/jobs/<uuid:job_id>/retry/", pages.job_retry, name="job-retry"),
     path("w/<slug:slug>/what-made-this/", pages.what_made_this, name="what-made-this"),
     path("", include("generation.recipes.page_urls")),  # studio:recipes, studio:recipe, …
+    path("", include("generation.ratings.page_urls")),  # studio:job-rating
 ]

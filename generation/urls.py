@@ -12,4 +12,5 @@ urlpatterns = [
     path(prefix + "<uuid:job_id>/retry/", apis.GenerationRetryAPI.as_view(), name="generation-retry"),
     path("workspaces/<slug:slug>/provenance/", apis.ProvenanceAPI.as_view(), name="provenance"),
     path("", include("generation.recipes.urls")),
+    path("", include("generation.ratings.urls")),
 ]

@@ -55,3 +55,46 @@ class LoRAFactory(factory.django.DjangoModelFactory):
     key_format = "kohya"
     dtype = "BF16"
     tensor_count = 400
+
+
+class GenerationJobFactory(factory.django.DjangoModelFactory):
+    """A succeeded image job row (no output file), for tests of what is read about jobs: ratings, metrics."""
+
+    class Meta:
+        model = "generation.GenerationJob"
+
+    workspace = factory.SubFactory(WorkspaceFactory)
+    model_key = "wan22-a14b-demo"
+    model_name = "Wan 2.2 A14B (demo)"
+    kind = "image"
+    prompt = factory.Sequence(lambda n: f"a lighthouse at dusk, take {n}")
+    params = factory.LazyFunction(lambda: {"width": 48, "height": 32, "steps": 4, "guidance": 1.0, "seed": 1})
+    status = "succeeded"
+
+
+class JobLoRAFactory(factory.django.DjangoModelFactory):
+    """One LoRA of a job, snapshotted from the LoRA as generation_create does."""
+
+    class Meta:
+        model = "generation.JobLoRA"
+
+    job = factory.SubFactory(GenerationJobFactory)
+    lora = factory.SubFactory(LoRAFactory)
+    position = 0
+    lora_ref = factory.LazyAttribute(lambda row: row.lora.id)
+    name = factory.LazyAttribute(lambda row: row.lora.name)
+    version = factory.LazyAttribute(lambda row: row.lora.version)
+    sha256 = factory.LazyAttribute(lambda row: row.lora.sha256)
+    file_key = factory.LazyAttribute(lambda row: str(row.lora.file))
+    file_size = factory.LazyAttribute(lambda row: row.lora.file_size)
+    weight = 1.0
+    expert = "both"
+
+
+class OutputRatingFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "generation.OutputRating"
+
+    job = factory.SubFactory(GenerationJobFactory)
+    user = factory.SubFactory(UserFactory)
+    stars = 4
