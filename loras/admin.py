@@ -36,10 +36,14 @@ class LoRAAdmin(admin.ModelAdmin):
         "deleted_at",
     ]
     list_filter = ["workspace", "base_model", "status", "is_active", DeletedFilter, "expert"]
-    search_fields = ["name", "sha256", "original_filename"]
+    # A hash pasted from Civitai or an output's "Lora hashes" finds the file (prefixes: search is icontains).
+    search_fields = ["name", "sha256", "autov2", "autov3", "blake3", "original_filename"]
     list_select_related = ["workspace", "created_by"]
     readonly_fields = [
         "sha256",
+        "autov2",
+        "autov3",
+        "blake3",
         "file",
         "file_size",
         "original_filename",

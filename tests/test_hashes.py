@@ -232,3 +232,13 @@ class TestRehash:
         report = capsys.readouterr()
         assert "sha256 differs" in report.err
         assert LoRA.objects.get(id=loras[0].id).sha256 == "f" * 64  # a mismatch is reported, never overwritten
+
+
+def test_the_admin_searches_by_any_hash_and_shows_them_read_only(admin_client, hashed):
+    lora = hashed[0]
+    for value in (lora.autov2, lora.autov3[:16], lora.blake3[:16]):
+        listing = admin_client.get("/admin/loras/lora/", {"q": value}).content.decode()
+        assert f"/admin/loras/lora/{lora.id}/change/" in listing
+        assert f"/admin/loras/lora/{hashed[1].id}/change/" not in listing
+    change = admin_client.get(f"/admin/loras/lora/{lora.id}/change/").content.decode()
+    assert lora.autov3 in change and lora.blake3 in change and 'name="autov3"' not in change
