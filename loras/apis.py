@@ -155,12 +155,6 @@ class LoRAOutput(serializers.ModelSerializer):
         return CoverageOutput({**lora.coverage, "text": lora.coverage_text}).data
 
 
-class SameWeightsOutput(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    version = serializers.CharField()
-
-
 class LoRADetailOutput(LoRAOutput):
     """One LoRA as its own answer (upload, detail, edit): also the LoRAs with the same weights."""
 
@@ -172,9 +166,9 @@ class LoRADetailOutput(LoRAOutput):
     class Meta(LoRAOutput.Meta):
         fields = [*LoRAOutput.Meta.fields, "same_weights_as"]
 
-    @extend_schema_field(SameWeightsOutput(many=True))
+    @extend_schema_field(LoRARefOutput(many=True))
     def get_same_weights_as(self, lora: LoRA) -> list[dict]:
-        return SameWeightsOutput(selectors.lora_same_weights(lora=lora), many=True).data
+        return LoRARefOutput(selectors.lora_same_weights(lora=lora), many=True).data
 
 
 class StringList(serializers.ListField):
