@@ -488,16 +488,31 @@ class PairOutput(serializers.ModelSerializer):
 
     class Meta:
         model = LoRAPair
-        fields = ["id", "name", "high", "low", "weight_high", "weight_low", "created_by", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "high",
+            "low",
+            "weight_high",
+            "weight_low",
+            "recommended_settings",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class PairUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     weight_high = serializers.FloatField(min_value=0.0, max_value=2.0)
     weight_low = serializers.FloatField(min_value=0.0, max_value=2.0)
+    recommended_settings = serializers.DictField(
+        help_text="As a LoRA's: any of steps, guidance, guidance_2, shift and optionally model; {} clears them."
+    )
 
 
 class PairCreateInput(PairUpdateInput):
+    recommended_settings = None  # set with PATCH once the pair exists
     high = serializers.IntegerField(min_value=1, help_text="The high-noise LoRA's id.")
     low = serializers.IntegerField(min_value=1, help_text="The low-noise LoRA's id.")
 

@@ -214,6 +214,10 @@ class LoRAPair(models.Model):
     low = models.OneToOneField(LoRA, on_delete=models.CASCADE, related_name="pair_as_low")
     weight_high = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
     weight_low = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)])
+    # As a LoRA's (loras/recommended.py): the pair is what a user picks, so it may carry its own.
+    recommended_settings = models.JSONField(
+        default=dict, blank=True, help_text="Any of steps, guidance, guidance_2, shift; optionally the model they suit."
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

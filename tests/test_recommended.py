@@ -3,6 +3,7 @@
 import pytest
 
 from loras import recommended, services
+from tests.factories import LoRAFactory
 from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 
@@ -203,3 +204,19 @@ class TestDetailPage:
         page = client.get(f"/w/{lora.workspace.slug}/loras/{lora.id}/")
         assert "trigger words</span>" not in page.text and "recommended settings</span>" not in page.text
         assert client.post(self.section(lora, "triggers"), {"trigger_words": "x"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_pair_carries_recommended_settings(api, workspace, owner):
+    high = LoRAFactory(workspace=workspace, created_by=owner, name="x_high", expert="high", base_model="wan-14b")
+    low = LoRAFactory(workspace=workspace, created_by=owner, name="x_low", expert="low", base_model="wan-14b")
+    pairs = f"/api/v1/workspaces/{workspace.slug}/pairs/"
+    pair = api.post(pairs, {"high": high.id, "low": low.id}, format="json").json()
+    assert pair["recommended_settings"] == {}
+    settings = {"steps": 4, "guidance": 1, "guidance_2": 1}
+    response = api.patch(f"{pairs}{pair['id']}/", {"recommended_settings": settings}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["recommended_settings"] == {"steps": 4, "guidance": 1.0, "guidance_2": 1.0}
+    # Checked as a LoRA's: Wan 2.2 T2V-A14B runs 1–80 steps.
+    response = api.patch(f"{pairs}{pair['id']}/", {"recommended_settings": {"steps": 500}}, format="json")
+    assert response.status_code == 400 and list(response.json()["errors"]) == ["recommended_settings.steps"]

@@ -7,6 +7,7 @@ that is deleted takes its pair with it (`pair_action` below), so no pair ever po
 from django.db import transaction
 from django.db.models import Q
 
+from loras import recommended
 from loras.models import Expert, LoRA, LoRAPair, Status
 from loras.pair_names import pair_name
 from loras.services.validation import require_editor
@@ -15,7 +16,7 @@ from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership
 
 PAIR_ACTIONS = ("unpair", "delete_both")
-EDITABLE_PAIR_FIELDS = {"name", "weight_high", "weight_low"}
+EDITABLE_PAIR_FIELDS = {"name", "weight_high", "weight_low", "recommended_settings"}
 
 
 def pair_of(lora: LoRA) -> LoRAPair | None:
@@ -107,6 +108,10 @@ def pair_update(*, actor: Membership, pair: LoRAPair, **changes) -> LoRAPair:
     if "name" in changes:
         refuse_bidi_controls(changes["name"], field="name")
         changes["name"] = changes["name"].strip()
+    if "recommended_settings" in changes:
+        changes["recommended_settings"] = recommended.clean_settings(
+            changes["recommended_settings"], family=pair.high.base_model
+        )
     for field, value in changes.items():
         setattr(pair, field, value)
     pair.full_clean()
