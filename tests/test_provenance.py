@@ -68,6 +68,20 @@ def png_bytes(provenance=None) -> bytes:
         return path.read_bytes()
 
 
+def mp4_comment(path: Path) -> dict:
+    """The MP4's `comment` tag as ffmpeg reads it back, parsed as JSON."""
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    comment = next(line for line in probe.splitlines() if line.startswith("comment="))
+    # ffmetadata escapes = ; # \ and newlines with a backslash.
+    value = comment[len("comment=") :].replace("\\=", "=").replace("\\;", ";").replace("\\#", "#")
+    return json.loads(value.replace("\\\\", "\\"))
+
+
 def chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -121,16 +135,7 @@ class TestWriting:
         job = make_job(workspace, [(loras[0], 0.7, "high", None)], kind="video")
         path = tmp_path / "out.mp4"
         write_mp4(np.zeros((3, 16, 16, 3), dtype=np.uint8), path, fps=8, provenance=job_provenance(job))
-        probe = subprocess.run(
-            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        comment = next(line for line in probe.splitlines() if line.startswith("comment="))
-        # ffmetadata escapes = ; # \ and newlines with a backslash.
-        value = comment[len("comment=") :].replace("\\=", "=").replace("\\;", ";").replace("\\#", "#")
-        assert json.loads(value.replace("\\\\", "\\")) == job_provenance(job)
+        assert mp4_comment(path) == job_provenance(job)
 
     def test_without_provenance_nothing_is_added(self, tmp_path):
         path = tmp_path / "plain.png"
@@ -172,6 +177,26 @@ class TestTheWorkerWritesIt:
         )
         assert read.status_code == 200, read.json()
         assert read.json()["loras"][0]["lora_id"] == lora.id and read.json()["missing"] == []
+
+    def test_a_video_job_mp4_carries_its_provenance_with_both_weights(self, owner, workspace, tmp_path):
+        actor = workspace.memberships.get(user=owner)
+        path = write_lora(tmp_path / "motion.safetensors", family="wan-demo", blocks=2)
+        lora = ingest_ready(actor=actor, path=path)
+        job = services.generation_create(
+            actor=actor,
+            model="wan22-a14b-demo",
+            prompt="a boat",
+            params={"seed": 1},
+            loras=[services.LoRARequest(lora_id=lora.id, weight=0.9, expert="both", weight_low=0.4)],
+        )
+        worker.execute_job(str(job.id), worker_name="test@worker")
+        job.refresh_from_db()
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        video = tmp_path / "output.mp4"
+        video.write_bytes(requests.get(selectors.job_output_urls(job=job)["output_url"], timeout=30).content)
+        carried = mp4_comment(video)
+        assert carried == job_provenance(job)
+        assert carried["loras"][0] | {"weight": 0.9, "weight_low": 0.4, "expert": "both"} == carried["loras"][0]
 
 
 def provenance_url(workspace) -> str:
