@@ -287,3 +287,67 @@ class TestApply:
         assert response.redirect_chain[-1][0] == f"/w/{workspace.slug}/recipes/{recipe['id']}/"
         assert "cannot run until it is fixed" in response.text
         assert "LoRA &#x27;Anime&#x27; has been deleted" in response.text
+
+
+class TestPages:
+    """The dashboard's recipe pages: list, edit (errors in place), delete, Save as recipe from the Generate form,
+    roles and 404 across workspaces."""
+
+    def test_list_and_edit(self, client, owner, workspace, recipe, loras):
+        client.force_login(owner)
+        listed = client.get(f"/w/{workspace.slug}/recipes/")
+        assert listed.status_code == 200 and "Anime cat" in listed.text and "Apply" in listed.text
+        page = f"/w/{workspace.slug}/recipes/{recipe['id']}/"
+        fields = {"name": "Renamed", "prompt_template": "{trigger} dog", "negative_prompt": ""}
+        rows = {"lora_0_weight": "0.5", "lora_0_expert": "both", "lora_0_weight_low": "0.25"}
+        rows |= {"lora_1_weight": "3", "lora_1_expert": "low"}
+        bad = client.post(page, fields | rows)
+        assert bad.status_code == 400 and "weight must be between 0.0 and 2.0" in bad.text
+        assert Recipe.objects.get().name == "Anime cat"
+        saved = client.post(page, fields | rows | {"lora_1_weight": "1", "lora_1_remove": "on"})
+        assert saved.status_code == 302
+        stored = Recipe.objects.get()
+        assert stored.name == "Renamed" and [(rl.weight, rl.weight_low) for rl in stored.recipe_loras.all()] == [
+            (0.5, 0.25)
+        ]
+        assert client.post(f"{page}delete/").status_code == 302 and not Recipe.objects.exists()
+
+    def test_save_from_the_generate_form(self, client, owner, workspace, loras):
+        client.force_login(owner)
+        form = {
+            "model": WAN,
+            "prompt": "a fox",
+            "negative_prompt": "",
+            "resolution": "32x32",
+            "num_frames": "5",
+            "fps": "8",
+            "steps": "4",
+            "guidance": "4",
+            "guidance_2": "3",
+            "seed": "",
+            "lora_id": [str(loras[0].id)],
+            "lora_weight": ["0.7"],
+            "lora_expert": ["high"],
+        }
+        response = client.post(f"/w/{workspace.slug}/recipes/new/", form)
+        assert response.status_code == 302, response.content[:2000]
+        recipe = Recipe.objects.get()
+        assert recipe.name == "a fox" and recipe.params["steps"] == 4 and "seed" not in recipe.params
+        assert [(rl.lora_ref, rl.weight, rl.expert) for rl in recipe.recipe_loras.all()] == [(loras[0].id, 0.7, "high")]
+        assert not GenerationJob.objects.exists()
+        # Invalid: the Generate page again, with the error in place, and nothing saved.
+        response = client.post(f"/w/{workspace.slug}/recipes/new/", form | {"steps": "99"})
+        assert response.status_code == 400 and "steps must be between 1 and 10" in response.text
+        assert Recipe.objects.count() == 1
+
+    def test_viewer_reads_only_and_outsider_gets_404(self, client, member_of, outsider, workspace, recipe):
+        client.force_login(member_of(Role.VIEWER))
+        page = f"/w/{workspace.slug}/recipes/{recipe['id']}/"
+        response = client.get(page)
+        assert response.status_code == 200 and "Save recipe" not in response.text
+        assert client.post(page, {"name": "x", "prompt_template": "y"}).status_code == 403
+        assert client.post(f"{page}delete/").status_code == 403
+        assert client.post(f"/w/{workspace.slug}/recipes/new/", {"prompt": "x"}).status_code == 403
+        client.force_login(outsider)
+        assert client.get(page).status_code == 404
+        assert client.get(f"/w/{workspace.slug}/recipes/").status_code == 404

@@ -5,6 +5,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +18,12 @@ from generation.recipes.forms import RecipeForm
 from lorasite.errors import ApplicationError
 from workspaces.models import Membership, Role
 from workspaces.selectors import membership_for_user
+
+
+def _require_writer(membership: Membership) -> None:
+    # The services enforce the rule as well; checking first turns a refusal into a plain 403 page.
+    if not membership.has_role(Role.MEMBER):
+        raise PermissionDenied
 
 
 def _context(membership: Membership, **extra) -> dict:
@@ -46,13 +53,12 @@ def recipe_detail(request: HttpRequest, slug: str, recipe_id: int) -> HttpRespon
     form = RecipeForm(request.POST if request.method == "POST" else None, recipe=recipe)
     status = 200
     if request.method == "POST":
+        _require_writer(membership)
         status = 400
         if form.is_valid():
             try:
                 services.recipe_update(actor=membership, recipe=recipe, **form.service_arguments())
             except ApplicationError as error:
-                if error.status_code == 403:
-                    raise
                 form.add_service_error(error)
                 status = error.status_code
             else:
@@ -81,6 +87,7 @@ def recipe_apply(request: HttpRequest, slug: str, recipe_id: int) -> HttpRespons
 def recipe_delete(request: HttpRequest, slug: str, recipe_id: int) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     recipe = selectors.recipe_get(workspace=membership.workspace, recipe_id=recipe_id)
+    _require_writer(membership)
     services.recipe_delete(actor=membership, recipe=recipe)
     messages.success(request, f"Recipe “{recipe.name}” was deleted.")
     return redirect("studio:recipes", slug=slug)
@@ -96,11 +103,10 @@ def _saved(request: HttpRequest, slug: str, recipe) -> HttpResponse:
 def recipe_from_job(request: HttpRequest, slug: str, job_id: UUID) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     job = job_selectors.job_get(workspace=membership.workspace, job_id=job_id)
+    _require_writer(membership)
     try:
         recipe = services.recipe_from_job(actor=membership, job=job)
     except ApplicationError as error:
-        if error.status_code == 403:
-            raise
         messages.error(request, f"Could not save a recipe: {error.message}")
         return redirect("studio:job", slug=slug, job_id=job.id)
     return _saved(request, slug, recipe)
@@ -112,6 +118,7 @@ def recipe_from_generate(request: HttpRequest, slug: str) -> HttpResponse:
     """The Generate form, posted by its "Save as recipe" button: saved as a recipe instead of queued. Errors show
     on the Generate page as a job's would."""
     membership = membership_for_user(user=request.user, slug=slug)
+    _require_writer(membership)
     model = model_for(request.POST.get("model"))
     choices = job_selectors.lora_choices(workspace=membership.workspace, model=model)
     form = GenerateForm(request.POST, model=model, choices=choices)
@@ -129,8 +136,6 @@ def recipe_from_generate(request: HttpRequest, slug: str) -> HttpResponse:
                 loras=job_input["loras"],
             )
         except ApplicationError as error:
-            if error.status_code == 403:
-                raise
             form.add_service_error(error)
             status = error.status_code
         else:
