@@ -143,6 +143,7 @@ BULK_ACTIONS = (
     ("activate", "Activate"),
     ("deactivate", "Deactivate"),
     ("delete", "Delete…"),
+    ("add_to_recipe", "Add to recipe"),
 )
 
 
@@ -164,7 +165,14 @@ class BulkForm(forms.Form):
     ids = SelectedIds(widget=forms.MultipleHiddenInput)
     action = forms.ChoiceField(choices=BULK_ACTIONS)
     tags = forms.CharField(required=False, max_length=4000)
+    recipe = forms.IntegerField(required=False, min_value=1)
     confirmed = forms.BooleanField(required=False)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("action") == "add_to_recipe" and not data.get("recipe"):
+            self.add_error("recipe", "Choose the recipe to add the LoRAs to.")
+        return data
 
     def clean_tags(self) -> list[str]:
         return [tag for tag in self.cleaned_data["tags"].split(",") if tag.strip()]

@@ -14,6 +14,7 @@ from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from generation.recipes.selectors import recipe_list
 from loras import selectors, services
 from loras.filters import LoRAFilterSet
 from loras.forms import BULK_ACTIONS, SECTION_FORMS, BulkForm, PairForm
@@ -57,22 +58,27 @@ def library(request: HttpRequest, slug: str) -> HttpResponse:
     # The grid or the compact list: the query string says, else the last choice (a cookie).
     view = request.GET.get("view") or request.COOKIES.get(VIEW_COOKIE)
     view = view if view in LIBRARY_VIEWS else LIBRARY_VIEWS[0]
+    can_bulk = selectors.lora_can_upload(actor=membership)  # members edit their own LoRAs; the service checks each
     context = _page_context(
         membership,
         form=filterset.form,
         narrows=filterset.narrows,
         page=Paginator(loras, PAGE_SIZE).get_page(request.GET.get("page")),
         can_upload=selectors.lora_can_upload(actor=membership),
-        can_bulk=selectors.lora_can_upload(actor=membership),  # members edit their own LoRAs; the service checks each
+        can_bulk=can_bulk,
         view=view,
         bulk_actions=BULK_ACTIONS,
+        recipes=recipe_list(workspace=membership.workspace)
+        .select_related(None)
+        .prefetch_related(None)
+        .only("id", "name")
+        if can_bulk
+        else [],
     )
     if request.htmx and request.htmx.target == "library-results":  # the filter form's live update
         response = render(request, "loras/_results.html", context)
     else:
-        context.update(
-            tags=selectors.lora_tags(workspace=membership.workspace), max_lora_bytes=settings.LORASITE_MAX_LORA_BYTES
-        )
+        context.update(tags=selectors.lora_tags(workspace=membership.workspace))
         response = render(request, "loras/library.html", context)
     if request.GET.get("view") == view:
         response.set_cookie(VIEW_COOKIE, view, max_age=365 * 24 * 3600, samesite="Lax", httponly=True)
@@ -265,6 +271,9 @@ def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
                 return render(request, "loras/bulk_delete.html", context)
             changed = services.lora_bulk_delete(actor=membership, lora_ids=data["ids"])
             messages.success(request, f"{changed} LoRA{pluralize(changed)} deleted.")
+        elif data["action"] == "add_to_recipe":
+            changed = services.lora_bulk_add_to_recipe(actor=membership, lora_ids=data["ids"], recipe_id=data["recipe"])
+            messages.success(request, f"Added {changed} LoRA{pluralize(changed)} to the recipe.")
         else:
             changed = services.lora_bulk_update(
                 actor=membership, lora_ids=data["ids"], action=data["action"], tags=data["tags"]

@@ -4,6 +4,7 @@ card tells the uploader, and another workspace's ids are 404."""
 
 import pytest
 
+from generation.recipes.services import recipe_create
 from loras import services
 from loras.models import LoRA, LoRAPair, Status
 from tests.factories import LoRAFactory, WorkspaceFactory
@@ -109,3 +110,18 @@ def test_a_dropped_duplicates_card_names_the_original(signed_in, workspace, owne
     card = signed_in.get(f"/w/{workspace.slug}/loras/{dropped.id}/card/").content.decode()
     assert 'data-status="duplicate"' in card and f'href="/w/{workspace.slug}/loras/{original.id}/"' in card
     assert f'id="lora-{dropped.id}"' not in signed_in.get(f"/w/{workspace.slug}/loras/").content.decode()
+
+
+def test_bulk_add_to_a_recipe(signed_in, workspace, owner, halves):
+    recipe = recipe_create(
+        actor=workspace.memberships.get(user=owner), name="Stack", model="wan22-a14b-demo", prompt_template="a cat"
+    )
+    for lora in halves:
+        LoRA.objects.filter(id=lora.id).update(base_model="wan-demo")
+    page = signed_in.get(f"/w/{workspace.slug}/loras/").content.decode()
+    assert '<option value="add_to_recipe">Add to recipe</option>' in page
+    assert f'<option value="{recipe.id}">Stack' in page
+    body = {"ids": [f"{halves[0].id},{halves[1].id}"], "action": "add_to_recipe", "recipe": recipe.id}
+    answer = signed_in.post(f"/w/{workspace.slug}/loras/bulk/", body)
+    assert answer.status_code == 302
+    assert list(recipe.recipe_loras.order_by("position").values_list("lora_ref", flat=True)) == [h.id for h in halves]

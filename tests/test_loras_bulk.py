@@ -3,6 +3,8 @@ scoped to the workspace (another workspace's id is a 404 and nothing changes), r
 
 import pytest
 
+from generation.recipes.services import recipe_create
+from generation.services import LoRARequest
 from loras import services
 from loras.models import LoRA, LoRAPair
 from lorasite.errors import NotFound, PermissionDenied
@@ -124,3 +126,44 @@ def test_services_are_scoped_and_atomic(workspace, owner, loras):
     with pytest.raises(PermissionDenied):
         services.lora_bulk_delete(actor=MembershipFactory(workspace=workspace, role=Role.VIEWER), lora_ids=ids(loras))
     assert LoRA.objects.alive().filter(workspace=workspace).count() == 3
+
+
+class TestAddToRecipe:
+    @pytest.fixture
+    def recipe(self, workspace, owner):
+        first = LoRAFactory(workspace=workspace, created_by=owner, base_model="wan-demo")
+        return recipe_create(
+            actor=workspace.memberships.get(user=owner),
+            name="Stack",
+            model="wan22-a14b-demo",
+            prompt_template="a cat, {trigger}",
+            loras=[LoRARequest(lora_id=first.id)],
+        )
+
+    def test_appends_new_loras_and_a_pair_in_its_roles(self, api, workspace, owner, recipe):
+        high = LoRAFactory(workspace=workspace, created_by=owner, base_model="wan-demo", expert="high")
+        low = LoRAFactory(workspace=workspace, created_by=owner, base_model="wan-demo", expert="low")
+        services.pair_create(
+            actor=workspace.memberships.get(user=owner), high=high, low=low, weight_high=0.9, weight_low=0.4
+        )
+        existing = recipe.recipe_loras.get().lora_ref
+        body = {"ids": [existing, high.id, low.id], "action": "add_to_recipe", "recipe": recipe.id}
+        answer = api.post(bulk_url(workspace), body, format="json")
+        assert answer.status_code == 200 and answer.json()["changed"] == 2, answer.json()
+        rows = list(recipe.recipe_loras.order_by("position").values_list("lora_ref", "expert", "weight"))
+        assert rows[1:] == [(high.id, "high", 0.9), (low.id, "low", 0.4)]
+
+    def test_refusals_change_nothing(self, api, workspace, owner, recipe):
+        flux = LoRAFactory(workspace=workspace, created_by=owner, base_model="flux")
+        answer = api.post(
+            bulk_url(workspace), {"ids": [flux.id], "action": "add_to_recipe", "recipe": recipe.id}, format="json"
+        )
+        assert answer.status_code == 400 and recipe.recipe_loras.count() == 1
+        missing = api.post(bulk_url(workspace), {"ids": [flux.id], "action": "add_to_recipe"}, format="json")
+        assert missing.status_code == 400 and "recipe" in missing.json()["errors"]
+        other = api.post(
+            bulk_url(WorkspaceFactory()),
+            {"ids": [flux.id], "action": "add_to_recipe", "recipe": recipe.id},
+            format="json",
+        )
+        assert other.status_code == 404

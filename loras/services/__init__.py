@@ -14,7 +14,7 @@ ingest task), `library` (edits, delete, purge, cleanup), `pairs` (high/low pairs
 multi-select actions). Callers import from here.
 """
 
-from loras.services.bulk import BULK_UPDATE_ACTIONS, lora_bulk_delete, lora_bulk_update
+from loras.services.bulk import BULK_UPDATE_ACTIONS, lora_bulk_add_to_recipe, lora_bulk_delete, lora_bulk_update
 from loras.services.ingest import (
     lora_import_server_file,
     lora_ingest_local_file,
@@ -56,6 +56,7 @@ from loras.services.validation import (
 __all__ = [
     "BULK_UPDATE_ACTIONS",
     "PAIR_ACTIONS",
+    "lora_bulk_add_to_recipe",
     "lora_bulk_delete",
     "lora_bulk_update",
     "pair_create",

@@ -1,12 +1,16 @@
-"""Bulk actions on the library's selected LoRAs: tag, untag, activate, deactivate, delete.
+"""Bulk actions on the library's selected LoRAs: tag, untag, activate, deactivate, delete, add to a recipe.
 
 All or nothing: every id must be an alive LoRA of the caller's workspace (else 404, nothing changed) that the
-caller may edit (else 403, nothing changed); then one transaction changes them all."""
+caller may edit (else 403, nothing changed; adding to a recipe changes the recipe only, whose service checks the
+role); then one transaction changes them all."""
 
 from django.db import transaction
 from django.utils import timezone
 
-from loras.models import LoRA
+from generation.recipes.selectors import recipe_get
+from generation.recipes.services import recipe_update
+from generation.services import LoRARequest
+from loras.models import Expert, LoRA
 from loras.services.library import lora_soft_delete_many
 from loras.services.validation import clean_list, require_editor
 from lorasite.errors import InvalidInput, NotFound
@@ -16,7 +20,7 @@ BULK_UPDATE_ACTIONS = ("tag", "untag", "activate", "deactivate")
 MAX_BULK_IDS = 500
 
 
-def _selected(actor: Membership, lora_ids: list[int]) -> list[LoRA]:
+def _selected(actor: Membership, lora_ids: list[int], *, editing: bool = True) -> list[LoRA]:
     ids = list(dict.fromkeys(lora_ids))
     if not ids:
         raise InvalidInput("Select at least one LoRA.", errors={"ids": ["Empty."]})
@@ -28,7 +32,7 @@ def _selected(actor: Membership, lora_ids: list[int]) -> list[LoRA]:
     if len(loras) != len(ids):
         missing = sorted(set(ids) - {lora.id for lora in loras})
         raise NotFound(f"LoRA not found: {', '.join(map(str, missing))}.", errors={"ids": ["Not in this workspace."]})
-    for lora in loras:
+    for lora in loras if editing else ():
         require_editor(actor, lora)
     return loras
 
@@ -70,3 +74,31 @@ def lora_bulk_delete(*, actor: Membership, lora_ids: list[int]) -> int:
     """Soft-delete every selected LoRA. A pair with one half selected is unpaired; its other half stays."""
     loras = _selected(actor, lora_ids)
     return lora_soft_delete_many(lora_ids=[lora.id for lora in loras])
+
+
+@transaction.atomic
+def lora_bulk_add_to_recipe(*, actor: Membership, lora_ids: list[int], recipe_id: int) -> int:
+    """Append the selected LoRAs the recipe does not have yet, each at its preferred weight and its own expert hint;
+    a half of a pair in its role at the pair's weight. The recipe service checks the result as it checks any edit
+    (at most the job limit of LoRAs, each fitting the recipe's model): every problem in one refusal, nothing
+    changed. Returns how many LoRAs were added."""
+    loras = _selected(actor, lora_ids, editing=False)  # the recipe changes, not the LoRAs
+    recipe = recipe_get(workspace=actor.workspace, recipe_id=recipe_id)
+    current = [
+        LoRARequest(lora_id=entry.lora_ref, weight=entry.weight, expert=entry.expert, weight_low=entry.weight_low)
+        for entry in recipe.recipe_loras.all()
+    ]
+    present = {request.lora_id for request in current}
+    added = [_recipe_request(lora) for lora in loras if lora.id not in present]
+    if added:
+        recipe_update(actor=actor, recipe=recipe, loras=[*current, *added])
+    return len(added)
+
+
+def _recipe_request(lora: LoRA) -> LoRARequest:
+    pair = lora.pair
+    if pair is None:
+        return LoRARequest(lora_id=lora.id, weight=lora.preferred_weight)
+    if pair.high_id == lora.id:
+        return LoRARequest(lora_id=lora.id, weight=pair.weight_high, expert=Expert.HIGH)
+    return LoRARequest(lora_id=lora.id, weight=pair.weight_low, expert=Expert.LOW)

@@ -1,6 +1,7 @@
-"""Template filters of the library's cards: a pair's halves and the Generate link."""
+"""Template tags of the library: a pair's halves, the Generate link and the upload dialog's size limit."""
 
 from django import template
+from django.conf import settings
 
 from loras import selectors
 from loras.models import Expert, LoRA, LoRAPair
@@ -17,3 +18,9 @@ def pair_halves(pair: LoRAPair) -> list[tuple[LoRA, str]]:
 @register.filter
 def generate_query(lora: LoRA) -> str:
     return selectors.lora_generate_query(lora=lora)
+
+
+@register.simple_tag
+def max_lora_bytes() -> int:
+    """LORASITE_MAX_LORA_BYTES, for the upload dialog wherever a page includes it."""
+    return settings.LORASITE_MAX_LORA_BYTES

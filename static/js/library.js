@@ -1,5 +1,5 @@
-// The library's multi-select: "Select all on this page", the count of selected cards, and the tags field shown
-// only for the actions that take tags. The bar is a plain form: without this script it works the same.
+// The library's multi-select: "Select all on this page", the count of selected cards, and the tags field and the
+// recipe menu shown only for the actions that take them. The bar is a plain form: without this script it works the same.
 (() => {
   "use strict";
 
@@ -13,8 +13,10 @@
     all.checked = selected > 0 && selected === boxes.length;
     all.indeterminate = selected > 0 && selected < boxes.length;
     form.querySelector('button[type="submit"]').disabled = !selected;
-    const tags = form.querySelector('[name="tags"]');
-    tags.hidden = !TAG_ACTIONS.includes(form.querySelector('[name="action"]').value);
+    const action = form.querySelector('[name="action"]').value;
+    form.querySelector('[name="tags"]').hidden = !TAG_ACTIONS.includes(action);
+    const recipe = form.querySelector('[name="recipe"]');
+    if (recipe) recipe.hidden = action !== "add_to_recipe";
   }
 
   // Delegated: htmx replaces the results (and the form with them) as the filters change.

@@ -3,6 +3,8 @@
 // for both). Each file gets a progress bar; a failed part is retried; the new LoRA's card is added
 // to the grid, and while the card polls its way from processing to ready or failed, the file's row
 // shows the same status. A duplicate found by the ingest task leaves no card: the row names the original.
+// Elsewhere (the Generate page's picker) the dialog polls each new LoRA's card itself and announces a ready one
+// with a "lora:ready" event on the document.
 (() => {
   "use strict";
 
@@ -206,6 +208,7 @@
 
   function showCard(loraId, row) {
     rowsByLora.set(String(loraId), row);
+    if (!document.getElementById("library-results")) return watch(loraId);
     rendering = rendering.catch(() => {}).then(async () => {
       // Re-render the results with the page's filters, so that the count, order and pages stay right;
       // a card the filters leave out goes on top anyway, for the row follows the card (see htmx:load).
@@ -215,6 +218,20 @@
       }
     });
     return rendering;
+  }
+
+  // Without the library's grid (the dialog on the Generate page): poll the card itself and mirror it.
+  async function watch(loraId) {
+    for (;;) {
+      const response = await fetch(loraUrl(loraId, "card/"), { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`The server answered ${response.status}.`);
+      const holder = document.createElement("div");
+      holder.innerHTML = await response.text();
+      const card = holder.querySelector("[data-lora-id]");
+      mirror(card);
+      if (card.dataset.status !== "processing") return;
+      await pause(2000);
+    }
   }
 
   async function upload(file) {
@@ -260,6 +277,8 @@
     if (!row) return;
     if (card.dataset.status === "ready") {
       setState(row, "ready", "Ready.", link(card.querySelector(".lora-card-title a").href, "Open it"));
+      // Pages with a LoRA picker (Generate) refresh it to offer the new LoRA.
+      document.dispatchEvent(new CustomEvent("lora:ready", { detail: { id: Number(card.dataset.loraId) } }));
     } else if (card.dataset.status === "duplicate") {
       // The content is already in the workspace: the server keeps no card for it, so the grid drops this one
       // and the results are counted again; the row links the LoRA that has the content.
@@ -267,8 +286,10 @@
       setState(row, "duplicate", card.querySelector("[data-error]").textContent, existing.cloneNode(true));
       rowsByLora.delete(card.dataset.loraId);
       card.remove();
-      rendering = rendering.catch(() => {}).then(() =>
-        htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" }));
+      if (document.getElementById("library-results")) {
+        rendering = rendering.catch(() => {}).then(() =>
+          htmx.ajax("GET", window.location.href, { target: "#library-results", swap: "outerHTML" }));
+      }
       return;
     } else if (card.dataset.status === "failed") {
       const existing = card.querySelector("[data-duplicate-link]");
