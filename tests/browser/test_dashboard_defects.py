@@ -5,10 +5,11 @@ workspaces told apart and renamed or deleted, the admin's generation jobs, and t
 import re
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from generation.models import GenerationJob, JobLoRA
-from tests.browser.conftest import DESKTOP_VIEWPORT, SCREENSHOTS
+from tests.browser.conftest import DESKTOP_VIEWPORT, PHONE_VIEWPORT, SCREENSHOTS
 from tests.factories import PASSWORD, MembershipFactory, UserFactory
 from tests.test_library_pages import make_lora
 from workspaces.models import Membership, Role, StoragePurge, Workspace
@@ -66,7 +67,7 @@ def used_in_a_job(lora, *, prompt: str = LONG_PROMPT) -> GenerationJob:
 
 def fits_a_phone(page) -> None:
     """No page-level horizontal scroll at 390 px: what does not fit scrolls inside its own container."""
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size(PHONE_VIEWPORT)
     width = page.evaluate("document.documentElement.scrollWidth")
     # What sticks out, to say in the failure what to fix.
     wide = page.evaluate(
@@ -74,7 +75,7 @@ def fits_a_phone(page) -> None:
             .filter((e) => e.getBoundingClientRect().right > 391 && !e.closest(".table-wrap"))
             .slice(0, 8).map((e) => `${e.tagName}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"""
     )
-    page.set_viewport_size({"width": 1440, "height": 900})
+    page.set_viewport_size(DESKTOP_VIEWPORT)
     assert width <= 390, f"the page is {width} px wide at 390 px: {wide}"
 
 
@@ -146,6 +147,7 @@ def test_tables_fit_a_phone(page, sign_in, screenshot, owner):
         owner.user,
         name="golden_hour_cinematic_lighting_high_noise_v2_final",
         use_count=1,
+        last_used_at=timezone.now(),
     )
     job = used_in_a_job(lora)
     for index in range(3):
@@ -160,6 +162,11 @@ def test_tables_fit_a_phone(page, sign_in, screenshot, owner):
         page.goto(url)
         fits_a_phone(page)
         screenshot(name)
+        # The tables alone at phone width, where the whole-page screenshot shrinks them out of sight.
+        page.set_viewport_size(PHONE_VIEWPORT)
+        for index, table in enumerate(page.locator("main .table").all()):
+            table.screenshot(path=str(SCREENSHOTS / f"{name}-{index}-phone-table.png"))
+        page.set_viewport_size(DESKTOP_VIEWPORT)
 
 
 # --- 4. removing a member and leaving ask first ----------------------------------------------------------------
