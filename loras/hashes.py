@@ -47,6 +47,17 @@ NOT_HASHED = FileHashes(sha256="", autov2="", autov3="", blake3="")
 HASH_LABELS = {"sha256": "SHA-256", "autov2": "AutoV2", "autov3": "AutoV3", "blake3": "BLAKE3"}
 
 
+def metadata_claim(metadata: dict, autov3: str) -> tuple[str, bool] | None:
+    """(what the file's kohya `sshs_model_hash` claims, whether it equals the AutoV3 computed here), or None
+    when it claims nothing. Kohya computes that field the same way as AutoV3 when saving; a mismatch means the
+    tensors changed after training wrote it (a merge, a resave), or the field was edited. Shown, never used."""
+    claimed = metadata.get("sshs_model_hash")
+    if not isinstance(claimed, str) or not claimed.strip():
+        return None
+    claimed = claimed.strip().lower()
+    return claimed[:64], bool(autov3) and claimed == autov3
+
+
 def autov2_of(sha256: str) -> str:
     return sha256[:AUTOV2_LENGTH]
 

@@ -242,3 +242,19 @@ def test_the_admin_searches_by_any_hash_and_shows_them_read_only(admin_client, h
         assert f"/admin/loras/lora/{hashed[1].id}/change/" not in listing
     change = admin_client.get(f"/admin/loras/lora/{lora.id}/change/").content.decode()
     assert lora.autov3 in change and lora.blake3 in change and 'name="autov3"' not in change
+
+
+def test_the_page_shows_what_the_metadata_claims_next_to_the_computed_hash(client, owner, workspace, tmp_path):
+    actor = owner.memberships.get(workspace=workspace)
+    autov3 = by_hand(small_lora(tmp_path / "plain.safetensors"))["autov3"]
+    honest = ingest_ready(
+        actor=actor, path=small_lora(tmp_path / "honest.safetensors", metadata={"sshs_model_hash": autov3})
+    )
+    edited = ingest_ready(
+        actor=actor, path=small_lora(tmp_path / "edited.safetensors", seed=3, metadata={"sshs_model_hash": autov3})
+    )
+    client.force_login(owner)
+    honest_page = client.get(f"/w/{workspace.slug}/loras/{honest.id}/").content.decode()
+    assert "Equals the AutoV3" in honest_page
+    edited_page = client.get(f"/w/{workspace.slug}/loras/{edited.id}/").content.decode()
+    assert "Differs from the AutoV3" in edited_page and edited.autov3 != autov3

@@ -7,7 +7,7 @@ from django import template
 from django.utils.html import conditional_escape
 from django.utils.safestring import mark_safe
 
-from loras.hashes import HASH_LABELS
+from loras.hashes import HASH_LABELS, metadata_claim
 from loras.lora_inspect import family_label
 from loras.recommended import summary as recommended_summary
 from loras.selectors import human_size
@@ -23,6 +23,12 @@ register.filter("recommended_summary", recommended_summary)  # "4 steps, guidanc
 def lora_hashes(lora) -> list[tuple[str, str]]:
     """(label, value) for each hash of the file, "" when not computed yet."""
     return [(label, getattr(lora, field)) for field, label in HASH_LABELS.items()]
+
+
+@register.filter
+def hash_claim(lora) -> tuple[str, bool] | None:
+    """What the file's metadata claims its hash is, and whether the computed AutoV3 agrees."""
+    return metadata_claim(lora.header_metadata or {}, lora.autov3)
 
 
 @register.filter
