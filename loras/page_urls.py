@@ -36,6 +36,7 @@ urlpatterns = [
     path("w/<slug:slug>/loras/<int:lora_id>/delete/", pages.lora_delete, name="delete"),
     path("w/<slug:slug>/loras/<int:lora_id>/download/", pages.lora_download, name="download"),
     path("w/<slug:slug>/loras/<int:lora_id>/preview/", preview_pages.preview_upload, name="preview"),
+    path("w/<slug:slug>/previews/auto/", preview_pages.auto_preview_setting, name="auto-preview"),
     path("w/<slug:slug>/loras/<int:lora_id>/preview/remove/", preview_pages.preview_remove, name="preview-remove"),
     path(
         "w/<slug:slug>/loras/<int:lora_id>/preview/from-job/", preview_pages.preview_from_job, name="preview-from-job"

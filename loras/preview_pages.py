@@ -1,4 +1,5 @@
-"""Dashboard actions on a LoRA's preview: upload or remove it on the detail page, "Use as preview" on a job page.
+"""Dashboard actions on previews: upload or remove one on a LoRA's page, "Use as preview" on a job page, and the
+workspace's auto preview switch on its settings page.
 Plain form posts (they work without JavaScript) that say what happened as a message on the page they go back to."""
 
 import uuid
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_POST
 from loras import previews, selectors
 from lorasite.errors import ApplicationError, InvalidInput
 from workspaces.selectors import membership_for_user
+from workspaces.services import workspace_update
 
 
 def _detail(slug: str, lora_id: int) -> HttpResponse:
@@ -67,3 +69,18 @@ def preview_from_job(request: HttpRequest, slug: str, lora_id: int) -> HttpRespo
     else:
         messages.success(request, f"This output is now the preview of “{lora.name}”.")
     return redirect("studio:job", slug=slug, job_id=job_id)
+
+
+@login_required
+@require_POST
+def auto_preview_setting(request: HttpRequest, slug: str) -> HttpResponse:
+    """The workspace settings page's auto preview switch."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    enabled = request.POST.get("auto_preview") == "true"
+    try:
+        workspace_update(actor=membership, auto_preview=enabled)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Auto preview is on." if enabled else "Auto preview is off.")
+    return redirect(reverse("dashboard:settings", kwargs={"slug": slug}) + "#auto-preview")

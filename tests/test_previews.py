@@ -4,7 +4,9 @@ grids, auto preview jobs at low priority, and 404 for everything of another work
 
 import io
 import re
+import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -218,6 +220,41 @@ class TestUpload:
             api.put(url(workspace, lora), {"file": upload(image_bytes())}, format="multipart")
         assert preview_keys(s3_keys, lora) == []
 
+    def test_webm_is_accepted(self, api, workspace, lora, s3_keys, tmp_path):
+        import imageio_ffmpeg
+
+        path = tmp_path / "clip.webm"
+        writer = imageio_ffmpeg.write_frames(str(path), (64, 48), fps=8, codec="libvpx", ffmpeg_log_level="error")
+        writer.send(None)
+        for _ in range(4):
+            writer.send(np.full((48, 64, 3), 120, dtype=np.uint8))
+        writer.close()
+        response = api.put(
+            url(workspace, lora), {"file": upload(path.read_bytes(), "c.webm", "video/webm")}, format="multipart"
+        )
+        assert response.status_code == 200, response.json()
+        assert [key.rsplit("/", 1)[-1] for key in preview_keys(s3_keys, lora)] == ["preview.webm", "thumb.webp"]
+
+    def test_without_a_video_decoder_a_video_is_kept_without_a_poster(
+        self, api, workspace, lora, s3_keys, tmp_path, monkeypatch
+    ):
+        """The slim web image has no ffmpeg: the card then lets the browser show the first frame."""
+        monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # `import` raises ImportError
+        response = api.put(url(workspace, lora), {"file": upload(mp4_bytes(tmp_path), "a.mp4")}, format="multipart")
+        assert response.status_code == 200 and response.json()["thumb_url"] is None
+        assert [key.rsplit("/", 1)[-1] for key in preview_keys(s3_keys, lora)] == ["preview.mp4"]
+
+    def test_beat_removes_preview_objects_no_row_names(self, api, workspace, lora, s3_keys, settings):
+        from loras.services import lora_storage_cleanup
+
+        api.put(url(workspace, lora), {"file": upload(image_bytes())}, format="multipart")
+        kept = preview_keys(s3_keys, lora)
+        stray = f"workspaces/{workspace.id}/previews/{lora.id}/{uuid.uuid4().hex}/preview.png"
+        get_object_store().save_stream(stray, io.BytesIO(b"left by a crash"))
+        settings.LORASITE_ORPHAN_GRACE_SECONDS = 0
+        assert lora_storage_cleanup(now=timezone.now() + timedelta(seconds=5))["orphans_deleted"] >= 1
+        assert preview_keys(s3_keys, lora) == kept
+
 
 class TestFromJob:
     def test_a_succeeded_job_output_is_copied_as_the_preview(self, api, workspace, lora, s3_keys, tmp_path):
@@ -356,7 +393,7 @@ class TestJobPage:
         assert response.status_code == 302 and response.url == f"/w/{workspace.slug}/jobs/{job.id}/"
         lora.refresh_from_db()
         assert lora.preview_job_id == job.id and len(preview_keys(s3_keys, lora)) == 2
-        assert "Preview of Anime" in client.get(f"/w/{workspace.slug}/jobs/{job.id}/").content.decode()
+        assert "Already the preview of Anime" in client.get(f"/w/{workspace.slug}/jobs/{job.id}/").content.decode()
         failed = make_job(workspace, lora, status=JobStatus.FAILED)
         assert "Use as preview" not in client.get(f"/w/{workspace.slug}/jobs/{failed.id}/").content.decode()
 
@@ -493,3 +530,18 @@ class TestWorkspaceSetting:
         assert admin.patch(path, {"auto_preview": "maybe"}, format="json").status_code == 400
         workspace.refresh_from_db()
         assert workspace.auto_preview is True
+
+    def test_the_settings_page_switch(self, client, workspace, owner, member_of):
+        client.force_login(owner)
+        page = client.get(f"/w/{workspace.slug}/settings/").content.decode()
+        assert "Auto preview" in page and 'aria-checked="false"' in page  # the suite's workspaces start with it off
+        response = client.post(f"/w/{workspace.slug}/previews/auto/", {"auto_preview": "true"}, follow=True)
+        assert "Auto preview is on." in response.content.decode()
+        workspace.refresh_from_db()
+        assert workspace.auto_preview is True
+        viewer = member_of(Role.VIEWER)
+        client.force_login(viewer)
+        assert "Admins and owners change it." in client.get(f"/w/{workspace.slug}/settings/").content.decode()
+        response = client.post(f"/w/{workspace.slug}/previews/auto/", {"auto_preview": "false"}, follow=True)
+        workspace.refresh_from_db()
+        assert workspace.auto_preview is True and "Only a workspace admin or above" in response.content.decode()

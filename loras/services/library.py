@@ -131,7 +131,7 @@ def lora_purge_deleted(*, now=None) -> int:
 
 
 def lora_storage_cleanup(*, now=None) -> dict[str, int]:
-    """Abort multipart uploads past their expiry, and remove objects under workspaces/*/loras/
+    """Abort multipart uploads past their expiry, and remove objects under workspaces/*/loras/ and */previews/
     that no row references once they are older than LORASITE_ORPHAN_GRACE_SECONDS."""
     now = now or timezone.now()
     store = get_object_store()
@@ -150,12 +150,16 @@ def lora_storage_cleanup(*, now=None) -> dict[str, int]:
             store.multipart_abort(pending.key, pending.upload_id)
             report["uploads_aborted"] += 1
     referenced = set(LoRA.objects.exclude(file="").values_list("file", flat=True)) | open_keys
+    # A preview's objects are written before its row names them (loras/previews.py): a crash between leaves orphans.
+    for keys in LoRA.objects.exclude(preview_key="").values_list("preview_key", "preview_thumb_key"):
+        referenced.update(keys)
     # A deleted workspace's files keep the purge grace (workspaces.services.storage_purge_due removes them).
     awaiting_purge = storage_purge_pending_prefixes()
     for stored in store.list("workspaces/"):
         if stored.key.startswith(awaiting_purge):
             continue
-        if "/loras/" in stored.key and stored.key not in referenced and stored.modified < grace:
+        in_lora_folders = "/loras/" in stored.key or "/previews/" in stored.key
+        if in_lora_folders and stored.key not in referenced and stored.modified < grace:
             store.delete(stored.key)
             report["orphans_deleted"] += 1
     return report

@@ -5,7 +5,7 @@ from django import template
 from generation.models import GenerationJob
 from loras import previews
 from loras.models import LoRA
-from workspaces.models import Membership
+from workspaces.models import Membership, Role
 
 register = template.Library()
 
@@ -23,3 +23,9 @@ def detail_preview(lora: LoRA) -> previews.PreviewView:
 @register.simple_tag
 def preview_targets(membership: Membership, job: GenerationJob) -> list[LoRA]:
     return previews.preview_targets(actor=membership, job=job)
+
+
+@register.simple_tag
+def can_set_auto_preview(membership: Membership) -> bool:
+    """Admins and owners change the workspace setting (`workspaces.services.workspace_update` enforces it)."""
+    return membership.has_role(Role.ADMIN)
