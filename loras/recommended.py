@@ -13,9 +13,13 @@ Training metadata is deliberately not read for these: kohya's `ss_steps` counts 
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from generation.model_registry import BaseModel, model_registry
 from lorasite.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from loras.models import LoRA
 
 SETTING_KEYS = ("steps", "guidance", "guidance_2", "shift")
 # Bounds used when no model is named and the LoRA's family fits no model in the registry.
@@ -219,7 +223,7 @@ def clean_settings(value: object, *, family: str, field: str = "recommended_sett
     return cleaned
 
 
-def apply_proposal(lora) -> list[str]:
+def apply_proposal(lora: "LoRA") -> list[str]:
     """The ingest hook: propose settings and the distill flag for a LoRA that has none yet (what the user set
     stays). Sets them on `lora` and returns the fields it changed, for `save(update_fields=…)`."""
     if lora.recommended_settings or lora.is_distill:
