@@ -56,10 +56,11 @@ def test_generate_with_a_lora_per_expert_and_watch_it_run(page, sign_in, screens
         high_slider.press("ArrowLeft")
     expect(page.get_by_role("spinbutton", name="Exact weight of style")).to_have_value("0.95")
 
-    # Low noise: the LoRA already in high noise is disabled; type an exact weight, the slider follows.
+    # Low noise: the LoRA already in high noise could join it here (both experts, a weight each); type an exact
+    # weight, the slider follows.
     page.get_by_role("button", name="+ Add low-noise LoRA").click()
     dialog = page.get_by_role("dialog", name="Add a low-noise LoRA")
-    expect(dialog.locator(".lora-option", has_text="style")).to_be_disabled()
+    expect(dialog.locator(".lora-option", has_text="style")).to_contain_text("In High-noise: adding it here runs it")
     dialog.locator(".lora-option", has_text="detail").click()
     page.get_by_role("spinbutton", name="Exact weight of detail").fill("0.6")
     expect(page.get_by_role("slider", name="Weight of detail")).to_have_value("0.6")
