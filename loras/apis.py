@@ -2,12 +2,12 @@ import copy
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from loras import selectors, services
+from loras import selectors, services, versions
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
 from loras.metrics import lora_metrics
@@ -237,18 +237,61 @@ def filter_parameters(filterset_class: type[django_filters.FilterSet]) -> list[O
     return parameters
 
 
+class TrainingHeadlineOutput(serializers.Serializer):
+    epochs = serializers.IntegerField(allow_null=True)
+    steps = serializers.IntegerField(allow_null=True)
+    learning_rate = serializers.FloatField(allow_null=True)
+    dataset_size = serializers.IntegerField(allow_null=True, help_text="Training images or clips.")
+    text = serializers.CharField(help_text='"10 epochs · 2,000 steps · LR 1e-4 · 40 images"; "" when none is known.')
+
+
+class VersionOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="lora.id")
+    version = serializers.CharField(source="lora.version")
+    created_at = serializers.DateTimeField(source="lora.created_at")
+    file_size = serializers.IntegerField(source="lora.file_size")
+    rank = serializers.IntegerField(source="lora.rank", allow_null=True)
+    status = serializers.CharField(source="lora.status")
+    training = TrainingHeadlineOutput(help_text="From the file's ss_* metadata and the training record.")
+    metrics = UsageFiguresOutput()
+
+
+class VersionGroupOutput(serializers.Serializer):
+    name = serializers.CharField()
+    versions = VersionOutput(many=True, help_text="In order of creation.")
+
+
 class LoRAListCreateAPI(WorkspaceScopedAPIView):
     pagination_class = PageNumberPagination
     parser_classes = [MultiPartParser, JSONParser]
 
+    class ListInput(serializers.Serializer):
+        group_by_name = serializers.BooleanField(
+            default=False, help_text="true: a page of names, each with its versions in order of creation."
+        )
+
     @extend_schema(
-        parameters=filter_parameters(LoRAFilterSet),
-        responses={200: LoRAOutput(many=True), **error_responses(400, 401, 404)},
+        parameters=[*filter_parameters(LoRAFilterSet), ListInput],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="LoRAListItem",
+                serializers=[LoRAOutput, VersionGroupOutput],
+                resource_type_field_name=None,
+                many=True,
+            ),
+            **error_responses(400, 401, 404),
+        },
         tags=["loras"],
-        summary="List the workspace's LoRAs (search, filters, ordering, pagination)",
+        summary="List the workspace's LoRAs (search, filters, ordering, pagination), or their versions by name",
     )
     def get(self, request, slug):
         workspace = self.membership.workspace
+        if parse_input(self.ListInput, request.query_params)["group_by_name"]:
+            paginator = self.pagination_class()
+            names = versions.lora_group_names(workspace=workspace, filters=request.query_params)
+            page = paginator.paginate_queryset(names, request, view=self)
+            groups = versions.lora_version_groups(workspace=workspace, names=list(page), filters=request.query_params)
+            return paginator.get_paginated_response(VersionGroupOutput(groups, many=True).data)
         queryset = selectors.lora_list(workspace=workspace, filters=request.query_params)
         return paginated(request, self, queryset, LoRAOutput, proposals=selectors.PartnerProposals(workspace))
 

@@ -60,6 +60,11 @@ class LoRA(models.Model):
     dtype = models.CharField(max_length=12, blank=True)
     header_metadata = models.JSONField(default=dict, blank=True, help_text="The file's safetensors __metadata__.")
     training_metadata = models.JSONField(default=dict, blank=True, help_text="Readable kohya ss_* training fields.")
+    training = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Members give it (loras/training.py): dataset, link, base model version, hyperparameters.",
+    )
     module_shapes = models.JSONField(
         default=dict,
         blank=True,

@@ -1,0 +1,110 @@
+"""Adapter metrics (loras/metrics.py): the LoRA's figures and the base model's alone, right to the rating, and a
+fixed number of queries whatever the history (5 jobs or 50)."""
+
+import pytest
+
+from loras.metrics import lora_metrics, lora_usage
+from tests.factories import GenerationJobFactory, JobLoRAFactory, LoRAFactory, OutputRatingFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def lora(workspace):
+    return LoRAFactory(workspace=workspace, base_model="wan-demo")
+
+
+def used_in_job(lora, *, status="succeeded", stars=(), position=0, job=None):
+    job = job or GenerationJobFactory(workspace=lora.workspace, status=status)
+    JobLoRAFactory(job=job, lora=lora, position=position)
+    for value in stars:
+        OutputRatingFactory(job=job, stars=value)
+    return job
+
+
+def test_figures_for_the_lora_and_the_base_model(workspace, lora):
+    used_in_job(lora, stars=(5, 4))
+    used_in_job(lora, stars=(3,))
+    last = used_in_job(lora, status="failed")
+    used_in_job(lora, status="cancelled")
+    # The same LoRA twice in one job (both experts) counts that job and its ratings once.
+    twice = used_in_job(lora, stars=(4,))
+    used_in_job(lora, job=twice, position=1)
+    # The base model alone: jobs on the family's models with no LoRA.
+    for stars in ((2,), (3, 3), ()):
+        job = GenerationJobFactory(workspace=workspace, model_key="wan-ti2v-demo")
+        for value in stars:
+            OutputRatingFactory(job=job, stars=value)
+    GenerationJobFactory(workspace=workspace, status="failed")
+    # Not counted: another LoRA's job, another family's base job, another workspace's base job.
+    used_in_job(LoRAFactory(workspace=workspace), stars=(1,))
+    OutputRatingFactory(job=GenerationJobFactory(workspace=workspace, model_key="flux-demo"), stars=1)
+    OutputRatingFactory(job=GenerationJobFactory(model_key="wan22-a14b-demo"), stars=1)
+
+    metrics = lora_metrics(lora=lora)
+    assert metrics.lora.generations == 5
+    assert (metrics.lora.succeeded, metrics.lora.failed) == (3, 1)
+    assert metrics.lora.rating_count == 4
+    assert metrics.lora.rating_average == pytest.approx(4.0)
+    assert metrics.lora.histogram == (0, 0, 1, 2, 1)
+    assert metrics.lora.last_used >= last.created_at
+    assert (metrics.base.generations, metrics.base.succeeded, metrics.base.failed) == (4, 3, 1)
+    assert metrics.base.histogram == (0, 1, 2, 0, 0)
+    assert metrics.base.rating_average == pytest.approx(8 / 3)
+    assert set(metrics.base_models) == {"Wan 2.2 A14B (demo)", "Wan single expert (demo)"}
+    assert metrics.headline == "4.0 ★ (4 ratings) vs 2.7 ★ for the base model (3)"
+
+
+def test_no_history(lora):
+    metrics = lora_metrics(lora=lora)
+    assert metrics.lora.generations == 0
+    assert metrics.lora.rating_average is None
+    assert metrics.lora.histogram == (0, 0, 0, 0, 0)
+    assert metrics.lora.last_used is None
+    assert metrics.headline == "No ratings yet; no ratings yet for the base model"
+
+
+def test_usage_of_many_loras_at_once(workspace):
+    first, second, unused = LoRAFactory.create_batch(3, workspace=workspace)
+    used_in_job(first, stars=(5,))
+    used_in_job(second, stars=(1, 2))
+    usage = lora_usage(lora_ids=[first.id, second.id, unused.id])
+    assert usage[first.id].rating_average == 5.0
+    assert usage[second.id].histogram == (1, 1, 0, 0, 0)
+    assert usage[unused.id].generations == 0
+
+
+@pytest.mark.parametrize("jobs", [5, 50])
+def test_a_fixed_number_of_queries_whatever_the_history(lora, django_assert_max_num_queries, jobs):
+    raters = UserFactory.create_batch(3)
+    for index in range(jobs):
+        job = used_in_job(lora, status="failed" if index % 5 == 0 else "succeeded")
+        for rater in raters[: index % 4]:
+            OutputRatingFactory(job=job, user=rater, stars=1 + index % 5)
+        base = GenerationJobFactory(workspace=lora.workspace)
+        OutputRatingFactory(job=base, user=raters[0], stars=3)
+    with django_assert_max_num_queries(4):
+        metrics = lora_metrics(lora=lora)
+    assert metrics.lora.generations == jobs
+    assert metrics.base.rating_count == jobs
+
+
+def test_detail_api_and_page_show_the_metrics(api, client, owner, lora):
+    used_in_job(lora, stars=(5, 3))
+    OutputRatingFactory(job=GenerationJobFactory(workspace=lora.workspace), stars=2)
+    body = api.get(f"/api/v1/workspaces/{lora.workspace.slug}/loras/{lora.id}/").json()
+    assert body["metrics"]["lora"]["histogram"] == [0, 0, 1, 0, 1]
+    assert body["metrics"]["lora"]["rating_average"] == 4.0
+    assert body["metrics"]["base"]["rating_count"] == 1
+    assert body["metrics"]["headline"] == "4.0 ★ (2 ratings) vs 2.0 ★ for the base model (1)"
+
+    client.force_login(owner)
+    html = client.get(f"/w/{lora.workspace.slug}/loras/{lora.id}/").content.decode()
+    assert "4.0 ★ (2 ratings) vs 2.0 ★ for the base model (1)" in html
+    assert '<svg class="histogram"' in html
+    assert "5 stars, 50 % for this LoRA and 0 % for the base model" in html
+
+
+def test_another_workspaces_lora_is_404(client_for, outsider, lora):
+    response = client_for(outsider).get(f"/api/v1/workspaces/{lora.workspace.slug}/loras/{lora.id}/")
+    assert response.status_code == 404
