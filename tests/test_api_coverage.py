@@ -17,8 +17,10 @@ from schemathesis.specs.openapi.checks import (
 )
 from werkzeug.test import Client
 
+from generation.models import GenerationJob
 from generation.runtime.encode import write_png
 from loras import services as lora_services
+from lorasite.object_store import get_object_store
 from tests.api_schema import SCHEMA, in_process_wsgi  # noqa: F401 (a fixture)
 from tests.factories import UserFactory, WorkspaceFactory
 from tests.ingest import ingest_ready
@@ -54,17 +56,20 @@ class Caller:
         self.called.add((method, path))
         return response.json() if response.content else {}
 
-    def upload(self, path: str, expect: int, *, file: Path, **path_parameters) -> dict:
+    def upload(self, path: str, expect: int, *, file: Path, method: str = "POST", **path_parameters) -> dict:
         """A multipart file upload, sent by Werkzeug's client itself: schemathesis names a file part after
         its field, and the API takes the extension from the part's filename."""
-        operation = SCHEMA[API + path]["POST"]
+        operation = SCHEMA[API + path][method]
         with open(file, "rb") as handle:
-            response = Client(SCHEMA.app).post(
-                API + path.format(**path_parameters), data={"file": (handle, file.name)}, headers=self.headers
+            response = Client(SCHEMA.app).open(
+                API + path.format(**path_parameters),
+                method=method,
+                data={"file": (handle, file.name)},
+                headers=self.headers,
             )
         assert response.status_code == expect, (path, response.status_code, response.get_data(as_text=True)[:500])
         operation.validate_response(response)
-        self.called.add(("POST", path))
+        self.called.add((method, path))
         return response.json
 
 
@@ -194,6 +199,25 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     call("POST", "/workspaces/{slug}/recipes/{recipe_id}/run/", 201, slug=slug, recipe_id=saved["id"], body={"seed": 1})
     call("POST", "/workspaces/{slug}/recipes/from-job/", 201, slug=slug, body={"job_id": job["id"]})
     call("DELETE", "/workspaces/{slug}/recipes/{recipe_id}/", 204, slug=slug, recipe_id=saved["id"])
+    # Ratings: stars for a succeeded output (as if the worker had finished the job), then removed
+    GenerationJob.objects.filter(id=job["id"]).update(status="succeeded")
+    rating = "/workspaces/{slug}/generations/{job_id}/rating/"
+    assert call("PUT", rating, 200, slug=slug, job_id=job["id"], body={"stars": 4})["mine"] == 4
+    call("DELETE", rating, 204, slug=slug, job_id=job["id"])
+    # Previews: an uploaded image, replaced by the (succeeded) job's output, then removed
+    preview, image = "/workspaces/{slug}/loras/{lora_id}/preview/", tmp_path / "preview.png"
+    write_png(np.full((40, 60, 3), 200, dtype=np.uint8), image)
+    assert call.upload(preview, 200, file=image, method="PUT", slug=slug, lora_id=ready.id)["kind"] == "image"
+    assert call("GET", preview, 200, slug=slug, lora_id=ready.id)["source"] == "upload"
+    output_key = f"workspaces/{workspace.id}/outputs/{job['id']}/output.png"
+    get_object_store().save_file(output_key, image)
+    GenerationJob.objects.filter(id=job["id"]).update(output_key=output_key)
+    from_job = {"job_id": job["id"]}
+    assert (
+        call("POST", preview, 200, slug=slug, lora_id=ready.id, body=from_job, media_type="application/json")["source"]
+        == "job"
+    )
+    call("DELETE", preview, 204, slug=slug, lora_id=ready.id)
     call("DELETE", "/workspaces/{slug}/generations/{job_id}/", 204, slug=slug, job_id=job["id"])
 
     # What made this? An output PNG as the worker writes it, read back
