@@ -49,7 +49,8 @@ def generate(request: HttpRequest, slug: str) -> HttpResponse:
             else:
                 # No flash: the job page shows "Queued" as the job's live state, which a flash would outlive.
                 return redirect("studio:job", slug=slug, job_id=job.id)
-    context = {"membership": membership, "form": form, "model": model}
+    pairs = selectors.pair_choices(workspace=membership.workspace, model=model, choices=choices)
+    context = {"membership": membership, "form": form, "model": model, "pair_choices": pairs}
     return _render(request, "generation/generate.html", "generation/_generate_fields.html", context, status)
 
 

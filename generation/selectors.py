@@ -17,7 +17,8 @@ from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import ProvenanceError, read_png_provenance
 from generation.runtime import memory_plan
 from loras.lora_inspect import family_label
-from loras.models import LoRA, Status
+from loras.models import LoRA, LoRAPair, Status
+from loras.selectors import pair_list
 from lorasite.errors import InvalidInput, NotFound, PayloadTooLarge
 from lorasite.object_store import get_object_store
 from workspaces.models import Workspace
@@ -124,6 +125,27 @@ def lora_choices(*, workspace: Workspace, model: BaseModel) -> list[LoRAChoice]:
         cost = None if problem else lora_cost_estimate(model=model, file_size=lora.file_size, lora=lora, expert="high")
         choices.append(LoRAChoice(lora=lora, problem=problem, cost=cost))
     return sorted(choices, key=lambda choice: not choice.usable)  # stable: keeps the recency order
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    """A LoRA pair as the Generate page offers it on a two-expert model: one pick puts each half into its
+    section at the pair's weight. Offered when both halves are usable choices."""
+
+    pair: LoRAPair
+    high: LoRAChoice
+    low: LoRAChoice
+
+
+def pair_choices(*, workspace: Workspace, model: BaseModel, choices: list[LoRAChoice]) -> list[PairChoice]:
+    if not model.two_experts:
+        return []
+    usable = {choice.lora.id: choice for choice in choices if choice.usable}
+    return [
+        PairChoice(pair=pair, high=usable[pair.high_id], low=usable[pair.low_id])
+        for pair in pair_list(workspace=workspace)
+        if pair.high_id in usable and pair.low_id in usable
+    ]
 
 
 # --- what a LoRA adds on the worker ---------------------------------------------------------------

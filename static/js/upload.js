@@ -15,6 +15,7 @@
   const PARALLEL_PARTS = 3; // per file: browsers open about 6 connections per host
   const PICKLE_EXTENSIONS = [".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"];
   const PROCESSING = "Processing: checking and hashing the file…";
+  const CARD = "[data-lora-id][data-status]";
 
   const uploadsUrl = dialog.dataset.uploadsUrl;
   const maxBytes = Number(dialog.dataset.maxBytes);
@@ -227,7 +228,7 @@
       if (!response.ok) throw new Error(`The server answered ${response.status}.`);
       const holder = document.createElement("div");
       holder.innerHTML = await response.text();
-      const card = holder.querySelector("[data-lora-id]");
+      const card = holder.querySelector(CARD);
       mirror(card);
       if (card.dataset.status !== "processing") return;
       await pause(2000);
@@ -303,7 +304,8 @@
 
   document.body.addEventListener("htmx:load", (event) => {
     const root = event.detail.elt;
-    const cards = root.matches("[data-lora-id]") ? [root] : root.querySelectorAll("[data-lora-id]");
+    // Cards carry their status; other elements with a LoRA id (the Generate page's picker) are not cards.
+    const cards = root.matches(CARD) ? [root] : root.querySelectorAll(CARD);
     cards.forEach(mirror);
   });
 

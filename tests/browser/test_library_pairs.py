@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from loras.models import LoRA, LoRAPair
 from tests.factories import LoRAFactory, MembershipFactory
+from tests.lora_files import write_lora
 from workspaces.models import Role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -129,3 +130,35 @@ def test_compact_list_bulk_actions_and_deleting_a_half(page, screenshot, library
     expect(page.get_by_text("and the pair “golden_hour” unpaired")).to_be_visible()
     assert not LoRAPair.objects.exists()
     assert LoRA.objects.alive().filter(id=high.id).exists() and not LoRA.objects.alive().filter(id=low.id).exists()
+
+
+@pytest.mark.slow
+def test_generate_picks_a_pair_and_uploads_in_place(page, screenshot, library, celery_worker, tmp_path):
+    workspace, high, low = library
+    LoRAPair.objects.create(workspace=workspace, name="golden_hour", high=high, low=low, weight_low=0.7)
+    page.goto(f"/w/{workspace.slug}/generate/?model=wan22-a14b-demo")
+    page.get_by_role("button", name="+ Add high-noise LoRA").click()
+    dialog = page.locator("#lora-dialog")
+    pair_option = dialog.get_by_role("button", name="golden_hour pair")
+    expect(pair_option).to_contain_text("Low noise: golden_hour_low_noise · weight 0.70")
+    screenshot("generate-pair-picker")
+    pair_option.click()
+    expect(dialog).to_be_hidden()
+    for expert, lora, weight in (("high", high, "1.00"), ("low", low, "0.70")):
+        row = page.locator(f'.lora-section[data-expert="{expert}"] .lora-row[data-lora-id="{lora.id}"]')
+        expect(row.locator(".lora-weight-exact")).to_have_value(weight)
+    expect(page.locator("[data-lora-count]")).to_have_text("2")
+
+    # "Manage / upload": the upload dialog opens in place; the new LoRA joins the picker when ready.
+    page.get_by_role("button", name="upload LoRAs").click()
+    uploader = page.get_by_role("dialog", name="Upload LoRAs")
+    expect(uploader).to_be_visible()
+    path = write_lora(tmp_path / "fresh_style.safetensors", family="wan-demo", blocks=1)
+    uploader.locator('input[type="file"]').set_input_files(path)
+    expect(uploader.locator(".upload-item")).to_have_attribute("data-state", "ready", timeout=90_000)
+    screenshot("generate-upload-in-place")
+    uploader.get_by_role("button", name="Close").last.click()
+    fresh = LoRA.objects.get(original_filename="fresh_style.safetensors")
+    expect(page.locator(f'#lora-dialog .lora-option[data-lora-id="{fresh.id}"]')).to_be_attached()
+    # The picked rows survived the picker's refresh.
+    expect(page.locator("[data-lora-count]")).to_have_text("2")
