@@ -63,13 +63,18 @@ class RecipeOutput(serializers.ModelSerializer):
         return selectors.recipe_problems(recipe)
 
 
-class RecipeInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    model = serializers.CharField(max_length=64)
-    prompt_template = serializers.CharField(max_length=4000, help_text="{trigger} becomes the LoRAs' trigger words.")
+class RecipeUpdateInput(serializers.Serializer):
+    """Every field optional (PATCH); a LoRA entry still needs its `lora_id`, so this is not a `partial` parse,
+    which DRF would pass on to the nested entries."""
+
+    name = serializers.CharField(max_length=100, required=False)
+    model = serializers.CharField(max_length=64, required=False)
+    prompt_template = serializers.CharField(
+        max_length=4000, required=False, help_text="{trigger} becomes the LoRAs' trigger words."
+    )
     negative_prompt = serializers.CharField(max_length=4000, required=False, allow_blank=True)
     params = ParamsInput(required=False)
-    loras = LoRAEntryInput(many=True, required=False)
+    loras = LoRAEntryInput(many=True, required=False, help_text="Replaces the whole list.")
 
     @staticmethod
     def service_arguments(data: dict) -> dict:
@@ -78,6 +83,12 @@ class RecipeInput(serializers.Serializer):
         if "params" in data:
             data["params"] = dict(data["params"])
         return data
+
+
+class RecipeInput(RecipeUpdateInput):
+    name = serializers.CharField(max_length=100)
+    model = serializers.CharField(max_length=64)
+    prompt_template = serializers.CharField(max_length=4000, help_text="{trigger} becomes the LoRAs' trigger words.")
 
 
 def _recipe_response(recipe: Recipe, membership, code: int = status.HTTP_200_OK) -> Response:
@@ -113,13 +124,13 @@ class RecipeDetailAPI(WorkspaceScopedAPIView):
         return Response(RecipeOutput(self._recipe(recipe_id)).data)
 
     @extend_schema(
-        request=RecipeInput,
+        request=RecipeUpdateInput,
         responses={200: RecipeOutput, **error_responses(400, 401, 403, 404, 409)},
         tags=["recipes"],
         summary="Change a recipe; `loras` replaces the whole list",
     )
     def patch(self, request, slug, recipe_id):
-        data = RecipeInput.service_arguments(parse_input(RecipeInput, request.data, partial=True))
+        data = RecipeUpdateInput.service_arguments(parse_input(RecipeUpdateInput, request.data))
         recipe = services.recipe_update(actor=self.membership, recipe=self._recipe(recipe_id), **data)
         return _recipe_response(recipe, self.membership)
 
