@@ -1,9 +1,11 @@
 """Where generation jobs are queued, and which queues a GPU worker consumes.
 
 Every base model has its own Celery queue, `gpu.<model key>`, so a worker only ever receives jobs
-for the models it serves (`LORASITE_WORKER_MODELS`). The queues are not declared in settings:
-Celery creates a missing queue (exchange and routing key named after it) both where a job is
-published and where a worker consumes it (`task_create_missing_queues`, on by default).
+for the models it serves (`LORASITE_WORKER_MODELS`). Each GPU worker also consumes a queue of its own,
+`gpu.w.<node name>`, where the router (generation/routing.py) sends the jobs whose LoRAs it holds.
+The queues are not declared in settings: Celery creates a missing queue (exchange and routing key
+named after it) both where a job is published and where a worker consumes it
+(`task_create_missing_queues`, on by default).
 Torch-free: the web process, the worker command line and the tests all name queues here.
 """
 
@@ -17,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from generation.model_registry import model_registry
 
 GPU_QUEUE_PREFIX = "gpu."
+WORKER_QUEUE_PREFIX = "gpu.w."
 
 
 def gpu_queue(model_key: str) -> str:
@@ -24,9 +27,16 @@ def gpu_queue(model_key: str) -> str:
     return f"{GPU_QUEUE_PREFIX}{model_key}"
 
 
+def worker_queue(worker_name: str) -> str:
+    """The queue of one worker (its Celery node name, `name@host`): jobs routed to it."""
+    return f"{WORKER_QUEUE_PREFIX}{worker_name}"
+
+
 def model_of_queue(queue_name: str) -> str | None:
-    """The model key a GPU queue serves; None for any other queue (e.g. `default`)."""
-    return queue_name.removeprefix(GPU_QUEUE_PREFIX) if queue_name.startswith(GPU_QUEUE_PREFIX) else None
+    """The model key a GPU queue serves; None for any other queue (`default`, a worker's own queue)."""
+    if queue_name.startswith(WORKER_QUEUE_PREFIX) or not queue_name.startswith(GPU_QUEUE_PREFIX):
+        return None
+    return queue_name.removeprefix(GPU_QUEUE_PREFIX)
 
 
 def worker_models() -> list[str]:

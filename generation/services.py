@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from generation import scaleout
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.queues import gpu_queue
@@ -313,9 +314,10 @@ def _send_job(job: GenerationJob) -> None:
     """Publish the job's message and record that the broker took it (raises the broker's error)."""
     from generation.tasks import generation_run
 
-    # One queue per model: only a worker that serves this model receives the job. Preview jobs go last.
+    # One queue per model, or a worker's own queue (generation/scaleout.py): only a worker that serves this model
+    # receives the job. Preview jobs go last.
     priority = PREVIEW_PRIORITY if job.purpose == JobPurpose.PREVIEW else None
-    generation_run.apply_async(args=[str(job.id)], queue=gpu_queue(job.model_key), priority=priority)
+    generation_run.apply_async(args=[str(job.id)], queue=scaleout.job_queue(job), priority=priority)
     GenerationJob.objects.filter(id=job.id).update(enqueued_at=timezone.now())
 
 

@@ -9,10 +9,12 @@ import functools
 import logging
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
@@ -23,10 +25,11 @@ from generation.provenance import job_provenance
 from generation.runtime.adapters import AdapterManager, AdapterSpec, LoRAChecksumError, LoRALoadError
 from generation.runtime.encode import poster_from_frames, write_mp4, write_png
 from generation.runtime.generate import GenerationCancelled, run_pipeline
-from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError
+from generation.runtime.lora_cache import LoRACache, LoRAIntegrityError, cached_sha256
 from generation.runtime.memory_plan import PlacementError, Plan, plan
-from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes
+from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes, runtime_device
 from generation.thumbnails import THUMB_NAME, write_thumbnail
+from generation.worker_registry import DISK_LIST_LIMIT
 from lorasite.object_store import get_object_store
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,10 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 _ADAPTER_MANAGERS: dict[str, AdapterManager] = {}
 # An evicted or dropped pipeline takes its adapter manager (the record of its LoRAs) with it.
 PIPELINES = PipelineRegistry(on_evict=lambda model_key: _ADAPTER_MANAGERS.pop(model_key, None))
+# What the heartbeat reports besides the pipelines and adapters: the job running, and per LoRA applied where it
+# came from ("adapter_file", "adapter_host_tier", "adapter_resident") plus "jobs", since the process started.
+_CURRENT_JOB = {"id": ""}
+_COUNTERS: Counter[str] = Counter()
 
 
 def model_plan(model: BaseModel) -> Plan:
@@ -193,6 +200,16 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     job = services.job_claim(job_id=job_id, worker=worker_name)
     if job is None:
         return
+    _CURRENT_JOB["id"] = job_id
+    try:
+        _execute_claimed(job)
+    finally:
+        _CURRENT_JOB["id"] = ""
+        _COUNTERS["jobs"] += 1
+
+
+def _execute_claimed(job: GenerationJob) -> None:
+    job_id = str(job.id)
     timings: dict[str, float] = {}
     manager: AdapterManager | None = None
     outcome: dict = {"error": "", "cancelled": False}
@@ -206,6 +223,7 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
         for spec in specs:
             logger.info("Job %s: applying %s", job.id, spec.describe())
         _apply_adapters(job, manager, specs, timings)
+        _COUNTERS.update(f"adapter_{source}" for source in manager.last_apply_stats.sources.values())
         outcome["keys"] = _generate_and_store(job, model, pipe, _Progress(str(job.id)), timings)
     except GenerationCancelled:
         outcome["cancelled"] = True
@@ -238,3 +256,40 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
         )
     else:
         services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])
+
+
+def worker_status() -> dict:
+    """What this worker's heartbeat reports (the fields of worker_registry.LiveWorker). Read from the heartbeat
+    thread while a job may run: each collection is copied before it is walked."""
+    device = runtime_device()
+    free = total = None
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+    adapters = {}
+    for model_key, manager in list(_ADAPTER_MANAGERS.items()):
+        files = manager.resident_files
+        merged = set(manager.merged_adapters)
+        adapters[model_key] = {
+            "merged": [cached_sha256(path) for name, path in files.items() if name in merged],
+            "resident": [cached_sha256(path) for path in files.values()],
+            "host_tier": [cached_sha256(path) for path in manager.host_tier.paths],
+        }
+    cache = lora_cache()
+    disk, disk_count, cache_bytes = cache.recent_sha256(DISK_LIST_LIMIT)
+    return {
+        "device": str(device),
+        "free_memory_bytes": free,
+        "total_memory_bytes": total,
+        "pipelines": PIPELINES.loaded_keys(),
+        "adapters": adapters,
+        "disk": disk,
+        "disk_count": disk_count,
+        "cache_bytes": cache_bytes,
+        "cache_max_bytes": cache.max_bytes,
+        "current_job": _CURRENT_JOB["id"],
+        "counters": {
+            **_COUNTERS,
+            "downloads": cache.stats.misses,
+            "bytes_downloaded": cache.stats.bytes_fetched,
+        },
+    }

@@ -8,9 +8,17 @@ the web process and every worker already share it: a Redis broker keeps it under
 of `make run`) keeps one JSON file per worker under `VAR_DIR/workers/`, stale past its
 `last_seen`.
 
+A record says what the router (generation/routing.py) and the operator page need: the models served,
+the worker's own queue, device and free memory, the pipelines loaded, per model the LoRAs (sha256)
+merged, resident on the device and kept in host memory, the disk cache's LoRAs (the most recently used
+`DISK_LIST_LIMIT`) and fill, the job running, and counters since start (downloads, adapter loads by
+tier). Besides the live record, every worker's name stays listed with its last heartbeat (a Redis
+hash, or a `.seen` file) until beat has re-routed what was waiting in its queue after it died
+(generation/scaleout.py): `dead_workers()`, `forget()`.
+
 Reading never raises: when the registry cannot be read (Redis down) the answer is None, "unknown",
 and callers say so instead of failing. Torch-free and Celery-free; the worker wires `Heartbeat`
-to its start and shutdown signals in generation/tasks.py.
+to its start and shutdown signals in generation/worker_startup.py.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import redis
@@ -28,9 +37,12 @@ from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-TTL_SECONDS = 30
-HEARTBEAT_SECONDS = 10
+TTL_SECONDS = settings.LORASITE_WORKER_TTL_SECONDS
+HEARTBEAT_SECONDS = settings.LORASITE_WORKER_HEARTBEAT_SECONDS
 KEY_PREFIX = "lorasite:worker:"
+SEEN_KEY = "lorasite:workers:seen"  # hash: worker name -> its last heartbeat (Unix time)
+# A record stays small (it is read on every job sent): the disk cache's most recently used LoRAs only.
+DISK_LIST_LIMIT = 256
 # The web process asks on every job page: a Redis that does not answer must not hold it up.
 REDIS_TIMEOUT_SECONDS = 0.5
 
@@ -41,6 +53,24 @@ class LiveWorker:
     models: tuple[str, ...]
     started: float  # Unix time
     last_seen: float  # Unix time
+    queue: str = ""  # its own queue, gpu.w.<name>
+    device: str = ""  # "cuda:0", "cpu"
+    free_memory_bytes: int | None = None  # on the device; None without a GPU
+    total_memory_bytes: int | None = None
+    pipelines: tuple[str, ...] = ()  # models whose pipeline is loaded, least recently used first
+    # model key -> {"merged": [sha256…], "resident": [sha256…], "host_tier": [sha256…]}
+    adapters: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    disk: tuple[str, ...] = ()  # sha256 of the disk cache's LoRAs, most recently used first (DISK_LIST_LIMIT)
+    disk_count: int = 0  # all of them
+    cache_bytes: int = 0
+    cache_max_bytes: int = 0
+    current_job: str = ""  # the job id it is running, "" when idle
+    # since start: jobs, downloads, bytes_downloaded, and adapter_<tier> per LoRA applied (file, host_tier, resident)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def tier_sets(self, tier: str) -> dict[str, frozenset[str]]:
+        """model key -> the sha256s in `tier` ("merged", "resident", "host_tier") for that model."""
+        return {model: frozenset(tiers.get(tier, ())) for model, tiers in self.adapters.items()}
 
 
 def _redis_url() -> str | None:
@@ -62,37 +92,84 @@ def _file_of(name: str) -> Path:
     return _folder() / ("".join(c if c.isalnum() or c in "-_.@" else "_" for c in name) + ".json")
 
 
+_FIELDS = {f.name for f in fields(LiveWorker)}
+_TUPLES = ("models", "pipelines", "disk")
+
+
 def _parse(raw: bytes | str) -> LiveWorker | None:
     try:
         data = json.loads(raw)
-        return LiveWorker(
-            name=data["name"], models=tuple(data["models"]), started=data["started"], last_seen=data["last_seen"]
-        )
+        # Fields a newer or older worker does not know are left out or take their defaults.
+        known = {key: value for key, value in data.items() if key in _FIELDS}
+        known.update({key: tuple(known[key]) for key in _TUPLES if key in known})
+        return LiveWorker(**known)
     except (ValueError, KeyError, TypeError):
         return None  # a half-written or foreign record is not a live worker
 
 
-def announce(*, name: str, models: list[str], started: float) -> None:
-    """Write (or refresh) this worker's record; it expires TTL_SECONDS from now."""
-    record = json.dumps(asdict(LiveWorker(name=name, models=tuple(models), started=started, last_seen=time.time())))
-    url = _redis_url()
-    if url:
-        _redis_client(url).set(KEY_PREFIX + name, record, ex=TTL_SECONDS)
-        return
-    path = _file_of(name)
+def _write_file(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
-    partial.write_text(record)
+    partial.write_text(text)
     partial.replace(path)  # readers never see half a record
 
 
+def announce(*, name: str, models: list[str], started: float, status: dict | None = None) -> None:
+    """Write (or refresh) this worker's record; it expires TTL_SECONDS from now. `status`: the other fields of
+    LiveWorker (what the worker holds now)."""
+    now = time.time()
+    extra = {key: value for key, value in (status or {}).items() if key in _FIELDS}
+    worker = LiveWorker(name=name, models=tuple(models), started=started, last_seen=now, **extra)
+    record = json.dumps(asdict(worker))
+    url = _redis_url()
+    if url:
+        client = _redis_client(url)
+        client.set(KEY_PREFIX + name, record, ex=TTL_SECONDS)
+        client.hset(SEEN_KEY, name, now)
+        return
+    _write_file(_file_of(name), record)
+    _write_file(_file_of(name).with_suffix(".seen"), json.dumps({"name": name, "last_seen": now}))
+
+
 def withdraw(*, name: str) -> None:
-    """Remove this worker's record (clean shutdown)."""
+    """Remove this worker's record (clean shutdown). Its name stays known, so that jobs still waiting in its
+    queue are re-routed by beat."""
     url = _redis_url()
     if url:
         _redis_client(url).delete(KEY_PREFIX + name)
     else:
         _file_of(name).unlink(missing_ok=True)
+
+
+def dead_workers() -> dict[str, float] | None:
+    """Workers that once announced themselves and have no live record now: name -> last heartbeat (Unix time);
+    None when the registry cannot be read."""
+    live = live_workers()
+    if live is None:
+        return None
+    url = _redis_url()
+    try:
+        if url:
+            seen = {key.decode(): float(value) for key, value in _redis_client(url).hgetall(SEEN_KEY).items()}
+        else:
+            seen = {}
+            for path in _folder().glob("*.seen"):
+                data = json.loads(path.read_text())
+                seen[data["name"]] = data["last_seen"]
+    except (redis.RedisError, OSError, ValueError, KeyError) as error:
+        logger.warning("The worker registry cannot be read for dead workers: %s", error)
+        return None
+    alive = {worker.name for worker in live}
+    return {name: last_seen for name, last_seen in sorted(seen.items()) if name not in alive}
+
+
+def forget(*, name: str) -> None:
+    """Drop a dead worker's name once nothing waits in its queue any more."""
+    url = _redis_url()
+    if url:
+        _redis_client(url).hdel(SEEN_KEY, name)
+    else:
+        _file_of(name).with_suffix(".seen").unlink(missing_ok=True)
 
 
 def live_workers() -> list[LiveWorker] | None:
@@ -125,27 +202,38 @@ def models_served() -> set[str] | None:
 
 
 class Heartbeat:
-    """Announces a worker now and every HEARTBEAT_SECONDS from a daemon thread until `stop()`."""
+    """Announces a worker now and every HEARTBEAT_SECONDS from a daemon thread until `stop()`; `beat()` announces
+    at once (after each job, so the router sees what the job left loaded). `status()` returns the record's other
+    fields; if it fails, the record goes out without them rather than not at all."""
 
-    def __init__(self, *, name: str, models: list[str]) -> None:
+    def __init__(self, *, name: str, models: list[str], status: Callable[[], dict] | None = None) -> None:
         self.name, self.models, self.started = name, list(models), time.time()
+        self._status = status
+        self._lock = threading.Lock()  # the thread's beats and the worker's beat() never interleave
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {name}", daemon=True)
 
     def start(self) -> None:
-        self._beat()
+        self.beat()
         self._thread.start()
 
-    def _beat(self) -> None:
-        try:
-            announce(name=self.name, models=self.models, started=self.started)
-        except (redis.RedisError, OSError) as error:
-            # The next beat tries again; meanwhile the web process shows the models as unserved.
-            logger.warning("Worker heartbeat failed: %s", error)
+    def beat(self) -> None:
+        status = None
+        if self._status is not None:
+            try:
+                status = self._status()
+            except Exception:  # e.g. a dict the job changed while it was read: the next beat reads it again
+                logger.warning("Worker status could not be read for the heartbeat", exc_info=True)
+        with self._lock:
+            try:
+                announce(name=self.name, models=self.models, started=self.started, status=status)
+            except (redis.RedisError, OSError) as error:
+                # The next beat tries again; meanwhile the web process shows the models as unserved.
+                logger.warning("Worker heartbeat failed: %s", error)
 
     def _run(self) -> None:
         while not self._stopped.wait(HEARTBEAT_SECONDS):
-            self._beat()
+            self.beat()
 
     def stop(self) -> None:
         self._stopped.set()

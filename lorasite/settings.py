@@ -276,6 +276,8 @@ CELERY_BEAT_SCHEDULE = {
     "generation-redispatch": {"task": "generation.tasks.generation_redispatch", "schedule": 60},
     "lora-ingest-sweep": {"task": "loras.tasks.lora_ingest_sweep", "schedule": 60},
     "generation-recover-stalled": {"task": "generation.tasks.generation_recover_stalled", "schedule": 60},
+    # Jobs routed to a worker that died before taking them go to their model's shared queue.
+    "generation-reroute": {"task": "generation.tasks.generation_reroute", "schedule": 15},
 }
 
 # --- LoRA library ---------------------------------------------------------------------------
@@ -336,6 +338,21 @@ LORASITE_WORKER_MODELS = env_list("LORASITE_WORKER_MODELS")
 LORASITE_GPU_MEMORY_BYTES = env_int("LORASITE_GPU_MEMORY_BYTES", 0)
 if LORASITE_GPU_MEMORY_BYTES < 0:
     raise ImproperlyConfigured("LORASITE_GPU_MEMORY_BYTES must be 0 (detect) or a number of bytes.")
+
+# --- Scale-out across GPU workers (generation/routing.py, generation/worker_registry.py) -----
+# Each GPU worker announces itself every HEARTBEAT seconds in a record that lives TTL seconds: a worker gone
+# longer than the TTL is dead, and beat re-routes the jobs waiting in its own queue.
+LORASITE_WORKER_HEARTBEAT_SECONDS = env_int("LORASITE_WORKER_HEARTBEAT_SECONDS", 10)
+LORASITE_WORKER_TTL_SECONDS = env_int("LORASITE_WORKER_TTL_SECONDS", 30)
+if LORASITE_WORKER_TTL_SECONDS <= LORASITE_WORKER_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured("LORASITE_WORKER_TTL_SECONDS must exceed LORASITE_WORKER_HEARTBEAT_SECONDS.")
+# Affinity routing: on (default), a job goes to the worker that already holds its LoRAs, each LoRA placed on at most
+# K workers, unless that worker has BACKLOG_BOUND jobs waiting or running (then the model's shared queue).
+LORASITE_ROUTING = env_bool("LORASITE_ROUTING", True)
+LORASITE_ROUTING_K = env_int("LORASITE_ROUTING_K", 2)
+LORASITE_ROUTING_BACKLOG_BOUND = env_int("LORASITE_ROUTING_BACKLOG_BOUND", 4)
+if LORASITE_ROUTING_K < 1 or LORASITE_ROUTING_BACKLOG_BOUND < 1:
+    raise ImproperlyConfigured("LORASITE_ROUTING_K and LORASITE_ROUTING_BACKLOG_BOUND must be 1 or more.")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

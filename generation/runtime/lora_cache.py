@@ -122,6 +122,12 @@ class LoRACache:
     def total_bytes(self) -> int:
         return sum(entry.size for entry in self._entries())
 
+    def recent_sha256(self, limit: int) -> tuple[list[str], int, int]:
+        """The sha256 of the `limit` most recently used cached files, the number of files and their bytes
+        (what a worker's heartbeat reports)."""
+        entries = sorted(self._entries(), key=lambda entry: entry.last_used, reverse=True)
+        return [entry.sha256 for entry in entries[:limit]], len(entries), sum(entry.size for entry in entries)
+
     def _paths(self, sha256: str) -> tuple[Path, Path, Path]:
         folder = self.root / sha256[:2]
         return tuple(folder / f"{sha256}{suffix}" for suffix in (_DATA_SUFFIX, _MARKER_SUFFIX, _LOCK_SUFFIX))
@@ -230,3 +236,8 @@ def _write_marker(marker: Path, **fields: object) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(json.dumps(fields))
     os.replace(tmp, marker)
+
+
+def cached_sha256(path: Path) -> str:
+    """The sha256 of a file this cache handed out (its name), e.g. of an adapter loaded from it."""
+    return path.name.removesuffix(_DATA_SUFFIX)

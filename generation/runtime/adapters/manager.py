@@ -241,6 +241,11 @@ class AdapterManager:
         return list(self._resident)
 
     @property
+    def resident_files(self) -> dict[str, Path]:
+        """Adapter name -> the file it was loaded from, least recently used first (the worker's heartbeat)."""
+        return {name: resident.path for name, resident in list(self._resident.items())}
+
+    @property
     def merged_adapters(self) -> list[str]:
         """Adapters whose deltas are in the base weights right now (kept after `reset(keep_merged=True)`)."""
         return list(self._fused.names)

@@ -1,0 +1,138 @@
+"""Scale-out across GPU workers: the Celery and registry side of routing (generation/routing.py is the pure part).
+
+`job_queue(job)` is where `services._send_job` publishes a job: it reads the live workers from the registry and
+each candidate's backlog from the broker, and asks the router. Any trouble reading them (Redis slow or down) sends
+the job to its model's shared queue, which is never wrong, only slower.
+
+`jobs_reroute_from_dead_workers()` (beat) empties the own queue of every worker whose heartbeat has vanished and
+sends each job still queued to its model's shared queue. It re-sends before it acknowledges, so a crash in between
+leaves a duplicate message, never a lost job; claiming is idempotent (services.job_claim), so a duplicate, or the
+dead worker coming back and taking its old message, is harmless (the pattern of lorasite/queueing.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from django.conf import settings
+from django.utils import timezone
+from kombu.simple import SimpleQueue
+
+from generation import worker_registry
+from generation.models import GenerationJob, JobStatus
+from generation.queues import gpu_queue, worker_queue
+from generation.routing import JobRequest, Reason, Route, WorkerView, route
+from lorasite.queueing import BROKER_ERRORS, queue_backlog
+
+logger = logging.getLogger(__name__)
+
+TASK_NAME = "generation.tasks.generation_run"
+
+
+def worker_view(worker: worker_registry.LiveWorker, *, backlog: int) -> WorkerView:
+    return WorkerView(
+        name=worker.name,
+        models=frozenset(worker.models),
+        backlog=backlog,
+        pipelines=frozenset(worker.pipelines),
+        merged=worker.tier_sets("merged"),
+        resident=worker.tier_sets("resident"),
+        host_tier=worker.tier_sets("host_tier"),
+        disk=frozenset(worker.disk),
+    )
+
+
+def worker_backlog(worker: worker_registry.LiveWorker) -> int | None:
+    """Jobs waiting in the worker's own queue plus the one it runs; None when the broker does not answer."""
+    waiting = queue_backlog(worker_queue(worker.name))
+    return None if waiting is None else waiting + (1 if worker.current_job else 0)
+
+
+def job_route(job: GenerationJob) -> Route:
+    """Where `job` goes now (see the module docstring)."""
+    if not settings.LORASITE_ROUTING:
+        return Route(gpu_queue(job.model_key), None, Reason.OFF)
+    request = JobRequest(model_key=job.model_key, loras=tuple(jl.sha256 for jl in job.job_loras.all()))
+    workers = worker_registry.live_workers() or []
+    views = []
+    for worker in workers:
+        if job.model_key not in worker.models:
+            continue
+        backlog = worker_backlog(worker)
+        # A queue the broker cannot size is treated as full: the job then goes to the shared queue.
+        views.append(
+            worker_view(worker, backlog=settings.LORASITE_ROUTING_BACKLOG_BOUND if backlog is None else backlog)
+        )
+    return route(request, views, k=settings.LORASITE_ROUTING_K, backlog_bound=settings.LORASITE_ROUTING_BACKLOG_BOUND)
+
+
+def job_queue(job: GenerationJob) -> str:
+    """The queue to publish `job` on (services._send_job)."""
+    decision = job_route(job)
+    logger.info("Job %s -> %s (%s)", job.id, decision.queue, decision.reason)
+    return decision.queue
+
+
+def jobs_reroute_from_dead_workers() -> int:
+    """Beat: move the jobs waiting in dead workers' own queues to their models' shared queues; the number moved."""
+    dead = worker_registry.dead_workers()
+    moved = 0
+    for name, last_seen in (dead or {}).items():
+        drained = _reroute_queue(worker_queue(name))
+        if drained is None:
+            break  # the broker does not answer: the next beat run tries again
+        moved += drained
+        # Forgotten only well after its record expired, so that a job routed to it from a registry read just
+        # before the expiry has long arrived in its queue (and been moved) by then.
+        if drained == 0 and last_seen < time.time() - 2 * worker_registry.TTL_SECONDS:
+            worker_registry.forget(name=name)
+    return moved
+
+
+def _reroute_queue(queue: str) -> int | None:
+    """Re-send every job message in `queue` to its model's shared queue; None when the broker fails."""
+    from generation.tasks import generation_run
+    from lorasite.celery import app
+
+    moved = 0
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=3)
+            source = SimpleQueue(connection, queue)
+            try:
+                while True:
+                    try:
+                        message = source.get(block=False)
+                    except SimpleQueue.Empty:
+                        return moved
+                    job_id = _job_id(message)
+                    job = GenerationJob.objects.filter(id=job_id, status=JobStatus.QUEUED).first() if job_id else None
+                    if job is None:
+                        # Taken or finished meanwhile (or not a job message): nothing is waiting for it.
+                        message.ack()
+                        continue
+                    generation_run.apply_async(
+                        args=[str(job.id)], queue=gpu_queue(job.model_key), priority=message.properties.get("priority")
+                    )
+                    GenerationJob.objects.filter(id=job.id).update(enqueued_at=timezone.now())
+                    message.ack()
+                    moved += 1
+                    logger.warning("Job %s: no live worker consumes %s; moved to the shared queue", job.id, queue)
+            finally:
+                source.close()
+    except BROKER_ERRORS as error:
+        logger.warning("Could not re-route the jobs waiting in %s (%s)", queue, error)
+        return None
+
+
+def _job_id(message) -> str | None:
+    """The job id of a `generation_run` message (Celery's task protocol 2: headers name the task, the body is
+    [args, kwargs, embed]); None for anything else."""
+    if message.headers.get("task") != TASK_NAME:
+        return None
+    try:
+        return str(uuid.UUID(str(message.decode()[0][0])))
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None

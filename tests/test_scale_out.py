@@ -1,0 +1,176 @@
+"""Scale-out, shown with three real Celery GPU-worker processes (separate var and cache dirs, distinct names) on a
+redis-server of their own, the test database and the S3 API server: a stream of jobs over LoRAs with a skewed
+(Zipf-like) popularity runs without affinity routing, then with it, on fresh LoRAs; with routing every job
+succeeds and fewer LoRA downloads and adapter loads happen. Then a worker is SIGKILLed while a job waits in its own
+queue: once its heartbeat has vanished, beat moves the job to the shared queue and another worker runs it.
+
+The counts are the workers' own (their heartbeat records: downloads, adapters applied by where they came from)."""
+
+import random
+
+import pytest
+
+from generation import scaleout, services, worker_registry
+from generation.models import FINISHED, GenerationJob, JobStatus
+from generation.queues import worker_queue
+from generation.routing import placement
+from loras.models import LoRA, Status
+from loras.services import LoRAOptions, lora_ingest_local_file
+from lorasite.queueing import queue_backlog
+from tests.fault_services import (
+    RedisServer,
+    celery_app_on_broker,
+    kill_process_group,
+    start_celery_worker,
+    wait_until,
+    worker_environment,
+)
+from tests.lora_files import write_lora
+from workspaces.models import Role
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+MODEL = "wan-ti2v-demo"
+PARAMS = {"steps": 1, "num_frames": 5}  # the smallest job the demo model takes: the test measures LoRA traffic
+WORKERS = ("scale1", "scale2", "scale3")
+LORAS_PER_RUN, JOBS_PER_RUN = 6, 24
+IN_FLIGHT = 2 * len(WORKERS)  # a steady stream: each worker has about one job waiting behind the one it runs
+# Few adapters fit on a "device": without routing every worker cycles through every LoRA.
+WORKER_SETTINGS = {
+    "LORASITE_WORKER_HEARTBEAT_SECONDS": "1",
+    "LORASITE_WORKER_TTL_SECONDS": "3",
+    "LORASITE_RESIDENT_ADAPTERS": "2",
+    "LORASITE_WORKER_MODELS": MODEL,
+}
+
+
+@pytest.fixture
+def broker(tmp_path, settings):
+    if not settings.USING_POSTGRES:
+        pytest.skip("the worker processes need the PostgreSQL test database (required in CI)")
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.CELERY_BROKER_URL = server.url  # the registry reads the broker's Redis
+    with celery_app_on_broker(server.url):
+        yield server
+    server.stop()
+
+
+@pytest.fixture
+def workers(broker, demo_models, tmp_path):
+    processes = {}
+    try:
+        for name in WORKERS:
+            env = worker_environment(broker.url, tmp_path / f"var-{name}", **WORKER_SETTINGS)
+            processes[name] = start_celery_worker(env=env, name=name, log_path=tmp_path / f"{name}.log")
+        wait_until(lambda: len(live()) == len(WORKERS), timeout=30, what="three workers in the registry")
+        yield processes
+    finally:
+        for process in processes.values():
+            kill_process_group(process)
+
+
+def live() -> dict[str, worker_registry.LiveWorker]:
+    return {worker.name.split("@")[0]: worker for worker in worker_registry.live_workers() or []}
+
+
+def make_loras(actor, tmp_path, *, first_seed: int) -> list[LoRA]:
+    created = []
+    for seed in range(first_seed, first_seed + LORAS_PER_RUN):
+        path = write_lora(tmp_path / f"style_{seed}.safetensors", family="wan-demo", blocks=2, std=0.2, seed=seed)
+        lora = lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=LoRAOptions(name=f"s{seed}"))
+        created.append(lora)
+    ids = [lora.id for lora in created]
+    wait_until(
+        lambda: not LoRA.objects.filter(id__in=ids, status=Status.PROCESSING).exists(),
+        timeout=120,
+        what="the workers to ingest the LoRAs",
+        interval=0.5,
+    )
+    assert set(LoRA.objects.filter(id__in=ids).values_list("status", flat=True)) == {Status.READY}
+    return created
+
+
+def zipf_stream(loras: list[LoRA], *, seed: int) -> list[LoRA]:
+    weights = [1 / rank for rank in range(1, len(loras) + 1)]
+    return random.Random(seed).choices(loras, weights=weights, k=JOBS_PER_RUN)
+
+
+def counters() -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for worker in live().values():
+        for key, value in worker.counters.items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
+
+
+def run_stream(actor, stream: list[LoRA], *, jobs_before: int) -> tuple[list[GenerationJob], dict[str, int]]:
+    """Send the stream keeping IN_FLIGHT jobs unfinished; wait until all end and every worker has reported them."""
+    ids = []
+
+    def unfinished() -> int:
+        return GenerationJob.objects.filter(id__in=ids).exclude(status__in=FINISHED).count()
+
+    for lora in stream:
+        wait_until(lambda: unfinished() < IN_FLIGHT, timeout=120, what="room in the stream", interval=0.1)
+        job = services.generation_create(
+            actor=actor, model=MODEL, prompt="a lighthouse", params=PARAMS, loras=[services.LoRARequest(lora.id)]
+        )
+        ids.append(job.id)
+    wait_until(lambda: unfinished() == 0, timeout=180, what="the stream to finish", interval=0.25)
+    # The workers announce their counters right after each job.
+    expected = jobs_before + len(stream)
+    totals = wait_until(
+        lambda: (totals := counters()).get("jobs", 0) >= expected and totals, timeout=15, what="the workers' counts"
+    )
+    return list(GenerationJob.objects.filter(id__in=ids)), totals
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {key: after.get(key, 0) - before.get(key, 0) for key in after}
+
+
+def adapter_loads(counts: dict[str, int]) -> int:
+    """Adapters that had to be loaded onto the device: from the file or from host memory (not already resident)."""
+    return counts.get("adapter_file", 0) + counts.get("adapter_host_tier", 0)
+
+
+def test_routing_keeps_loras_where_they_are_and_a_dead_worker_s_queue_is_re_routed(
+    workers, workspace, member_of, tmp_path, settings
+):
+    actor = workspace.memberships.get(user=member_of(Role.OWNER))
+    without_loras = make_loras(actor, tmp_path, first_seed=0)
+    with_loras = make_loras(actor, tmp_path, first_seed=100)
+
+    settings.LORASITE_ROUTING = False
+    start = counters()
+    plain_jobs, after_plain = run_stream(actor, zipf_stream(without_loras, seed=1), jobs_before=start.get("jobs", 0))
+    settings.LORASITE_ROUTING = True
+    routed_jobs, after_routed = run_stream(
+        actor, zipf_stream(with_loras, seed=1), jobs_before=after_plain.get("jobs", 0)
+    )
+
+    for job in plain_jobs + routed_jobs:
+        assert job.status == JobStatus.SUCCEEDED, job.error
+    plain, routed = delta(after_plain, start), delta(after_routed, after_plain)
+    print(f"without routing: {plain}\nwith routing:    {routed}")
+    assert routed["downloads"] < plain["downloads"]
+    assert adapter_loads(routed) < adapter_loads(plain)
+
+    # A job waiting in the own queue of a worker that dies is not lost.
+    lora = with_loras[0]
+    names = {short: worker.name for short, worker in live().items()}
+    settings.LORASITE_ROUTING_K = 1  # the LoRA's one placed worker is the only one the router may pick
+    [doomed] = placement(lora.sha256, list(names.values()), k=1)
+    kill_process_group(workers[doomed.split("@")[0]])
+    job = services.generation_create(
+        actor=actor, model=MODEL, prompt="orphan", params=PARAMS, loras=[services.LoRARequest(lora.id)]
+    )
+    assert queue_backlog(worker_queue(doomed)) == 1  # routed to the worker whose record has not yet expired
+    wait_until(lambda: doomed not in {w.name for w in worker_registry.live_workers()}, timeout=10, what="its expiry")
+    assert scaleout.jobs_reroute_from_dead_workers() == 1
+    assert queue_backlog(worker_queue(doomed)) == 0
+    wait_until(lambda: GenerationJob.objects.get(id=job.id).is_finished, timeout=60, what="the re-routed job")
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.worker and job.worker != doomed
