@@ -488,9 +488,10 @@ def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict,
         thumb_key=thumb_key,
         progress=100,
     )
-    LoRA.objects.filter(job_uses__job=job).update(use_count=F("use_count") + 1, last_used_at=job.finished_at)
-    if job.purpose == JobPurpose.PREVIEW:
+    if job.purpose == JobPurpose.PREVIEW:  # not a use: it neither counts nor moves the LoRA up the picker
         lora_preview_from_preview_job(job=job)
+    else:
+        LoRA.objects.filter(job_uses__job=job).update(use_count=F("use_count") + 1, last_used_at=job.finished_at)
 
 
 @transaction.atomic

@@ -494,6 +494,7 @@ class TestAutoPreview:
             )
         lora.refresh_from_db()
         assert lora.preview_job_id == job.id and lora.preview_kind == "video"
+        assert lora.use_count == 0 and lora.last_used_at is None  # a preview is not a use
 
     def test_a_preview_the_user_set_meanwhile_wins(self, workspace, owner, lora, served, sent, s3_keys):
         job = previews.auto_preview_queue(lora_id=lora.id)
