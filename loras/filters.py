@@ -80,8 +80,8 @@ class LoRAFilterSet(django_filters.FilterSet):
         max_length=64,
         validators=[RegexValidator(r"^[0-9a-fA-F]+$", "A hash is hexadecimal digits.")],
         label="Hash",
-        help_text="8 or more hex digits of any of them.",
-        widget=forms.TextInput(attrs={"placeholder": "sha256, AutoV2, AutoV3 or BLAKE3", "spellcheck": "false"}),
+        # A prefix (8+ hex digits) of the sha256, AutoV2, AutoV3 or BLAKE3.
+        widget=forms.TextInput(attrs={"placeholder": "8+ hex digits", "spellcheck": "false"}),
     )
     status = django_filters.ChoiceFilter(choices=Status.choices, empty_label="Any status", label="Status")
     ordering = django_filters.ChoiceFilter(

@@ -106,6 +106,7 @@ def test_hashes_provenance_and_what_made_this(page, sign_in, screenshot, studio,
     page.get_by_role("searchbox", name="Search").fill(ink.autov2)
     expect(page.locator("#library-results")).to_contain_text("Ink wash")
     expect(page.locator("#library-results")).not_to_contain_text("Neon glow")
+    screenshot("library-hash-search")
 
     # The job page shows what its output carries.
     page.goto(f"/w/{workspace.slug}/jobs/{studio['job'].id}/")
