@@ -53,6 +53,17 @@ def expert_warning(lora: LoRA, section: str) -> str:
     )
 
 
+def recommended_params(lora: LoRA, model: BaseModel) -> dict[str, float]:
+    """The LoRA's recommended settings that are inputs of this model's form (steps, guidance, guidance_2 on
+    two-expert models), for "Use recommended settings"; {} when it has none, or they are meant for another model.
+    (Shift is not a job parameter, so it is shown on the LoRA page only.)"""
+    settings = lora.recommended_settings or {}
+    if settings.get("model") not in (None, "", model.key):
+        return {}
+    names = ("steps", "guidance", "guidance_2") if model.two_experts else ("steps", "guidance")
+    return {name: settings[name] for name in names if settings.get(name) is not None}
+
+
 @dataclass
 class LoRARow:
     """One LoRA in a picker section, as posted; `choice` is None when the id is not on offer."""

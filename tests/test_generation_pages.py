@@ -417,3 +417,16 @@ def test_cancelling_a_running_job_says_so_in_its_live_status(web, workspace):
     GenerationJob.objects.filter(id=job.id).update(status=JobStatus.RUNNING)
     page = web.post(url(workspace, "cancel", job), follow=True).content.decode()
     assert 'class="messages"' not in page and "cancelling after the current step" in page
+
+
+def test_recommended_settings_are_offered_for_the_models_inputs(web, workspace, make_lora):
+    fast = make_lora("lightx2v 4steps", is_distill=True, recommended_settings={"steps": 4, "guidance": 1.0, "shift": 5})
+    other = make_lora("for flux", recommended_settings={"steps": 8, "model": "flux-demo"})
+    data = {"model": WAN, "lora_id": [fast.id, other.id], "lora_weight": ["1", "1"], "lora_expert": ["high", "low"]}
+    page = web.get(url(workspace), data).content.decode()
+    row = row_html(page, fast, "high")
+    assert 'Use recommended settings (<span data-fill="recommended">4 steps, guidance 1</span>)' in row
+    assert 'data-recommended="{&quot;steps&quot;: 4, &quot;guidance&quot;: 1.0}"' in row  # shift is no job input
+    assert '<div class="lora-recommended" data-recommended="{}" hidden>' in row_html(page, other, "low")
+    assert 'data-recommended-label="4 steps, guidance 1"' in option(page, fast)
+    assert 'data-recommended-label=""' in option(page, other)

@@ -5,8 +5,11 @@ import json
 from django import template
 from django.template.defaultfilters import filesizeformat
 
-from generation.forms import expert_warning
+from generation.forms import expert_warning, recommended_params
+from generation.model_registry import BaseModel
+from loras import recommended
 from loras.lora_inspect import family_label
+from loras.models import LoRA
 
 register = template.Library()
 
@@ -38,6 +41,18 @@ def expert_label(expert: str) -> str:
 
 register.filter("family_label", family_label)
 register.filter("expert_warning", expert_warning)
+
+
+@register.filter
+def recommended_for(lora: LoRA | str, model: BaseModel) -> dict[str, float]:
+    """forms.recommended_params; {} for the blank row generate.js copies (no LoRA yet)."""
+    return recommended_params(lora, model) if isinstance(lora, LoRA) else {}
+
+
+@register.filter
+def settings_summary(settings: dict) -> str:
+    """loras.recommended.summary: "4 steps, guidance 1"."""
+    return recommended.summary(settings)
 
 
 @register.filter

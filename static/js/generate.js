@@ -33,11 +33,45 @@
     picker.querySelectorAll(".lora-section").forEach((part) => {
       part.querySelector(".lora-none").hidden = part.querySelector(".lora-row") !== null;
     });
+    checkRecommended();
+  }
+
+  // A LoRA's recommended settings (forms.recommended_params: steps, guidance, guidance_2) against the form's:
+  // each picked LoRA whose settings the form contradicts says so, naming the inputs by their labels.
+  const recommendedOf = (part) => JSON.parse(part.dataset.recommended || "null") || {};
+  const paramInput = (name) => document.querySelector(`#generate-form [name="${name}"]`);
+
+  function checkRecommended() {
+    document.querySelectorAll(".lora-row .lora-recommended:not([hidden])").forEach((part) => {
+      const differences = Object.entries(recommendedOf(part))
+        .filter(([name, value]) => paramInput(name) && Number(paramInput(name).value) !== Number(value))
+        .map(([name]) => {
+          const input = paramInput(name);
+          const label = document.querySelector(`label[for="${input.id}"]`)?.textContent.trim() || name;
+          return `${label} ${input.value || "empty"}`;
+        });
+      const conflict = part.querySelector("[data-recommended-conflict]");
+      conflict.textContent = differences.length
+        ? `The form differs from these recommended settings: ${differences.join(", ")}.`
+        : "";
+      conflict.hidden = differences.length === 0;
+    });
+  }
+
+  function useRecommended(button) {
+    const part = button.closest(".lora-recommended");
+    const settings = recommendedOf(part);
+    Object.entries(settings).forEach(([name, value]) => {
+      const input = paramInput(name);
+      if (input) input.value = value;
+    });
+    checkRecommended();
+    announce(`Recommended settings set: ${part.querySelector("[data-fill=recommended]").textContent}.`);
   }
 
   function filterOptions(query) {
     const terms = query.trim().toLowerCase().split(/\s+/).filter(Boolean);
-    const items = dialog().querySelectorAll(".lora-options li");
+    const items = dialog().querySelectorAll(".lora-options li, .lora-pair-options li");
     let shown = 0;
     items.forEach((item) => {
       item.hidden = !terms.every((term) => item.dataset.search.includes(term));
@@ -81,6 +115,9 @@
       const both = option.parentElement.querySelector("[data-add-both]");
       if (both) both.disabled = [...document.querySelectorAll(".lora-section")].every((part) => idsIn(part).has(id));
     });
+    box.querySelectorAll("[data-add-pair]").forEach((pair) => {
+      pair.disabled = ["high", "low"].every((half) => idsIn(section(half)).has(pair.dataset[half]));
+    });
     orderOptions(expert);
     const search = box.querySelector("#lora-search");
     search.value = "";
@@ -108,6 +145,10 @@
     // The server words the warning (forms.expert_warning) for each section; empty where the LoRA fits.
     warning.textContent = (expert && option.dataset[expert === "high" ? "warningHigh" : "warningLow"]) || "";
     warning.hidden = !warning.textContent;
+    const recommended = row.querySelector(".lora-recommended");
+    recommended.dataset.recommended = option.dataset.recommended || "{}";
+    recommended.querySelector("[data-fill=recommended]").textContent = option.dataset.recommendedLabel || "";
+    recommended.hidden = !option.dataset.recommendedLabel;
     slider.id = sliderLabel.htmlFor = `lora-weight-new-${addedRows}`;
     exact.id = exactLabel.htmlFor = `lora-exact-new-${addedRows}`;
     slider.value = exact.value = option.dataset.weight; // starts at the LoRA's preferred weight
@@ -130,6 +171,25 @@
       .filter((part) => !idsIn(part).has(option.dataset.loraId))
       .map((part) => part.dataset.expert);
     addRows(option, experts);
+  }
+
+  // A pair (loras/_pair_options.html): each half into its section at the pair's weight; a half already there
+  // keeps its row.
+  function addPair(button) {
+    const box = dialog();
+    const sliders = [];
+    for (const expert of ["high", "low"]) {
+      const id = button.dataset[expert];
+      if (idsIn(section(expert)).has(id)) continue;
+      const slider = newRow(box.querySelector(`.lora-option[data-lora-id="${id}"]`), expert);
+      const weight = button.dataset[expert === "high" ? "weightHigh" : "weightLow"];
+      slider.value = slider.closest(".lora-row").querySelector(".lora-weight-exact").value = weight;
+      sliders.push(slider);
+    }
+    opener = null;
+    box.close();
+    refresh();
+    sliders[0]?.focus();
   }
 
   function removeRow(button) {
@@ -178,17 +238,20 @@
 
   document.addEventListener("click", (event) => {
     // The × button and a click on the backdrop close the dialog through layout.js.
-    const target = event.target.closest("[data-add-lora], .lora-option, [data-add-both], [data-remove-lora], [data-insert-triggers]");
+    const target = event.target.closest("[data-add-lora], .lora-option, [data-add-both], [data-add-pair], [data-remove-lora], [data-insert-triggers], [data-use-recommended]");
     if (!target || target.disabled) return;
     if (target.matches("[data-add-lora]")) openDialog(target);
+    else if (target.matches("[data-add-pair]")) addPair(target);
     else if (target.matches(".lora-option")) addRows(target, [dialog().dataset.expert]);
     else if (target.matches("[data-add-both]")) addBoth(target);
     else if (target.matches("[data-insert-triggers]")) insertTriggers(target);
+    else if (target.matches("[data-use-recommended]")) useRecommended(target);
     else removeRow(target);
   });
 
   document.addEventListener("input", (event) => {
     const target = event.target;
+    if (target.closest(".param-grid")) checkRecommended();
     if (target.id === "lora-search") {
       filterOptions(target.value);
     } else if (target.matches(".lora-row input[type=range]")) {
@@ -222,6 +285,13 @@
     const region = document.getElementById("live-status");
     const text = source ? source.textContent.trim() : "";
     if (region && text && region.textContent.trim() !== text) region.textContent = text;
+  });
+
+  // A LoRA uploaded from this page ("Manage / upload", static/js/upload.js) joins the picker once ready: the
+  // fields re-render as on a model switch, keeping the prompt and the picked rows.
+  document.addEventListener("lora:ready", () => {
+    const model = document.querySelector("[name=model]:checked");
+    if (model) htmx.trigger(model, "change");
   });
 
   refresh();

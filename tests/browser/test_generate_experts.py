@@ -69,7 +69,7 @@ def test_a_weight_per_expert_warnings_and_trigger_words(page, sign_in, screensho
     dialog = page.get_by_role("dialog", name="Add a high-noise LoRA")
     expect(dialog.locator(".lora-option", has_text="pastel")).to_be_disabled()
     dialog.locator(".lora-option", has_text="detail").click()
-    warning = high.locator(".lora-row", has_text="detail").locator(".lora-warning")
+    warning = high.locator(".lora-row", has_text="detail").locator("[data-fill=warning]")
     expect(warning).to_be_visible()
     expect(warning).to_have_text("'detail' is marked as a low-noise LoRA; in High-noise it may not work as intended.")
     expect(page.locator(".lora-count")).to_have_text("2 of 5 LoRAs")
@@ -104,3 +104,29 @@ def test_a_weight_per_expert_warnings_and_trigger_words(page, sign_in, screensho
     expect(page.locator(".job-status .badge")).to_have_text(re.compile("Queued|Running|Succeeded"))
     expect(page.locator(".messages")).to_have_count(0)
     screenshot("job-experts")
+
+
+def test_recommended_settings_in_one_click(page, sign_in, screenshot, demo_models, tmp_path):
+    owner = MembershipFactory(role=Role.OWNER, workspace__name="Studio", workspace__slug="studio")
+    ingest(
+        owner, tmp_path, "lightx2v 2steps", seed=4, is_distill=True, recommended_settings={"steps": 2, "guidance": 1.0}
+    )
+    sign_in(owner.user)
+    page.goto("/w/studio/generate/?model=wan22-a14b-demo")
+    page.get_by_role("button", name="+ Add high-noise LoRA").click()
+    page.get_by_role("dialog", name="Add a high-noise LoRA").locator(".lora-option", has_text="lightx2v").click()
+
+    # The model's defaults (4 steps, guidance 4) contradict the LoRA's settings: the row says so.
+    row = page.locator(".lora-row", has_text="lightx2v")
+    conflict = row.locator("[data-recommended-conflict]")
+    expect(conflict).to_have_text(
+        "The form differs from these recommended settings: Steps 4, Guidance (high noise) 4.0."
+    )
+    screenshot("generate-recommended")
+    row.get_by_role("button", name=re.compile(r"Use recommended settings \(2 steps, guidance 1\)")).click()
+    expect(page.locator("#id_steps")).to_have_value("2")
+    expect(page.locator("#id_guidance")).to_have_value("1")
+    expect(conflict).to_be_hidden()
+    # Changing a parameter again brings the warning back.
+    page.locator("#id_steps").fill("6")
+    expect(conflict).to_have_text("The form differs from these recommended settings: Steps 6.")
