@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
@@ -102,7 +102,7 @@ def lora_detail_preview(*, lora: LoRA) -> PreviewView:
     """The detail page's preview, full size (the fallback stays a thumbnail: it is only a stand-in)."""
     card = lora_card_preview(lora=lora)
     if lora.preview_key:
-        return PreviewView(**{**card.__dict__, "full_url": _signed(lora.preview_key)})
+        return replace(card, full_url=_signed(lora.preview_key))
     return card
 
 
@@ -345,6 +345,13 @@ def lora_preview_from_preview_job(*, job: GenerationJob) -> None:
 
 
 def _adopt_preview_job(*, job_id: uuid.UUID, lora_id: int) -> None:
+    try:
+        _adopt(job_id=job_id, lora_id=lora_id)
+    except Exception:  # the job has succeeded whatever happens here; the card keeps its fallback
+        logger.exception("Auto preview: job %s could not become the preview of LoRA %s", job_id, lora_id)
+
+
+def _adopt(*, job_id: uuid.UUID, lora_id: int) -> None:
     lora = LoRA.objects.alive().filter(id=lora_id).first()
     job = GenerationJob.objects.get(id=job_id)
     if lora is None or lora.preview_key:
