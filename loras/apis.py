@@ -12,6 +12,7 @@ from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
 from loras.metrics import lora_metrics
 from loras.models import Expert, LoRA, LoRAPair
+from loras.training import training_configuration
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
 from lorasite.pagination import PageNumberPagination
 from workspaces.quota import quota_check_upload
@@ -102,6 +103,7 @@ class LoRAOutput(serializers.ModelSerializer):
             "coverage",
             "header_metadata",
             "training_metadata",
+            "training",
             "trigger_words",
             "tags",
             "description",
@@ -175,9 +177,25 @@ class LoRAMetricsOutput(serializers.Serializer):
     headline = serializers.CharField(help_text='"4.1 ★ (37 ratings) vs 3.2 ★ for the base model (52)"')
 
 
+class ConfigRowOutput(serializers.Serializer):
+    key = serializers.CharField()
+    label = serializers.CharField()
+    help = serializers.CharField(help_text="What it is and its typical range.")
+    value = serializers.CharField(help_text='Formatted (1e-4, Yes/No, comma-separated lists); "" when not set.')
+
+
+class ConfigGroupOutput(serializers.Serializer):
+    category = serializers.CharField(help_text="Model, LoRA, Training, Hardware, Checkpointing, DPO (when present).")
+    rows = ConfigRowOutput(many=True)
+
+
 class LoRADetailOutput(LoRAOutput):
     """One LoRA as its own answer (upload, detail, edit): also the LoRAs with the same weights and its metrics."""
 
+    configuration = serializers.SerializerMethodField(
+        help_text="The training configuration by category (file metadata and the training record; the record wins); "
+        "[] when nothing is known."
+    )
     metrics = serializers.SerializerMethodField(
         help_text="Generations, outcomes and ratings of this LoRA's jobs and of the base model's jobs without LoRAs."
     )
@@ -187,15 +205,26 @@ class LoRADetailOutput(LoRAOutput):
     )
 
     class Meta(LoRAOutput.Meta):
-        fields = [*LoRAOutput.Meta.fields, "same_weights_as", "metrics"]
+        fields = [*LoRAOutput.Meta.fields, "same_weights_as", "metrics", "configuration"]
 
     @extend_schema_field(LoRARefOutput(many=True))
     def get_same_weights_as(self, lora: LoRA) -> list[dict]:
         return LoRARefOutput(selectors.lora_same_weights(lora=lora), many=True).data
 
+    @extend_schema_field(ConfigGroupOutput(many=True))
+    def get_configuration(self, lora: LoRA) -> list[dict]:
+        groups = training_configuration(training_metadata=lora.training_metadata, training=lora.training)
+        return ConfigGroupOutput(groups, many=True).data
+
     @extend_schema_field(LoRAMetricsOutput)
     def get_metrics(self, lora: LoRA) -> dict:
         return LoRAMetricsOutput(lora_metrics(lora=lora)).data
+
+
+TRAINING_HELP = (
+    "The training record: {dataset, dataset_link (http/https), base_model_version, hyperparameters: {name: value}} "
+    "with the Configuration tab's parameter names (learning_rate, epochs, network_dim…); unknown names are refused."
+)
 
 
 class StringList(serializers.ListField):
@@ -209,6 +238,7 @@ class LoRAOptionsInput(serializers.Serializer):
     tags = StringList(required=False, max_length=50)
     expert = serializers.ChoiceField(choices=Expert.choices, required=False)
     preferred_weight = serializers.FloatField(min_value=0.0, max_value=2.0, required=False)
+    training = serializers.JSONField(required=False, help_text=TRAINING_HELP)
 
     @staticmethod
     def options(data: dict) -> services.LoRAOptions:
@@ -453,6 +483,7 @@ class LoRAUpdateInput(serializers.Serializer):
         "checked against that model's capabilities, else those of the models the LoRA fits. {} clears them."
     )
     is_distill = serializers.BooleanField(help_text="A step-distilled LoRA (few steps, guidance 1).")
+    training = serializers.JSONField(help_text=TRAINING_HELP + " Replaces the whole record; {} clears it.")
 
 
 class LoRADetailAPI(WorkspaceScopedAPIView):

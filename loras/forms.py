@@ -6,6 +6,7 @@ from django import forms
 
 from loras.models import Expert, LoRA
 from loras.recommended import SETTING_KEYS
+from loras.training import PARAMETERS
 
 NAME_LENGTH_MESSAGE = "A name needs 1 to 100 characters."
 
@@ -176,3 +177,68 @@ class BulkForm(forms.Form):
 
     def clean_tags(self) -> list[str]:
         return [tag for tag in self.cleaned_data["tags"].split(",") if tag.strip()]
+
+
+class TrainingRecordForm(forms.Form):
+    """The training record's editor on the Configuration tab: three fields and the hyperparameters as lines of
+    `name: value` (the tab's parameter names). Values become numbers, Yes/No booleans or comma-separated lists by
+    the parameter's kind; `loras.training.training_record_clean` has the last word."""
+
+    dataset = forms.CharField(required=False, max_length=500, label="Dataset", help_text="Its name.")
+    dataset_link = forms.CharField(
+        required=False, max_length=500, label="Dataset link", help_text="An http:// or https:// link."
+    )
+    base_model_version = forms.CharField(
+        required=False, max_length=500, label="Base model version", help_text="e.g. Wan 2.2 T2V-A14B."
+    )
+    hyperparameters = forms.CharField(
+        required=False,
+        max_length=20000,
+        label="Hyperparameters",
+        help_text="One per line, name: value — e.g. learning_rate: 1e-4, epochs: 10, gradient_checkpointing: yes.",
+        widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false", "class": "mono"}),
+    )
+
+    @classmethod
+    def for_lora(cls, lora: LoRA) -> "TrainingRecordForm":
+        record = lora.training
+        lines = [
+            f"{key}: {', '.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in (record.get("hyperparameters") or {}).items()
+        ]
+        initial = {key: record.get(key, "") for key in ("dataset", "dataset_link", "base_model_version")}
+        return cls(initial={**initial, "hyperparameters": "\n".join(lines)})
+
+    def clean_hyperparameters(self) -> dict:
+        parameters, problems = {}, []
+        for number, line in enumerate(self.cleaned_data["hyperparameters"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            name, separator, text = line.replace("=", ":", 1).partition(":")
+            name, text = name.strip(), text.strip()
+            if not separator or not name:
+                problems.append(f"Line {number}: write name: value.")
+            elif name not in PARAMETERS:
+                problems.append(f"Line {number}: '{name}' is not a known parameter.")
+            else:
+                parameters[name] = _typed(text, PARAMETERS[name].kind)
+        if problems:
+            raise forms.ValidationError(problems)
+        return parameters
+
+    def record(self) -> dict:
+        return {key: value for key, value in self.cleaned_data.items() if value not in ("", {})}
+
+
+def _typed(text: str, kind: str):
+    """The text as the parameter's kind, or the text itself for the service to refuse by name."""
+    if kind == "boolean":
+        return {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}.get(text.lower(), text)
+    if kind == "list":
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if kind in ("number", "integer"):
+        try:
+            return float(text.replace(",", ""))  # an integer parameter's 2.5 reaches the service, which refuses it
+        except ValueError:
+            return text
+    return text

@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from loras import pages, preview_pages
+from loras import pages, preview_pages, training_pages
 
 
 class SectionConverter:
@@ -41,6 +41,7 @@ urlpatterns = [
     path(
         "w/<slug:slug>/loras/<int:lora_id>/preview/from-job/", preview_pages.preview_from_job, name="preview-from-job"
     ),
+    path("w/<slug:slug>/loras/<int:lora_id>/training/", training_pages.training_record_edit, name="training"),
     path("w/<slug:slug>/loras/<int:lora_id>/<lora_section:section>/", pages.lora_section, name="section"),
     path(
         "w/<slug:slug>/loras/<int:lora_id>/<lora_editor:section>/edit/", pages.lora_section_editor, name="section-edit"

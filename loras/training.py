@@ -33,6 +33,9 @@ PARAMETERS: dict[str, Parameter] = {
     "base_model_version": Parameter(
         "Model", "Base model version", "Which release of the base model, e.g. Wan 2.2 T2V-A14B or SDXL 1.0.", "text"
     ),
+    "architecture": Parameter("Model", "Architecture", "The modelspec architecture id the file declares.", "text"),
+    "title": Parameter("Model", "Title", "The modelspec title the file declares.", "text"),
+    "author": Parameter("Model", "Author", "Who trained it, as the file says.", "text"),
     "resolution": Parameter(
         "Model", "Resolution", "Training size in pixels; typically 512–1024 for images, 480p–720p for video.", "text"
     ),

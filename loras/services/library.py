@@ -12,6 +12,7 @@ from loras.services.pairs import pair_action_for_delete, pair_delete_for, pair_o
 from loras.services.rows import resolve_name_version
 from loras.services.uploads import discard_upload
 from loras.services.validation import clean_list, require_editor
+from loras.training import training_record_clean
 from lorasite.errors import Conflict, InvalidInput, NotFound
 from lorasite.object_store import get_object_store
 from lorasite.validators import refuse_bidi_controls
@@ -29,6 +30,7 @@ EDITABLE_FIELDS = {
     "is_active",
     "recommended_settings",
     "is_distill",
+    "training",
 }
 
 
@@ -46,6 +48,8 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
         if field in changes:
             refuse_bidi_controls(changes[field], field=field)
             changes[field] = changes[field].strip()
+    if "training" in changes:
+        changes["training"] = training_record_clean(changes["training"])
     if "recommended_settings" in changes:
         changes["recommended_settings"] = recommended.clean_settings(
             changes["recommended_settings"], family=lora.base_model

@@ -86,6 +86,7 @@ def new_lora(
         trigger_words=trigger_words,
         tags=clean_list(options.tags, field="tags"),
         description=options.description,
+        training=options.training,
         preferred_weight=1.0 if options.preferred_weight is None else options.preferred_weight,
         created_by_id=actor.user_id,
     )

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -11,6 +11,7 @@ from loras.lora_inspect import LoraInspection, NotALoRA, inspect_lora
 from loras.models import LoRA
 from loras.safetensors_header import HeaderError, read_header
 from loras.selectors import human_size, lora_can_edit, lora_can_upload
+from loras.training import training_record_clean
 from lorasite.errors import InvalidInput, PayloadTooLarge, Unprocessable
 from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership, Role
@@ -30,10 +31,13 @@ class LoRAOptions:
     tags: tuple[str, ...] = ()
     expert: str = ""
     preferred_weight: float | None = None
+    training: dict = field(default_factory=dict)  # the training record (loras/training.py)
 
     def __post_init__(self) -> None:
         refuse_bidi_controls(self.name, field="name")
         refuse_bidi_controls(self.version, field="version")
+        # Checked here, so that a bad record is refused before a byte is stored.
+        object.__setattr__(self, "training", training_record_clean(self.training))
 
 
 def check_declared_file(*, filename: str, size: int | None) -> None:

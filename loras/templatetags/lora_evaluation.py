@@ -8,7 +8,7 @@ from django import template
 
 from loras.metrics import STARS, LoRAMetrics, lora_metrics
 from loras.models import LoRA
-from loras.training import ConfigGroup, training_configuration
+from loras.training import PARAMETERS, ConfigGroup, training_configuration
 from loras.versions import VersionRow, lora_version_timeline
 
 register = template.Library()
@@ -73,3 +73,19 @@ def lora_versions_tag(lora: LoRA) -> list[VersionRow]:
 @register.simple_tag(name="lora_configuration")
 def lora_configuration_tag(lora: LoRA) -> list[ConfigGroup]:
     return training_configuration(training_metadata=lora.training_metadata, training=lora.training)
+
+
+@register.filter
+def is_training_parameter(key: str) -> bool:
+    """Shown in the Configuration tab (so the File metadata tab leaves it out)."""
+    return key in PARAMETERS
+
+
+CONFIGURATION_TABS = ("configuration", "record", "file")
+
+
+@register.simple_tag(takes_context=True)
+def configuration_tab(context: template.Context) -> str:
+    """The open tab: the view's (after an edit), else ?tab= (a link without JavaScript), else Configuration."""
+    tab = context.get("tab") or context["request"].GET.get("tab", "")
+    return tab if tab in CONFIGURATION_TABS else CONFIGURATION_TABS[0]
