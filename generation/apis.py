@@ -4,13 +4,14 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from generation import selectors, services, worker_registry
+from generation import selectors, services, worker_registry, worker_selectors
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import job_provenance
 from generation.ratings.apis import RatingOutput
 from generation.ratings.selectors import NO_RATINGS, rating_summaries
 from loras.models import Expert
 from lorasite.api import error_responses, paginated, parse_input
+from lorasite.errors import PermissionDenied, ServiceUnavailable
 from lorasite.pagination import PageNumberPagination
 from workspaces.scoping import WorkspaceScopedAPIView
 
@@ -171,6 +172,8 @@ class ParamsInput(serializers.Serializer):
     guidance_2 = serializers.FloatField(required=False)
     seed = serializers.IntegerField(required=False)
     fps = serializers.IntegerField(required=False, min_value=1)
+    image = serializers.IntegerField(required=False, help_text="An input image's id (POST …/generations/inputs/).")
+    image_fit = serializers.CharField(required=False, help_text="fit, fill or center-crop (default).")
 
 
 class LoRAEntryInput(serializers.Serializer):
@@ -335,3 +338,54 @@ class ProvenanceAPI(WorkspaceScopedAPIView):
         data = parse_input(ProvenanceInput, request.data)
         recipe = selectors.provenance_recipe(workspace=self.membership.workspace, upload=data["file"])
         return Response(ProvenanceOutput(recipe).data)
+
+
+class WorkerAdapterOutput(serializers.Serializer):
+    model_key = serializers.CharField()
+    tier = serializers.ChoiceField(choices=["merged", "resident", "host_tier"])
+    sha256 = serializers.CharField()
+    name = serializers.CharField(help_text="A LoRA with this content; empty when none is left.")
+
+
+class WorkerOutput(serializers.Serializer):
+    name = serializers.CharField(help_text="The Celery node name.")
+    queue = serializers.CharField(help_text="Its own queue, where jobs routed to it wait.")
+    models = serializers.ListField(child=serializers.CharField())
+    state = serializers.ChoiceField(choices=["running", "idle"])
+    current_job = serializers.CharField()
+    backlog = serializers.IntegerField(allow_null=True, help_text="Jobs in its own queue plus the one running.")
+    device = serializers.CharField()
+    free_memory_bytes = serializers.IntegerField(allow_null=True)
+    total_memory_bytes = serializers.IntegerField(allow_null=True)
+    pipelines = serializers.ListField(child=serializers.CharField())
+    adapters = WorkerAdapterOutput(many=True)
+    disk_count = serializers.IntegerField(help_text="LoRA files in its disk cache.")
+    cache_bytes = serializers.IntegerField()
+    cache_max_bytes = serializers.IntegerField()
+    cache_fill = serializers.FloatField()
+    counters = serializers.DictField(child=serializers.IntegerField())
+    started = serializers.FloatField(help_text="Unix time.")
+    last_seen = serializers.FloatField(help_text="Unix time of its last heartbeat.")
+
+
+class WorkersOutput(serializers.Serializer):
+    workers = WorkerOutput(many=True)
+    queues = serializers.DictField(
+        child=serializers.IntegerField(allow_null=True), help_text="Jobs waiting in each served model's shared queue."
+    )
+    routing = serializers.BooleanField()
+    k = serializers.IntegerField(help_text="Workers each LoRA is placed on.")
+    backlog_bound = serializers.IntegerField()
+
+
+class WorkersAPI(APIView):
+    @extend_schema(
+        responses={200: WorkersOutput, **error_responses(401, 403, 503)}, tags=["generation"], summary="GPU workers"
+    )
+    def get(self, request):
+        if not request.user.is_staff:
+            raise PermissionDenied("Only staff see the GPU workers.")
+        overview = worker_selectors.workers_overview()
+        if overview is None:
+            raise ServiceUnavailable("The worker registry cannot be read right now.", service="worker registry")
+        return Response(WorkersOutput(overview).data)

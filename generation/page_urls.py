@@ -11,6 +11,7 @@ urlpatterns = [
     path("w/<slug:slug>/jobs/<uuid:job_id>/cancel/", pages.job_cancel, name="job-cancel"),
     path("w/<slug:slug>/jobs/<uuid:job_id>/retry/", pages.job_retry, name="job-retry"),
     path("w/<slug:slug>/what-made-this/", pages.what_made_this, name="what-made-this"),
+    path("ops/workers/", pages.workers, name="workers"),
     path("", include("generation.recipes.page_urls")),  # studio:recipes, studio:recipe, …
     path("", include("generation.ratings.page_urls")),  # studio:job-rating
 ]

@@ -1,4 +1,5 @@
-"""Server-rendered generation pages: the Generate form, the jobs list and a job's page.
+"""Server-rendered generation pages: the Generate form, the jobs list, a job's page, and the operator page of the
+GPU workers.
 
 htmx requests (a model switch, a poll) get the page's live partial instead of the whole page."""
 
@@ -12,10 +13,10 @@ from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
-from generation import selectors, services
+from generation import selectors, services, worker_selectors
 from generation.forms import GenerateForm, model_for
 from generation.recipes.selectors import recipe_generate_query
-from lorasite.errors import ApplicationError, InvalidInput
+from lorasite.errors import ApplicationError, InvalidInput, NotFound
 from workspaces.models import Membership, Role
 from workspaces.selectors import membership_for_user
 
@@ -124,3 +125,14 @@ def what_made_this(request: HttpRequest, slug: str) -> HttpResponse:
         except ApplicationError as error:
             context["error"], status = error.message, error.status_code
     return render(request, "generation/what_made_this.html", context, status=status)
+
+
+@login_required
+def workers(request: HttpRequest) -> HttpResponse:
+    """The operator page (staff only; for anyone else it does not exist): the live GPU workers, polled."""
+    if not request.user.is_staff:
+        raise NotFound("Page not found.")
+    context = {"overview": worker_selectors.workers_overview()}
+    response = render(request, "generation/_workers_live.html" if request.htmx else "generation/workers.html", context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response

@@ -7,6 +7,7 @@ from moto.server import ThreadedMotoServer
 from rest_framework.test import APIClient
 
 from tests.factories import MembershipFactory, UserFactory, WorkspaceFactory
+from tests.workers_fixtures import announced  # noqa: F401  (a fixture: GPU workers in the registry)
 from workspaces.models import Role
 
 

@@ -102,6 +102,11 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
         media_type="application/json",
     )["token"]
     assert any(model["key"] == DEMO_MODEL for model in call("GET", "/models/", 200))
+    owner.is_staff = True  # the GPU workers are for operators only
+    owner.save(update_fields=["is_staff"])
+    assert call("GET", "/workers/", 200)["routing"] in (True, False)
+    owner.is_staff = False
+    owner.save(update_fields=["is_staff"])
 
     # Workspaces and members
     created = call("POST", "/workspaces/", 201, body={"name": "Scratch"})
