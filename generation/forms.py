@@ -131,19 +131,20 @@ def _parse_rows(data: QueryDict, model: BaseModel, choices: dict[int, LoRAChoice
 
 
 def _group_rows(rows: list[LoRARow]) -> list[list[LoRARow]]:
-    """The rows of each job entry: a LoRA in both sections is one entry (its high-noise row first); anything
-    else is an entry per row (the service refuses a LoRA listed twice)."""
+    """The rows of each job entry: a LoRA with a row in each section is one entry (its high-noise row first,
+    whichever came first); anything else is an entry per row (the service refuses a LoRA listed twice)."""
     entries: list[list[LoRARow]] = []
-    open_pairs: dict[int, list[LoRARow]] = {}
+    open_entries: dict[int, list[LoRARow]] = {}  # a LoRA's one-section entry, waiting for its other section
     for row in rows:
-        pair = open_pairs.get(row.lora_id) if row.expert in EXPERTS else None
-        if pair is not None and {r.expert for r in pair} == {"high"} and row.expert == "low":
-            pair.append(row)
-            del open_pairs[row.lora_id]
+        entry = open_entries.get(row.lora_id) if row.expert in EXPERTS else None
+        if entry is not None and entry[0].expert != row.expert:
+            entry.append(row)
+            entry.sort(key=lambda r: EXPERTS.index(r.expert))
+            del open_entries[row.lora_id]
             continue
         entries.append([row])
-        if row.expert == "high" and row.lora_id is not None:
-            open_pairs.setdefault(row.lora_id, entries[-1])
+        if row.expert in EXPERTS and row.lora_id is not None:
+            open_entries.setdefault(row.lora_id, entries[-1])
     return entries
 
 

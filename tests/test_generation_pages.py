@@ -316,6 +316,12 @@ class TestExperts:
         page = web.get(url(workspace, "job", GenerationJob.objects.get())).content.decode()
         assert "high 1.00 · low 0.50" in page and "Both experts" in page
 
+    def test_the_low_noise_row_may_come_first(self, web, workspace, make_lora):
+        lora = make_lora("pair")
+        data = form_data(lora_id=[lora.id, lora.id], lora_weight=["0.3", "1.1"], lora_expert=["low", "high"])
+        assert web.post(url(workspace), data).status_code == 302
+        assert list(JobLoRA.objects.values_list("expert", "weight", "weight_low")) == [("both", 1.1, 0.3)]
+
     def test_equal_sliders_are_one_weight(self, web, workspace, make_lora):
         lora = make_lora("pair")
         data = form_data(lora_id=[lora.id, lora.id], lora_weight=["0.8", "0.8"], lora_expert=["high", "low"])
