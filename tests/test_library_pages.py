@@ -303,9 +303,7 @@ class TestDetail:
             'data-copy="ohwx woman"',
             'data-copy="smiling"',
             "Steps",
-            "1200",
-            "10_ohwx",
-            "ss_network_dim",
+            "1,200",  # the Configuration tab (tests/test_training_config.py)
             "#portrait",
             "Warm light",
             f'href="{detail_url(lora, "download/")}"',
@@ -315,6 +313,9 @@ class TestDetail:
             "No job has used this LoRA yet",
         ):
             assert text in content, text
+        file_tab = signed_in.get(detail_url(lora) + "?tab=file").content.decode()  # the file's own metadata
+        for text in ("10_ohwx", "ss_network_dim", "ohwx woman"):
+            assert text in file_tab, text
 
     def test_jobs_that_used_it_link_to_the_job(self, signed_in, workspace, owner):
         lora = make_lora(workspace, owner, use_count=1)
