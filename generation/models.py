@@ -169,3 +169,72 @@ class OutputRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stars}★ for job {self.job_id}"
+
+
+class SweepAxisKind(models.TextChoices):
+    """What one axis of a sweep varies (generation/experiments/sweeps.py applies each to a cell's inputs)."""
+
+    WEIGHT = "weight", "LoRA weight"
+    WEIGHT_LOW = "weight_low", "Low-noise expert weight"
+    VERSION = "version", "LoRA version"
+    STEPS = "steps", "Steps"
+    GUIDANCE = "guidance", "Guidance"
+
+
+class Sweep(models.Model):
+    """A strength sweep or XY grid: one prompt and seed, a LoRA stack, and one or two axes; each cell is an ordinary
+    GenerationJob (SweepCell), so cells can be rated, used as previews and saved as recipes."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="sweeps")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=100, blank=True)
+    model_key = models.CharField(max_length=64)
+    prompt = models.TextField(max_length=4000)
+    negative_prompt = models.TextField(max_length=4000, blank=True)
+    params = models.JSONField(default=dict, help_text="The params every cell shares (an axis may override one).")
+    loras = models.JSONField(default=list, help_text="The stack every cell starts from: [{lora_id, weight, expert}].")
+    x_axis = models.JSONField(help_text='{"kind", "lora_id"?, "values": [...]}')
+    y_axis = models.JSONField(null=True, blank=True, help_text="The optional second axis; empty: one row.")
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    sheet_key = models.CharField(max_length=500, blank=True, help_text="The contact sheet PNG, once made.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or f"Sweep {self.id}"
+
+
+class SweepCell(models.Model):
+    sweep = models.ForeignKey(Sweep, on_delete=models.CASCADE, related_name="cells")
+    job = models.OneToOneField(GenerationJob, null=True, on_delete=models.SET_NULL, related_name="sweep_cell")
+    x = models.PositiveSmallIntegerField()
+    y = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["sweep", "y", "x"]
+        constraints = [models.UniqueConstraint(fields=["sweep", "x", "y"], name="sweep_cell_unique")]
+
+    def __str__(self) -> str:
+        return f"Sweep {self.sweep_id} ({self.x}, {self.y})"
+
+
+class GenerationInput(models.Model):
+    """An image uploaded to start a generation from (image-to-video); generation/inputs.py. The stored object is the
+    upload as sent; the worker resizes it to the job's resolution with the job's `image_fit`."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="generation_inputs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    key = models.CharField(max_length=500, unique=True)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    content_type = models.CharField(max_length=20)
+    size = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.width}×{self.height} {self.content_type} ({self.key})"

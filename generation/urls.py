@@ -14,4 +14,5 @@ urlpatterns = [
     path("workspaces/<slug:slug>/provenance/", apis.ProvenanceAPI.as_view(), name="provenance"),
     path("", include("generation.recipes.urls")),
     path("", include("generation.ratings.urls")),
+    path("", include("generation.experiments.urls")),
 ]

@@ -306,6 +306,11 @@ if LORASITE_WORKSPACE_QUOTA_BYTES < 0:
 LORASITE_MODELS_DIR = Path(env_str("LORASITE_MODELS_DIR", str(VAR_DIR / "models")))
 LORASITE_MODELS_FILE = env_str("LORASITE_MODELS_FILE")
 LORASITE_MAX_LORAS_PER_JOB = 5
+# Input images of image-to-video jobs (generation/inputs.py): bytes of the upload and pixels once decoded.
+LORASITE_INPUT_IMAGE_MAX_BYTES = env_int("LORASITE_INPUT_IMAGE_MAX_BYTES", 20 * 1024**2)
+LORASITE_INPUT_IMAGE_MAX_PIXELS = env_int("LORASITE_INPUT_IMAGE_MAX_PIXELS", 40_000_000)
+# A sweep or A/B test queues one job per cell or pair; this bounds what one click can put on the GPUs.
+LORASITE_SWEEP_MAX_CELLS = env_int("LORASITE_SWEEP_MAX_CELLS", 36)
 # GPU worker: local LoRA cache (bytes) and what happens to adapters after a job:
 # "cache" (default) keeps recently used ones loaded but inactive; "unload" removes them.
 LORASITE_WORKER_CACHE_DIR = Path(env_str("LORASITE_WORKER_CACHE_DIR", str(VAR_DIR / "lora-cache")))
