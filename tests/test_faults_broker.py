@@ -142,7 +142,8 @@ class TestIngestSweep:
     ):
         bound = settings.LORASITE_INGEST_STUCK_SECONDS
         stuck = self.stuck_lora(workspace, owner, s3_server, queued_ago=bound + 1)
-        recent = self.stuck_lora(workspace, owner, s3_server, queued_ago=bound - 60)
+        # Sent recently enough not to count as lost either (re-sent from an empty queue after RESEND_AFTER).
+        recent = self.stuck_lora(workspace, owner, s3_server, queued_ago=settings.LORASITE_RESEND_AFTER_SECONDS - 60)
         client.force_login(owner)
         card_url = f"/w/{workspace.slug}/loras/{stuck.id}/card/"
         assert 'hx-trigger="every 2s"' in client.get(card_url, HTTP_HX_REQUEST="true").content.decode()
