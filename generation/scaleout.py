@@ -24,6 +24,7 @@ from generation import worker_registry
 from generation.models import GenerationJob, JobStatus
 from generation.queues import gpu_queue, worker_queue
 from generation.routing import JobRequest, Reason, Route, WorkerView, route
+from lorasite.metrics import count_routing
 from lorasite.queueing import BROKER_ERRORS, queue_backlog
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def job_queue(job: GenerationJob) -> str:
     """The queue to publish `job` on (services._send_job)."""
     decision = job_route(job)
     logger.info("Job %s -> %s (%s)", job.id, decision.queue, decision.reason)
+    count_routing(decision.reason)
     return decision.queue
 
 

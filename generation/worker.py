@@ -30,6 +30,7 @@ from generation.runtime.memory_plan import PlacementError, Plan, plan
 from generation.runtime.pipelines import PipelineRegistry, device_memory_bytes, runtime_device
 from generation.thumbnails import THUMB_NAME, write_thumbnail
 from generation.worker_registry import DISK_LIST_LIMIT
+from lorasite.metrics import PhaseHistograms
 from lorasite.object_store import get_object_store
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ PIPELINES = PipelineRegistry(on_evict=lambda model_key: _ADAPTER_MANAGERS.pop(mo
 # came from ("adapter_file", "adapter_host_tier", "adapter_resident") plus "jobs", since the process started.
 _CURRENT_JOB = {"id": ""}
 _COUNTERS: Counter[str] = Counter()
+_PHASES = PhaseHistograms()
 
 
 def model_plan(model: BaseModel) -> Plan:
@@ -249,6 +251,7 @@ def _execute_claimed(job: GenerationJob) -> None:
                     f"Resetting the LoRA adapters failed, so the model was unloaded: {type(error).__name__}: {error}"
                 )
                 outcome["error"] = f"{outcome['error']} {reset_error}" if outcome["error"] else reset_error
+    _PHASES.observe({"queue_wait": job.timings.get("queue_wait"), **timings})
     if "keys" in outcome:
         output_key, poster_key, thumb_key = outcome["keys"]
         services.job_succeed(
@@ -287,6 +290,7 @@ def worker_status() -> dict:
         "cache_bytes": cache_bytes,
         "cache_max_bytes": cache.max_bytes,
         "current_job": _CURRENT_JOB["id"],
+        "histograms": _PHASES.as_record(),
         "counters": {
             **_COUNTERS,
             "downloads": cache.stats.misses,

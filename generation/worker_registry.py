@@ -67,6 +67,8 @@ class LiveWorker:
     current_job: str = ""  # the job id it is running, "" when idle
     # since start: jobs, downloads, bytes_downloaded, and adapter_<tier> per LoRA applied (file, host_tier, resident)
     counters: dict[str, int] = field(default_factory=dict)
+    # since start, per job phase: lorasite.metrics.PhaseHistograms.as_record()
+    histograms: dict[str, dict] = field(default_factory=dict)
 
     def tier_sets(self, tier: str) -> dict[str, frozenset[str]]:
         """model key -> the sha256s in `tier` ("merged", "resident", "host_tier") for that model."""
@@ -81,6 +83,12 @@ def _redis_url() -> str | None:
 @functools.cache
 def _redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS)
+
+
+def redis_client() -> redis.Redis | None:
+    """The broker's Redis (short timeouts), or None when the broker is not Redis."""
+    url = _redis_url()
+    return _redis_client(url) if url else None
 
 
 def _folder() -> Path:

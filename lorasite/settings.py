@@ -358,6 +358,8 @@ LORASITE_ROUTING_K = env_int("LORASITE_ROUTING_K", 2)
 LORASITE_ROUTING_BACKLOG_BOUND = env_int("LORASITE_ROUTING_BACKLOG_BOUND", 4)
 if LORASITE_ROUTING_K < 1 or LORASITE_ROUTING_BACKLOG_BOUND < 1:
     raise ImproperlyConfigured("LORASITE_ROUTING_K and LORASITE_ROUTING_BACKLOG_BOUND must be 1 or more.")
+# Prometheus metrics at /metrics (lorasite/metrics.py); off by default: expose it to the scraper's network only.
+LORASITE_METRICS_ENABLED = env_bool("LORASITE_METRICS_ENABLED", False)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from lorasite import object_store_views
 from lorasite.health import healthz
+from lorasite.metrics import metrics_view
 from workspaces.apis import TokenObtainAPI
 
 api_v1 = [
@@ -18,6 +19,7 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("storage/parts/<str:token>", object_store_views.upload_part, name="object-upload-part"),
     path("storage/files/<str:token>", object_store_views.download, name="object-download"),
