@@ -6,7 +6,7 @@ from django.db.models import Count, Q, QuerySet
 
 from generation.models import FINISHED, GenerationJob, JobStatus, Sweep, SweepAxisKind, SweepCell
 from generation.selectors import job_output_urls
-from loras.models import LoRA
+from loras.models import LoRA, Status
 from lorasite.errors import NotFound
 from workspaces.models import Workspace
 
@@ -29,6 +29,19 @@ def sweep_get(*, workspace: Workspace, sweep_id: int) -> Sweep:
         return sweep_list(workspace=workspace).get(id=sweep_id)
     except (Sweep.DoesNotExist, ValueError):
         raise NotFound("Sweep not found.") from None
+
+
+def sweep_lora_choices(*, workspace: Workspace) -> QuerySet[LoRA]:
+    """The LoRAs a sweep can use: ready and active (the job checks the rest, per model)."""
+    return LoRA.objects.alive().filter(workspace=workspace, status=Status.READY, is_active=True).order_by("name", "id")
+
+
+def lora_version_ids(*, loras: QuerySet[LoRA]) -> dict[int, list[int]]:
+    """Each LoRA's id → the ids of every version of its name among `loras`, oldest first (a version axis)."""
+    by_name: dict[str, list[int]] = {}
+    for lora_id, name in loras.order_by("created_at", "id").values_list("id", "name"):
+        by_name.setdefault(name, []).append(lora_id)
+    return {lora_id: ids for ids in by_name.values() for lora_id in ids}
 
 
 def _lora_names(workspace: Workspace, ids: set[int]) -> dict[int, LoRA]:
@@ -65,10 +78,17 @@ class GridCell:
     y: int
     job: GenerationJob | None
     thumb_url: str | None
+    label: str  # "anime weight 0.50 · detail weight 1.00", for screen readers and titles
 
     @property
     def status(self) -> str:
         return self.job.status if self.job else JobStatus.CANCELLED
+
+
+@dataclass(frozen=True)
+class GridRow:
+    label: str  # the second axis's value ("" for a one-axis sweep)
+    cells: list[GridCell]
 
 
 @dataclass(frozen=True)
@@ -78,11 +98,11 @@ class SweepGrid:
     y_title: str
     x_labels: list[str]
     y_labels: list[str]  # empty for a one-axis sweep
-    rows: list[list[GridCell]]
+    rows: list[GridRow]
 
     @property
     def cells(self) -> list[GridCell]:
-        return [cell for row in self.rows for cell in row]
+        return [cell for row in self.rows for cell in row.cells]
 
     @property
     def finished(self) -> int:
@@ -119,6 +139,10 @@ def sweep_grid(*, sweep: Sweep, with_urls: bool = True) -> SweepGrid:
     width = len(sweep.x_axis["values"])
     height = len(sweep.y_axis["values"]) if sweep.y_axis else 1
     by_xy = {(cell.x, cell.y): cell for cell in cells}
+    x_title = _axis_title(sweep.x_axis, loras)
+    y_title = _axis_title(sweep.y_axis, loras) if sweep.y_axis else ""
+    x_labels = [_value_label(sweep.x_axis, v, loras) for v in sweep.x_axis["values"]]
+    y_labels = [_value_label(sweep.y_axis, v, loras) for v in sweep.y_axis["values"]] if sweep.y_axis else []
     rows = []
     for y in range(height):
         row = []
@@ -126,13 +150,7 @@ def sweep_grid(*, sweep: Sweep, with_urls: bool = True) -> SweepGrid:
             cell = by_xy.get((x, y))
             job = cell.job if cell else None
             url = job_output_urls(job=job)["thumb_url"] if with_urls and job and job.thumb_key else None
-            row.append(GridCell(x=x, y=y, job=job, thumb_url=url))
-        rows.append(row)
-    return SweepGrid(
-        sweep=sweep,
-        x_title=_axis_title(sweep.x_axis, loras),
-        y_title=_axis_title(sweep.y_axis, loras) if sweep.y_axis else "",
-        x_labels=[_value_label(sweep.x_axis, v, loras) for v in sweep.x_axis["values"]],
-        y_labels=[_value_label(sweep.y_axis, v, loras) for v in sweep.y_axis["values"]] if sweep.y_axis else [],
-        rows=rows,
-    )
+            label = f"{x_title} {x_labels[x]}" + (f" · {y_title} {y_labels[y]}" if y_labels else "")
+            row.append(GridCell(x=x, y=y, job=job, thumb_url=url, label=label))
+        rows.append(GridRow(label=y_labels[y] if y_labels else "", cells=row))
+    return SweepGrid(sweep=sweep, x_title=x_title, y_title=y_title, x_labels=x_labels, y_labels=y_labels, rows=rows)

@@ -231,7 +231,7 @@ def sweep_contact_sheet(*, sweep: Sweep) -> str:
             _tile(cell.job.thumb_key or cell.job.poster_key or cell.job.output_key)
             if cell.status == "succeeded"
             else None
-            for cell in row
+            for cell in row.cells
         ]
         for row in grid.rows
     ]

@@ -1,0 +1,109 @@
+"""Sweep pages: the list, the form (with "Show cost" before starting), one sweep's grid that fills in live (htmx
+polling while a cell is queued or running), cancel, and the contact sheet. Every lookup starts from the caller's
+membership: another workspace's sweep is a 404."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from generation.experiments import selectors, sweeps
+from generation.experiments.forms import SweepForm
+from lorasite.errors import ApplicationError
+from lorasite.object_store import get_object_store
+from workspaces.models import Membership, Role
+from workspaces.selectors import membership_for_user
+
+
+def _context(membership: Membership, **extra) -> dict:
+    return {
+        "membership": membership,
+        "workspace": membership.workspace,
+        "can_run": membership.has_role(Role.MEMBER),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def sweep_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    sweep_rows = selectors.sweep_list(workspace=membership.workspace)[:50]
+    return render(request, "generation/experiments/sweeps.html", _context(membership, sweeps=sweep_rows))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET ?lora=<id> pre-picks the LoRA. POST with `preview` runs every check as a dry run and shows the cost;
+    without it, starts the sweep and goes to its page."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    if not membership.has_role(Role.MEMBER):  # the service refuses too; this makes it a plain 403 page
+        raise PermissionDenied
+    loras = selectors.sweep_lora_choices(workspace=membership.workspace)
+    versions = selectors.lora_version_ids(loras=loras)
+    initial = {"lora": request.GET.get("lora")} if request.GET.get("lora", "").isdigit() else {}
+    form = SweepForm(
+        request.POST if request.method == "POST" else None, loras=loras, versions=versions, initial=initial
+    )
+    cost, error, status = None, "", 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            dry_run = "preview" in request.POST
+            try:
+                sweep, cells = sweeps.sweep_create(actor=membership, dry_run=dry_run, **form.sweep_input())
+            except ApplicationError as exc:
+                error, status = exc.message, exc.status_code
+            else:
+                if not dry_run:
+                    return redirect("studio:sweep", slug=slug, sweep_id=sweep.id)
+                cost, status = cells, 200
+    context = _context(membership, form=form, cost=cost, error=error, limit=settings.LORASITE_SWEEP_MAX_CELLS)
+    return render(request, "generation/experiments/sweep_new.html", context, status=status)
+
+
+@login_required
+@require_GET
+def sweep_detail(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    grid = selectors.sweep_grid(sweep=selectors.sweep_get(workspace=membership.workspace, sweep_id=sweep_id))
+    template = "generation/experiments/_sweep_grid.html" if request.htmx else "generation/experiments/sweep.html"
+    response = render(request, template, _context(membership, grid=grid))
+    patch_vary_headers(response, ("HX-Request",))  # the same URL answers a page or the grid
+    return response
+
+
+@login_required
+@require_POST
+def sweep_cancel(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    sweep = selectors.sweep_get(workspace=membership.workspace, sweep_id=sweep_id)
+    try:
+        cancelled = sweeps.sweep_cancel(actor=membership, sweep=sweep)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Cancelled {cancelled} cell{'s' if cancelled != 1 else ''}.")
+    return redirect("studio:sweep", slug=slug, sweep_id=sweep.id)
+
+
+@login_required
+@require_GET
+def sweep_contact_sheet(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse:
+    """Redirects to the contact sheet's signed URL (made on the first request once every cell has finished)."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    sweep = selectors.sweep_get(workspace=membership.workspace, sweep_id=sweep_id)
+    try:
+        key = sweeps.sweep_contact_sheet(sweep=sweep)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("studio:sweep", slug=slug, sweep_id=sweep.id)
+    url = get_object_store().download_url(
+        key, filename=f"sweep-{sweep.id}.png", expires_in=settings.LORASITE_SIGNED_URL_SECONDS
+    )
+    return redirect(url)
