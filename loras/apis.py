@@ -246,7 +246,14 @@ class LoRAOptionsInput(serializers.Serializer):
 
 
 class LoRAUploadInput(LoRAOptionsInput):
-    file = serializers.FileField(allow_empty_file=True)
+    file = serializers.FileField(
+        allow_empty_file=True,
+        help_text="A .safetensors LoRA; or a PEFT checkpoint: adapter_model.safetensors with adapter_config, or a "
+        ".zip holding both.",
+    )
+    adapter_config = serializers.FileField(
+        required=False, help_text="A PEFT checkpoint's adapter_config.json, beside its adapter_model.safetensors."
+    )
 
     def to_internal_value(self, data):
         # multipart/form-data sends tags as repeated fields or one comma-separated string.
@@ -329,7 +336,7 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         request={"multipart/form-data": LoRAUploadInput},
         responses={201: LoRADetailOutput, **error_responses(400, 401, 403, 404, 409, 413, 422)},
         tags=["loras"],
-        summary="Upload a .safetensors LoRA through the app (streamed to storage)",
+        summary="Upload a .safetensors LoRA or a PEFT checkpoint through the app (streamed to storage)",
     )
     def post(self, request, slug):
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -340,10 +347,14 @@ class LoRAListCreateAPI(WorkspaceScopedAPIView):
         # The file is at least the body less the form around it: one that cannot fit the quota is refused unread.
         quota_check_upload(workspace=self.membership.workspace, size=max(declared - 1024 * 1024, 0))
         data = parse_input(LoRAUploadInput, request.data)
-        upload = data.pop("file")
-        lora = services.lora_ingest_uploaded_file(
-            actor=self.membership, uploaded_file=upload, options=LoRAOptionsInput.options(data)
-        )
+        upload, adapter_config = data.pop("file"), data.pop("adapter_config", None)
+        options = LoRAOptionsInput.options(data)
+        if adapter_config is not None or upload.name.lower().endswith(".zip"):
+            lora = services.lora_register_peft(
+                actor=self.membership, weights_file=upload, config_file=adapter_config, options=options
+            )
+        else:
+            lora = services.lora_ingest_uploaded_file(actor=self.membership, uploaded_file=upload, options=options)
         return Response(LoRADetailOutput(lora).data, status=status.HTTP_201_CREATED)
 
 

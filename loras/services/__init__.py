@@ -10,8 +10,9 @@ the web process. A file diffusers would load nothing of becomes `failed` with th
 
 One module per concern: `validation` (what a client may send and do), `rows` (the LoRA row every path
 ends in), `ingest` (bytes on this machine), `uploads` (multipart, direct to storage), `processing` (the
-ingest task), `library` (edits, delete, purge, cleanup), `pairs` (high/low pairs) and `bulk` (the library's
-multi-select actions). Callers import from here.
+ingest task), `library` (edits, delete, purge, cleanup), `pairs` (high/low pairs), `bulk` (the library's
+multi-select actions) and `peft_checkpoint` (a PEFT adapter_config.json + adapter_model.safetensors, or a .zip).
+Callers import from here.
 """
 
 from loras.services.bulk import BULK_UPDATE_ACTIONS, lora_bulk_add_to_recipe, lora_bulk_delete, lora_bulk_update
@@ -32,6 +33,7 @@ from loras.services.library import (
     lora_update,
 )
 from loras.services.pairs import PAIR_ACTIONS, pair_create, pair_delete, pair_update
+from loras.services.peft_checkpoint import lora_register_peft
 from loras.services.processing import lora_fail_ingest, lora_finish_ingest, lora_rehash
 from loras.services.uploads import (
     S3_MAX_PARTS,
@@ -78,6 +80,7 @@ __all__ = [
     "lora_object_key",
     "lora_purge_deleted",
     "lora_rehash",
+    "lora_register_peft",
     "lora_restore",
     "lora_set_active_many",
     "lora_soft_delete",
