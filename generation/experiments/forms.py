@@ -27,7 +27,7 @@ class SweepForm(forms.Form):
     negative_prompt = forms.CharField(max_length=4000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
     seed = forms.IntegerField(min_value=0, max_value=SEED_MAX, required=False, help_text="Empty: a random one.")
     steps = forms.IntegerField(min_value=1, required=False, help_text="Empty: the model's default.")
-    lora = forms.ModelChoiceField(queryset=LoRA.objects.none(), empty_label=None)
+    lora = forms.ModelChoiceField(label="LoRA", queryset=LoRA.objects.none(), empty_label=None)
     weights = forms.CharField(
         initial=", ".join(f"{w:g}" for w in DEFAULT_WEIGHTS), help_text="The X axis: the LoRA's weights, 0–2."
     )
