@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from loras import pages, preview_pages, training_pages
+from loras import compare_pages, pages, preview_pages, training_pages
 
 
 class SectionConverter:
@@ -30,6 +30,7 @@ urlpatterns = [
     path("w/<slug:slug>/loras/", pages.library, name="list"),
     path("w/<slug:slug>/loras/<int:lora_id>/", pages.lora_detail, name="detail"),
     path("w/<slug:slug>/loras/bulk/", pages.bulk_action, name="bulk"),
+    path("w/<slug:slug>/loras/compare/", compare_pages.lora_compare, name="compare"),
     path("w/<slug:slug>/loras/<int:lora_id>/card/", pages.lora_card, name="card"),
     path("w/<slug:slug>/loras/<int:lora_id>/pair/", pages.pair_create, name="pair"),
     path("w/<slug:slug>/loras/<int:lora_id>/unpair/", pages.pair_unpair, name="unpair"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from loras import apis, preview_apis
+from loras import apis, compare_apis, preview_apis
 
 prefix = "workspaces/<slug:slug>/loras/"
 pairs = "workspaces/<slug:slug>/pairs/"
@@ -12,6 +12,7 @@ urlpatterns = [
     path(prefix + "uploads/<uuid:upload_id>/complete/", apis.UploadCompleteAPI.as_view(), name="lora-upload-complete"),
     path(prefix + "import/", apis.ImportAPI.as_view(), name="lora-import"),
     path(prefix + "versions/", apis.VersionsAPI.as_view(), name="lora-versions"),
+    path(prefix + "compare/", compare_apis.LoRACompareAPI.as_view(), name="lora-compare"),
     path(prefix + "bulk/", apis.LoRABulkAPI.as_view(), name="lora-bulk"),
     path(prefix + "<int:lora_id>/", apis.LoRADetailAPI.as_view(), name="lora-detail"),
     path(prefix + "<int:lora_id>/download/", apis.LoRADownloadAPI.as_view(), name="lora-download"),
