@@ -4,6 +4,11 @@
 each candidate's backlog from the broker, and asks the router. Any trouble reading them (Redis slow or down) sends
 the job to its model's shared queue, which is never wrong, only slower.
 
+`loras_prefetch(loras=...)` (activating a LoRA, adding it to a recipe) sends, after the commit, a low-priority
+`lora_prefetch` task to the own queue of each of the k workers a LoRA is placed on (per model it fits, as the
+router places it) that does not hold it yet: the worker fetches it into its disk cache between jobs, so the first
+job on it finds it there. A prefetch is a hint: a broker error is logged, never raised.
+
 `jobs_reroute_from_dead_workers()` (beat) empties the own queue of every worker whose heartbeat has vanished and
 sends each job still queued to its model's shared queue. It re-sends before it acknowledges, so a crash in between
 leaves a duplicate message, never a lost job; claiming is idempotent (services.job_claim), so a duplicate, or the
@@ -15,21 +20,26 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from kombu.simple import SimpleQueue
 
 from generation import worker_registry
 from generation.models import GenerationJob, JobStatus
 from generation.queues import gpu_queue, worker_queue
-from generation.routing import JobRequest, Reason, Route, WorkerView, route
+from generation.routing import JobRequest, Reason, Route, WorkerView, placement, route
+from loras.models import LoRA, Status
 from lorasite.metrics import count_routing
 from lorasite.queueing import BROKER_ERRORS, queue_backlog
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "generation.tasks.generation_run"
+# Redis reads a queue's priority lists from 0 up: a prefetch waits behind every job in the worker's queue.
+PREFETCH_PRIORITY = 9
 
 
 def worker_view(worker: worker_registry.LiveWorker, *, backlog: int) -> WorkerView:
@@ -75,6 +85,44 @@ def job_queue(job: GenerationJob) -> str:
     logger.info("Job %s -> %s (%s)", job.id, decision.queue, decision.reason)
     count_routing(decision.reason)
     return decision.queue
+
+
+def prefetch_targets(*, lora: LoRA, workers: list[worker_registry.LiveWorker]) -> list[str]:
+    """The workers the LoRA is placed on, for each model it fits, that do not have it on disk yet."""
+    from loras.selectors import lora_fits  # loras.selectors reads generation's models: imported when used
+
+    chosen: set[str] = set()
+    for fit in lora_fits(lora=lora):
+        serving = [worker.name for worker in workers if fit.key in worker.models]
+        chosen.update(placement(lora.sha256, serving, k=settings.LORASITE_ROUTING_K) if serving else [])
+    holding = {worker.name for worker in workers if lora.sha256 in worker.disk}
+    return sorted(chosen - holding)
+
+
+def loras_prefetch(*, loras: Iterable[LoRA]) -> None:
+    """After the commit, ask the workers each ready LoRA is placed on to fetch it (see the module docstring)."""
+    if not settings.LORASITE_ROUTING:
+        return
+    ready = [lora for lora in loras if lora.status == Status.READY and lora.sha256 and lora.deleted_at is None]
+    if ready:
+        transaction.on_commit(lambda: _send_prefetches(ready))
+
+
+def _send_prefetches(loras: list[LoRA]) -> None:
+    from generation.tasks import lora_prefetch
+
+    workers = worker_registry.live_workers() or []
+    try:
+        for lora in loras:
+            for name in prefetch_targets(lora=lora, workers=workers):
+                lora_prefetch.apply_async(
+                    kwargs={"sha256": lora.sha256, "file_key": lora.file.name, "size": lora.file_size},
+                    queue=worker_queue(name),
+                    priority=PREFETCH_PRIORITY,
+                )
+                logger.info("Prefetch of LoRA %s sent to %s", lora.id, name)
+    except BROKER_ERRORS as error:
+        logger.warning("Prefetch not sent (the job queue refused it): %s", error)
 
 
 def jobs_reroute_from_dead_workers() -> int:

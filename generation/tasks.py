@@ -27,3 +27,11 @@ def generation_recover_stalled() -> dict[str, int]:
 @shared_task(name="generation.tasks.generation_reroute")
 def generation_reroute() -> int:
     return scaleout.jobs_reroute_from_dead_workers()
+
+
+@shared_task(name="generation.tasks.lora_prefetch")
+def lora_prefetch(*, sha256: str, file_key: str, size: int) -> None:
+    """On a GPU worker, between jobs (it is sent at low priority): fetch a LoRA into the disk cache."""
+    from generation.worker import prefetch_lora
+
+    prefetch_lora(sha256=sha256, file_key=file_key, size=size)

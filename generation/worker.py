@@ -261,6 +261,15 @@ def _execute_claimed(job: GenerationJob) -> None:
         services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])
 
 
+def prefetch_lora(*, sha256: str, file_key: str, size: int) -> None:
+    """Fetch a LoRA into the disk cache before a job needs it (generation/scaleout.py); a file that cannot be
+    fetched intact is only logged: the job that needs it will say so."""
+    try:
+        lora_cache().path_for(sha256=sha256, object_key=file_key, size=size)
+    except (LoRAIntegrityError, FileNotFoundError, ValueError) as error:
+        logger.warning("Prefetch of %s failed: %s", sha256, error)
+
+
 def worker_status() -> dict:
     """What this worker's heartbeat reports (the fields of worker_registry.LiveWorker). Read from the heartbeat
     thread while a job may run: each collection is copied before it is walked."""

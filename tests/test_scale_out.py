@@ -2,7 +2,8 @@
 redis-server of their own, the test database and the S3 API server: a stream of jobs over LoRAs with a skewed
 (Zipf-like) popularity runs without affinity routing, then with it, on fresh LoRAs; with routing every job
 succeeds and fewer LoRA downloads and adapter loads happen. Then a worker is SIGKILLed while a job waits in its own
-queue: once its heartbeat has vanished, beat moves the job to the shared queue and another worker runs it.
+queue: once its heartbeat has vanished, beat moves the job to the shared queue and another worker runs it. Last,
+activating a LoRA prefetches it into the disk cache of the worker it is placed on.
 
 The counts are the workers' own (their heartbeat records: downloads, adapters applied by where they came from)."""
 
@@ -15,7 +16,7 @@ from generation.models import FINISHED, GenerationJob, JobStatus
 from generation.queues import worker_queue
 from generation.routing import placement
 from loras.models import LoRA, Status
-from loras.services import LoRAOptions, lora_ingest_local_file
+from loras.services import LoRAOptions, lora_ingest_local_file, lora_update
 from lorasite.queueing import queue_backlog
 from tests.fault_services import (
     RedisServer,
@@ -74,9 +75,9 @@ def live() -> dict[str, worker_registry.LiveWorker]:
     return {worker.name.split("@")[0]: worker for worker in worker_registry.live_workers() or []}
 
 
-def make_loras(actor, tmp_path, *, first_seed: int) -> list[LoRA]:
+def make_loras(actor, tmp_path, *, first_seed: int, count: int = LORAS_PER_RUN) -> list[LoRA]:
     created = []
-    for seed in range(first_seed, first_seed + LORAS_PER_RUN):
+    for seed in range(first_seed, first_seed + count):
         path = write_lora(tmp_path / f"style_{seed}.safetensors", family="wan-demo", blocks=2, std=0.2, seed=seed)
         lora = lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=LoRAOptions(name=f"s{seed}"))
         created.append(lora)
@@ -174,3 +175,15 @@ def test_routing_keeps_loras_where_they_are_and_a_dead_worker_s_queue_is_re_rout
     job.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.worker and job.worker != doomed
+
+    # Activating a LoRA prefetches it into the disk cache of the worker it is placed on, before any job needs it.
+    [fresh] = make_loras(actor, tmp_path, first_seed=200, count=1)
+    LoRA.objects.filter(id=fresh.id).update(is_active=False)
+    fresh.refresh_from_db()
+    lora_update(actor=actor, lora=fresh, is_active=True)
+    [target] = placement(fresh.sha256, [worker.name for worker in worker_registry.live_workers()], k=1)
+    wait_until(
+        lambda: fresh.sha256 in {w.name: w for w in worker_registry.live_workers()}[target].disk,
+        timeout=30,
+        what="the prefetch to reach the worker's disk cache",
+    )

@@ -32,6 +32,7 @@ def worker_name(request):
     name = f"test-{request.node.name}-{time.monotonic_ns()}@host"
     yield name
     worker_registry.withdraw(name=name)
+    worker_registry.forget(name=name)
 
 
 def names() -> set[str]:
@@ -68,6 +69,42 @@ def test_the_heartbeat_keeps_a_worker_listed_until_it_stops(registry, worker_nam
         heartbeat.stop()
     assert worker_name not in names()
     assert not heartbeat._thread.is_alive()
+
+
+def test_a_record_carries_what_the_worker_holds_and_ignores_unknown_fields(registry, worker_name):
+    status = {
+        "queue": f"gpu.w.{worker_name}",
+        "pipelines": ["flux1-dev"],
+        "adapters": {"flux1-dev": {"merged": ["a" * 64], "resident": ["a" * 64, "b" * 64], "host_tier": []}},
+        "disk": ["c" * 64],
+        "current_job": "job-1",
+        "counters": {"jobs": 2},
+        "from_a_newer_worker": True,
+    }
+    worker_registry.announce(name=worker_name, models=["flux1-dev"], started=1.0, status=status)
+    [worker] = [worker for worker in worker_registry.live_workers() if worker.name == worker_name]
+    assert worker.queue == f"gpu.w.{worker_name}" and worker.pipelines == ("flux1-dev",) and worker.disk == ("c" * 64,)
+    assert worker.tier_sets("resident") == {"flux1-dev": frozenset({"a" * 64, "b" * 64})}
+    assert worker.current_job == "job-1" and worker.counters == {"jobs": 2}
+
+
+def test_a_withdrawn_or_expired_worker_is_dead_until_forgotten(registry, worker_name, monkeypatch):
+    monkeypatch.setattr(worker_registry, "TTL_SECONDS", 1)
+    worker_registry.announce(name=worker_name, models=["flux1-dev"], started=time.time())
+    assert worker_name not in worker_registry.dead_workers()
+    worker_registry.withdraw(name=worker_name)  # its queue may still hold jobs: it stays known
+    assert worker_registry.dead_workers()[worker_name] == pytest.approx(time.time(), abs=5)
+    worker_registry.forget(name=worker_name)
+    assert worker_name not in worker_registry.dead_workers()
+
+
+def test_a_status_that_cannot_be_read_still_sends_the_heartbeat(registry, worker_name, caplog):
+    def broken() -> dict:
+        raise RuntimeError("OrderedDict mutated during iteration")
+
+    heartbeat = worker_registry.Heartbeat(name=worker_name, models=["flux1-dev"], status=broken)
+    heartbeat.beat()
+    assert worker_name in names() and "Worker status could not be read" in caplog.text
 
 
 def test_an_unreachable_redis_reads_as_unknown(settings):

@@ -11,6 +11,7 @@ from django.db import transaction
 from generation.model_registry import model_get
 from generation.models import GenerationJob, Recipe, RecipeLoRA
 from generation.recipes.selectors import recipe_job_input
+from generation.scaleout import loras_prefetch
 from generation.services import LoRARequest, ResolvedLoRA, _Problems, _resolve_loras, _resolve_params, generation_create
 from lorasite.errors import Conflict
 from lorasite.validators import refuse_bidi_controls
@@ -72,6 +73,7 @@ def _replace_loras(recipe: Recipe, resolved: list[ResolvedLoRA]) -> None:
         )
         recipe_lora.full_clean()
         recipe_lora.save()
+    loras_prefetch(loras=[entry.lora for entry in resolved])  # its workers fetch them before the recipe runs
 
 
 @transaction.atomic

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from generation.scaleout import loras_prefetch
 from loras import recommended
 from loras.models import Expert, LoRA, LoRAUpload, Status
 from loras.services.pairs import pair_action_for_delete, pair_delete_for, pair_of
@@ -41,6 +42,7 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
     if unknown:
         raise InvalidInput(f"These fields cannot be changed: {', '.join(sorted(unknown))}.")
     lora = LoRA.objects.select_for_update().get(id=lora.id)
+    activated = changes.get("is_active") is True and not lora.is_active
     for field in ("tags", "trigger_words"):
         if field in changes:
             changes[field] = clean_list(changes[field], field=field)
@@ -79,6 +81,8 @@ def lora_update(*, actor: Membership, lora: LoRA, **changes) -> LoRA:
             errors={"name": ["This name and version are taken."]},
         )
     lora.save()
+    if activated:  # "activating an adapter pre-loads it": its workers fetch it before a job needs it
+        loras_prefetch(loras=[lora])
     return lora
 
 
