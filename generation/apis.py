@@ -28,6 +28,9 @@ class ModelOutput(serializers.Serializer):
         child=serializers.CharField(), help_text='{"high": "transformer", "low": "transformer_2"}'
     )
     two_experts = serializers.BooleanField()
+    image_input = serializers.ChoiceField(
+        choices=["required", "optional", ""], help_text="Whether jobs take params.image (image-to-video)."
+    )
     capabilities = serializers.DictField()
     enabled = serializers.BooleanField()
     demo = serializers.BooleanField()

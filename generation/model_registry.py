@@ -67,6 +67,7 @@ class DeclaredComponent:
 # planner in generation/runtime/memory_plan.py documents what each means.
 PLACEMENT_CHOICES = ("", *PLACEMENTS)
 STORAGE_DTYPE_CHOICES = ("", *STORAGE_DTYPES)
+IMAGE_INPUT_CHOICES = ("", "required", "optional")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class BaseModel:
     component_params: dict[str, DeclaredComponent] = field(default_factory=dict)  # used when weights are absent
     vae_scale: int = 8  # pixels per latent pixel along each side
     vae_decode_channels: int = 96  # feature channels per output pixel in the VAE decoder's last stage
+    # Whether a job takes an input image (generation/inputs.py): "required" (image-to-video), "optional" or "".
+    image_input: str = ""
 
     @property
     def two_experts(self) -> bool:
@@ -134,6 +137,34 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
                 "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
             },
             description="Two experts: high-noise LoRAs go into transformer, low-noise into transformer_2.",
+        ),
+        BaseModel(
+            key="wan22-i2v-a14b",
+            display_name="Wan 2.2 I2V-A14B",
+            family="wan-14b",
+            kind="video",
+            pipeline_class="WanImageToVideoPipeline",
+            path=models_dir / "Wan2.2-I2V-A14B-Diffusers",
+            experts=TWO_EXPERTS,
+            capabilities=Capabilities(
+                resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
+                steps=WAN_VIDEO_STEPS,
+                default_steps=40,
+                default_guidance=3.5,
+                default_guidance_2=3.5,
+                frame_counts=(33, 49, 81, 121),
+                fps=(16, 24),
+                default_fps=16,
+            ),
+            dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
+            component_params={
+                "transformer": DeclaredComponent(14_290_000_000, blocks=40),
+                "transformer_2": DeclaredComponent(14_290_000_000, blocks=40),
+                "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
+                "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
+            },
+            image_input="required",
+            description="Image to video. Two experts like T2V; the input image is the first frame.",
         ),
         BaseModel(
             key="wan22-ti2v-5b",
@@ -208,6 +239,29 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             description="Tiny random-weight WanPipeline with transformer + transformer_2 (built offline).",
         ),
         BaseModel(
+            key="wan22-i2v-a14b-demo",
+            display_name="Wan 2.2 I2V-A14B (demo)",
+            family="wan-demo",
+            kind="video",
+            pipeline_class="WanImageToVideoPipeline",
+            path=models_dir / "wan22-i2v-a14b-demo",
+            experts=TWO_EXPERTS,
+            capabilities=Capabilities(
+                resolutions=((32, 32), (48, 32)),
+                steps=(1, 10),
+                default_steps=4,
+                default_guidance=3.5,
+                default_guidance_2=3.5,
+                frame_counts=(5, 9),
+                fps=(8,),
+                default_fps=8,
+            ),
+            dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
+            demo=True,
+            image_input="required",
+            description="Tiny random-weight WanImageToVideoPipeline with transformer + transformer_2 (built offline).",
+        ),
+        BaseModel(
             key="wan-ti2v-demo",
             display_name="Wan single expert (demo)",
             family="wan-demo",
@@ -267,6 +321,7 @@ def _apply_overrides(models: dict[str, BaseModel], overrides: dict) -> dict[str,
             }
         _check_choice(key, values, "placement", PLACEMENT_CHOICES)
         _check_choice(key, values, "storage_dtype", STORAGE_DTYPE_CHOICES)
+        _check_choice(key, values, "image_input", IMAGE_INPUT_CHOICES)
         models[key] = replace(models[key], **values) if key in models else BaseModel(key=key, **values)
     return models
 

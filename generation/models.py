@@ -50,6 +50,8 @@ class GenerationJob(models.Model):
         max_length=500, blank=True, help_text="WebP ≤ 320 px beside the output, made once by the worker; for grids."
     )
     purpose = models.CharField(max_length=8, choices=JobPurpose.choices, default=JobPurpose.USER, db_index=True)
+    # The image an image-to-video job starts from; its key is also kept in params["image_key"], the snapshot.
+    input = models.ForeignKey("GenerationInput", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the first attempt started.")
     attempt_started_at = models.DateTimeField(null=True, blank=True, help_text="When the current attempt started.")

@@ -14,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from generation import scaleout
+from generation.inputs import job_image_params
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.queues import gpu_queue
@@ -271,6 +272,7 @@ def _create_job(
         # Say what to do, never where: server paths are for operators (GET /api/v1/models/ shows them to staff).
         problems.add("model", f"The weights of {base.display_name} are not installed on this server.{hint}")
     resolved_params = _resolve_params(base, params or {}, problems)
+    resolved_params |= job_image_params(workspace_id=actor.workspace_id, model=base, params=params or {})
     resolved_loras = _resolve_loras(
         workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems
     )
@@ -286,6 +288,7 @@ def _create_job(
         prompt=prompt,
         negative_prompt=negative_prompt,
         params=resolved_params,
+        input_id=resolved_params.get("image"),
         purpose=purpose,
     )
     job.full_clean()

@@ -11,14 +11,17 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from io import BytesIO
 from pathlib import Path
 
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from PIL import Image
 
 from generation import services
+from generation.inputs import image_fit_to
 from generation.model_registry import BaseModel, model_get
 from generation.models import GenerationJob
 from generation.provenance import job_provenance
@@ -165,6 +168,7 @@ def _generate_and_store(
             seed=params["seed"],
             on_step=progress.on_step,
             should_cancel=progress.should_cancel,
+            image=_input_image(params),
         )
     prefix = services.job_output_prefix(job)
     provenance = job_provenance(job)  # the same dict the job API and page show
@@ -185,6 +189,17 @@ def _generate_and_store(
             for name in (*filter(None, names), THUMB_NAME):
                 store.save_file(prefix + name, folder / name)
     return prefix + names[0], (prefix + names[1]) if names[1] else "", prefix + THUMB_NAME
+
+
+def _input_image(params: dict) -> Image.Image | None:
+    """The job's input image (image-to-video) at its resolution, read from the key its params keep."""
+    if not params.get("image_key"):
+        return None
+    # Read whole (≤ LORASITE_INPUT_IMAGE_MAX_BYTES): Pillow seeks, an S3 body cannot.
+    with closing(get_object_store().open_stream(params["image_key"])) as stream:
+        data = stream.read()
+    with Image.open(BytesIO(data)) as image:
+        return image_fit_to(image, width=params["width"], height=params["height"], fit=params["image_fit"])
 
 
 def _drop_pipeline(model_key: str, *, job_id: str) -> None:

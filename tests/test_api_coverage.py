@@ -230,6 +230,8 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     write_png(np.zeros((8, 8, 3), dtype=np.uint8), png, provenance=job["provenance"])
     recipe = call.upload("/workspaces/{slug}/provenance/", 200, slug=slug, file=png)
     assert recipe["loras"][0]["lora_id"] == ready.id
+    # An input image for an image-to-video job
+    assert call.upload("/workspaces/{slug}/generations/inputs/", 201, slug=slug, file=png)["width"] == 8
 
     operations = [result.ok() for result in SCHEMA.get_all_operations()]  # an Err (a broken operation) raises here
     documented = {(operation.method.upper(), operation.path.removeprefix(API)) for operation in operations}

@@ -19,7 +19,8 @@ from workspaces.models import Membership, Role
 from workspaces.services import require_role
 
 NAME_MAX_LENGTH = 100
-PARAM_NAMES = ("width", "height", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed")
+# image / image_fit: an image-to-video job's input (generation/inputs.py), checked again when the recipe runs.
+PARAM_NAMES = ("width", "height", "num_frames", "fps", "steps", "guidance", "guidance_2", "seed", "image", "image_fit")
 
 
 def _require_writer(actor: Membership) -> None:

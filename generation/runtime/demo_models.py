@@ -27,6 +27,7 @@ from diffusers import (
     FluxPipeline,
     FluxTransformer2DModel,
     UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
     WanPipeline,
     WanTransformer3DModel,
 )
@@ -102,13 +103,18 @@ def _char_tokenizer(*, model_max_length: int, bos: str | None, eos: str) -> PreT
     )
 
 
-def _wan_transformer(seed: int) -> WanTransformer3DModel:
+# Wan 2.2 I2V-A14B has no CLIP image encoder: its transformer reads the noise latents concatenated with the
+# VAE-encoded input image and a 4-channel first-frame mask (16 + 16 + 4 channels).
+WAN_I2V_IN_CHANNELS = 36
+
+
+def _wan_transformer(seed: int, *, in_channels: int = 16) -> WanTransformer3DModel:
     torch.manual_seed(seed)
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=16,
+        in_channels=in_channels,
         out_channels=16,
         text_dim=_TEXT_DIM,
         freq_dim=256,
@@ -136,7 +142,8 @@ def _tiny_t5_config(config_class: type[T5Config] | type[UMT5Config], *, d_ff: in
     )
 
 
-def _build_wan(*, two_experts: bool) -> WanPipeline:
+def _wan_common() -> dict:
+    """The components every Wan demo pipeline shares: VAE, text encoder, tokenizer and scheduler."""
     torch.manual_seed(0)
     vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
@@ -146,15 +153,32 @@ def _build_wan(*, two_experts: bool) -> WanPipeline:
     # Wan ships UniPC in flow mode; with flow_shift=3 a two-step run visits t=999 (high-noise expert) and
     # t=750 (low-noise expert), so even the fastest test exercises both experts.
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return {
+        "tokenizer": _char_tokenizer(model_max_length=512, bos=None, eos="</s>"),
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "scheduler": scheduler,
+    }
+
+
+def _build_wan(*, two_experts: bool) -> WanPipeline:
     return WanPipeline(
-        tokenizer=_char_tokenizer(model_max_length=512, bos=None, eos="</s>"),
-        text_encoder=text_encoder,
-        vae=vae,
-        scheduler=scheduler,
+        **_wan_common(),
         transformer=_wan_transformer(seed=1),
         # A different seed, so a LoRA landing in the wrong expert changes the output differently.
         transformer_2=_wan_transformer(seed=2) if two_experts else None,
         boundary_ratio=WAN22_BOUNDARY_RATIO if two_experts else None,
+    )
+
+
+def _build_wan_i2v() -> WanImageToVideoPipeline:
+    """Wan 2.2 I2V-A14B at demo size: two experts reading 36 input channels, and (like the real model) no
+    image_encoder / image_processor, which only Wan 2.1 I2V's `image_dim` transformers use."""
+    return WanImageToVideoPipeline(
+        **_wan_common(),
+        transformer=_wan_transformer(seed=1, in_channels=WAN_I2V_IN_CHANNELS),
+        transformer_2=_wan_transformer(seed=2, in_channels=WAN_I2V_IN_CHANNELS),
+        boundary_ratio=WAN22_BOUNDARY_RATIO,
     )
 
 
@@ -234,6 +258,15 @@ DEMO_MODELS: dict[str, DemoModel] = {
             hidden_size=24,
             experts=("high",),
             build=lambda: _build_wan(two_experts=False),
+        ),
+        DemoModel(
+            key="wan22-i2v-a14b-demo",
+            pipeline_class="WanImageToVideoPipeline",
+            kind="video",
+            lora_family="wan-demo",
+            hidden_size=24,
+            experts=("high", "low"),
+            build=_build_wan_i2v,
         ),
         DemoModel(
             key="flux-demo",

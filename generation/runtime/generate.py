@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, WanImageToVideoPipeline
+from PIL import Image
 
 
 class GenerationCancelled(Exception):
@@ -29,6 +30,7 @@ def run_pipeline(
     seed: int,
     on_step: Callable[[int, int], None],
     should_cancel: Callable[[], bool],
+    image: Image.Image | None = None,
 ) -> np.ndarray:
     """Generate and return float32 RGB in [0, 1]: (frames, height, width, 3) for video, (height, width, 3) for image.
 
@@ -38,9 +40,17 @@ def run_pipeline(
     `on_step(step, total)` is called after every denoising step; when `should_cancel()` is then true the run
     stops with `GenerationCancelled` instead of finishing (and instead of spending a VAE decode on a result
     nobody wants).
+
+    `image` is an image-to-video pipeline's first frame, already at width×height (generation/inputs.py); it is
+    required there and refused elsewhere, as diffusers refuses inputs a pipeline does not use.
     """
     if kind not in ("video", "image"):
         raise ValueError(f"kind must be 'video' or 'image', not {kind!r}")
+    takes_image = isinstance(pipe, WanImageToVideoPipeline)
+    if takes_image and image is None:
+        raise ValueError(f"{type(pipe).__name__} needs an input image")
+    if image is not None and not takes_image:
+        raise ValueError(f"{type(pipe).__name__} does not take an input image")
     if should_cancel():
         raise GenerationCancelled("cancelled before the first step")
 
@@ -69,6 +79,8 @@ def run_pipeline(
         if kind == "video":
             two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.boundary_ratio is not None
             extra = {"guidance_scale_2": guidance_2} if two_experts else {}
+            if takes_image:
+                extra["image"] = image
             output = pipe(negative_prompt=negative_prompt, num_frames=num_frames, **common, **extra)
             return output.frames[0]
         return pipe(**common).images[0]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, FluxPipeline, WanPipeline
+from diffusers import DiffusionPipeline, FluxPipeline, WanImageToVideoPipeline, WanPipeline
 from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
 from generation.runtime.memory_plan import CPU_PLACEMENT, Plan, gib
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 # database, so a row in the model table can never make the worker import arbitrary code.
 PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "WanPipeline": WanPipeline,
+    "WanImageToVideoPipeline": WanImageToVideoPipeline,
     "FluxPipeline": FluxPipeline,
 }
 
