@@ -180,6 +180,12 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     bulk = {"ids": [low.id], "action": "tag", "tags": ["paired"]}
     assert call("POST", "/workspaces/{slug}/loras/bulk/", 200, slug=slug, body=bulk)["changed"] == 1
 
+    # Evaluation: versions grouped by name, two LoRAs compared
+    groups = call("GET", "/workspaces/{slug}/loras/", 200, slug=slug, group_by_name="true")["results"]
+    assert {group["name"] for group in groups} >= {"Low"}
+    compared = call("GET", "/workspaces/{slug}/loras/compare/", 200, slug=slug, ids=f"{ready.id},{low.id}")
+    assert [row["id"] for row in compared["loras"]] == [ready.id, low.id]
+
     # Generation jobs
     job = call(
         "POST",
