@@ -19,7 +19,7 @@ from workspaces.models import Workspace
 ALPHA = 0.05
 MIN_RATINGS = 5
 MAX_COMPARED = 4
-TEST_NAME = "Mann–Whitney U (two-sided, normal approximation with tie correction)"
+TEST_NAME = "Mann–Whitney U test (two-sided, normal approximation with tie correction)"
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ def _success_rate(figures: UsageFigures) -> float | None:
 
 def lora_comparison(*, loras: list[LoRA]) -> list[ComparedLoRA]:
     """The LoRAs in the order given, each marked where it is the best (highest average rating, highest success
-    rate; nothing is marked on a tie or without data) with its rating verdict against the best-rated — chosen among
-those with at least MIN_RATINGS ratings when any has them."""
+        rate; nothing is marked on a tie or without data) with its rating verdict against the best-rated — chosen among
+    those with at least MIN_RATINGS ratings when any has them."""
     usage = lora_usage(lora_ids=[lora.id for lora in loras])
     # The best-rated is chosen among those with enough ratings to test against, when any has.
     rated = [lora for lora in loras if usage[lora.id].rating_count >= MIN_RATINGS] or [

@@ -119,6 +119,16 @@ def test_rate_outputs_and_read_the_lora_page(page, sign_in, screenshot, studio):
     expect(page.get_by_role("tooltip").filter(has_text="typically 1e-5 to 1e-3")).to_be_visible()
     screenshot("lora-metrics-configuration")
 
+    # The compare page from the Versions part: the better marked, the test and α stated.
+    versions.get_by_role("link", name="Compare versions").click()
+    expect(page.get_by_role("heading", name="Compare")).to_be_visible()
+    table = page.locator(".compare-table")
+    expect(table).to_contain_text("Ink wash v1")
+    expect(table).to_contain_text("★ best rated")
+    expect(table).to_contain_text("Not enough ratings yet")
+    expect(page.get_by_text("α = 0.05")).to_be_visible()
+    screenshot("lora-compare")
+
 
 def test_owner_edits_the_training_record(page, sign_in, screenshot, studio):
     workspace, ink = studio["workspace"], studio["ink"]
