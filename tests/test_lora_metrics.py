@@ -2,6 +2,8 @@
 fixed number of queries whatever the history (5 jobs or 50)."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from generation.model_registry import model_registry
 from loras.metrics import lora_metrics, lora_usage
@@ -110,3 +112,18 @@ def test_detail_api_and_page_show_the_metrics(api, client, owner, lora):
 def test_another_workspaces_lora_is_404(client_for, outsider, lora):
     response = client_for(outsider).get(f"/api/v1/workspaces/{lora.workspace.slug}/loras/{lora.id}/")
     assert response.status_code == 404
+
+
+def test_the_lora_page_stays_within_the_same_queries_whatever_the_history(client, owner, workspace):
+    def page_queries(jobs: int) -> int:
+        lora = LoRAFactory(workspace=workspace, base_model="wan-demo", created_by=owner)
+        for index in range(jobs):
+            used_in_job(lora, stars=(1 + index % 5,))
+            OutputRatingFactory(job=GenerationJobFactory(workspace=workspace), stars=3)
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(f"/w/{workspace.slug}/loras/{lora.id}/").status_code == 200
+        return len(queries)
+
+    client.force_login(owner)
+    page_queries(1)  # the first request's session and cache look-ups
+    assert page_queries(50) == page_queries(5)
