@@ -240,3 +240,65 @@ class GenerationInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.width}×{self.height} {self.content_type} ({self.key})"
+
+
+class ABTest(models.Model):
+    """A blind A/B test of two LoRA stacks: every prompt × seed is run once with A and once with B, the same params
+    otherwise (ABPair); members vote on each pair without seeing which side is which (generation/experiments/)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="ab_tests")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    name = models.CharField(max_length=100, blank=True)
+    model_key = models.CharField(max_length=64)
+    negative_prompt = models.TextField(max_length=4000, blank=True)
+    params = models.JSONField(default=dict, help_text="Shared by every job; each pair has its own seed.")
+    stack_a = models.JSONField(default=list, help_text="[{lora_id, weight, expert, weight_low}]")
+    stack_b = models.JSONField(default=list)
+    label_a = models.CharField(max_length=200, help_text="'anime v2', shown only with the results.")
+    label_b = models.CharField(max_length=200)
+    prompts = models.JSONField(default=list)
+    seeds = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name or f"{self.label_a} vs {self.label_b}"
+
+
+class ABPair(models.Model):
+    test = models.ForeignKey(ABTest, on_delete=models.CASCADE, related_name="pairs")
+    prompt_index = models.PositiveSmallIntegerField()
+    seed = models.PositiveBigIntegerField()
+    job_a = models.OneToOneField(GenerationJob, null=True, on_delete=models.SET_NULL, related_name="ab_pair_a")
+    job_b = models.OneToOneField(GenerationJob, null=True, on_delete=models.SET_NULL, related_name="ab_pair_b")
+
+    class Meta:
+        ordering = ["test", "prompt_index", "seed"]
+        constraints = [models.UniqueConstraint(fields=["test", "prompt_index", "seed"], name="ab_pair_unique")]
+
+    def __str__(self) -> str:
+        return f"A/B test {self.test_id}, prompt {self.prompt_index}, seed {self.seed}"
+
+
+class ABChoice(models.TextChoices):
+    """What a vote means for the results. Voters pick left or right; which side showed A is per member."""
+
+    A = "a", "A"
+    B = "b", "B"
+    TIE = "tie", "Tie"
+
+
+class ABVote(models.Model):
+    pair = models.ForeignKey(ABPair, on_delete=models.CASCADE, related_name="votes")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=3, choices=ABChoice.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pair", "user"], name="ab_vote_one_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.choice} on pair {self.pair_id}"

@@ -311,6 +311,7 @@ LORASITE_INPUT_IMAGE_MAX_BYTES = env_int("LORASITE_INPUT_IMAGE_MAX_BYTES", 20 * 
 LORASITE_INPUT_IMAGE_MAX_PIXELS = env_int("LORASITE_INPUT_IMAGE_MAX_PIXELS", 40_000_000)
 # A sweep or A/B test queues one job per cell or pair; this bounds what one click can put on the GPUs.
 LORASITE_SWEEP_MAX_CELLS = env_int("LORASITE_SWEEP_MAX_CELLS", 36)
+LORASITE_ABTEST_MAX_JOBS = env_int("LORASITE_ABTEST_MAX_JOBS", 100)  # prompts × seeds × 2
 # GPU worker: local LoRA cache (bytes) and what happens to adapters after a job:
 # "cache" (default) keeps recently used ones loaded but inactive; "unload" removes them.
 LORASITE_WORKER_CACHE_DIR = Path(env_str("LORASITE_WORKER_CACHE_DIR", str(VAR_DIR / "lora-cache")))

@@ -1,10 +1,24 @@
 """Reads for sweeps and A/B tests: the grid of a sweep with its cells' state and thumbnails, axis labels."""
 
+import hashlib
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 
-from generation.models import FINISHED, GenerationJob, JobStatus, Sweep, SweepAxisKind, SweepCell
+from generation.experiments import stats
+from generation.models import (
+    FINISHED,
+    ABChoice,
+    ABPair,
+    ABTest,
+    ABVote,
+    GenerationJob,
+    JobStatus,
+    Sweep,
+    SweepAxisKind,
+    SweepCell,
+)
 from generation.selectors import job_output_urls
 from loras.models import LoRA, Status
 from lorasite.errors import NotFound
@@ -154,3 +168,197 @@ def sweep_grid(*, sweep: Sweep, with_urls: bool = True) -> SweepGrid:
             row.append(GridCell(x=x, y=y, job=job, thumb_url=url, label=label))
         rows.append(GridRow(label=y_labels[y] if y_labels else "", cells=row))
     return SweepGrid(sweep=sweep, x_title=x_title, y_title=y_title, x_labels=x_labels, y_labels=y_labels, rows=rows)
+
+
+# --- A/B tests ------------------------------------------------------------------------------------------------
+
+# Below this many decisive (non-tie) votes a win rate is shown without a verdict: "not enough votes yet".
+MIN_DECISIVE_VOTES = 10
+
+
+def abtest_list(*, workspace: Workspace) -> QuerySet[ABTest]:
+    return (
+        ABTest.objects.filter(workspace=workspace)
+        .select_related("created_by")
+        .annotate(pair_count=Count("pairs", distinct=True), vote_count=Count("pairs__votes"))
+        .order_by("-created_at")
+    )
+
+
+def abtest_get(*, workspace: Workspace, test_id: int) -> ABTest:
+    try:
+        return ABTest.objects.select_related("created_by").get(workspace=workspace, id=test_id)
+    except (ABTest.DoesNotExist, ValueError):
+        raise NotFound("A/B test not found.") from None
+
+
+def abpair_get(*, test: ABTest, pair_id: int) -> ABPair:
+    try:
+        return ABPair.objects.select_related("test", "job_a", "job_b").get(test=test, id=pair_id)
+    except (ABPair.DoesNotExist, ValueError):
+        raise NotFound("Pair not found.") from None
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """Votes for A against B: ties counted apart; the win rate is A's share of the decisive votes."""
+
+    label: str
+    wins_a: int
+    wins_b: int
+    ties: int
+
+    @property
+    def decisive(self) -> int:
+        return self.wins_a + self.wins_b
+
+    @property
+    def rate(self) -> float | None:
+        return self.wins_a / self.decisive if self.decisive else None
+
+    @property
+    def interval(self) -> stats.Interval | None:
+        return stats.wilson_interval(self.wins_a, self.decisive)
+
+    @property
+    def p_value(self) -> float | None:
+        return stats.binomial_test(self.wins_a, self.decisive)
+
+    @property
+    def enough(self) -> bool:
+        return self.decisive >= MIN_DECISIVE_VOTES
+
+    @property
+    def verdict(self) -> str:
+        """'A is better', 'B is better', 'no significant difference' or 'not enough votes yet' (α = 0.05)."""
+        if not self.enough:
+            return "not enough votes yet"
+        if not stats.significant(self.p_value):
+            return "no significant difference"
+        return "A is better" if self.wins_a > self.wins_b else "B is better"
+
+    def as_dict(self) -> dict:
+        interval = self.interval
+        return {
+            "label": self.label,
+            "wins_a": self.wins_a,
+            "wins_b": self.wins_b,
+            "ties": self.ties,
+            "win_rate_a": self.rate,
+            "ci_low": interval.low if interval else None,
+            "ci_high": interval.high if interval else None,
+            "p_value": self.p_value,
+            "enough_votes": self.enough,
+            "verdict": self.verdict,
+        }
+
+
+@dataclass(frozen=True)
+class ABResults:
+    test: ABTest
+    overall: WinRate
+    per_prompt: list[WinRate]
+    jobs_total: int
+    jobs_finished: int
+    voters: int
+
+    @property
+    def live(self) -> bool:
+        return self.jobs_finished < self.jobs_total
+
+
+def abtest_results(*, test: ABTest) -> ABResults:
+    """Win rate of A over B with its Wilson 95 % interval and two-sided binomial p, overall and per prompt; two
+    aggregate queries whatever the number of votes."""
+    counts = (
+        ABVote.objects.filter(pair__test=test).values("pair__prompt_index", "choice").annotate(n=Count("id")).order_by()
+    )
+    tally: dict[int, dict[str, int]] = {}
+    for row in counts:
+        tally.setdefault(row["pair__prompt_index"], {})[row["choice"]] = row["n"]
+    per_prompt = [
+        WinRate(
+            label=prompt,
+            wins_a=tally.get(i, {}).get(ABChoice.A, 0),
+            wins_b=tally.get(i, {}).get(ABChoice.B, 0),
+            ties=tally.get(i, {}).get(ABChoice.TIE, 0),
+        )
+        for i, prompt in enumerate(test.prompts)
+    ]
+    overall = WinRate(
+        label="All prompts",
+        wins_a=sum(w.wins_a for w in per_prompt),
+        wins_b=sum(w.wins_b for w in per_prompt),
+        ties=sum(w.ties for w in per_prompt),
+    )
+    jobs = GenerationJob.objects.filter(Q(ab_pair_a__test=test) | Q(ab_pair_b__test=test)).aggregate(
+        total=Count("id"), finished=Count("id", filter=Q(status__in=FINISHED))
+    )
+    voters = ABVote.objects.filter(pair__test=test).values("user").distinct().count()
+    return ABResults(
+        test=test,
+        overall=overall,
+        per_prompt=per_prompt,
+        jobs_total=jobs["total"],
+        jobs_finished=jobs["finished"],
+        voters=voters,
+    )
+
+
+@dataclass(frozen=True)
+class BlindPair:
+    """One pair as one member sees it: outputs left and right in their own order, no names."""
+
+    pair: ABPair
+    left: GenerationJob | None
+    right: GenerationJob | None
+    left_url: str | None
+    right_url: str | None
+    my_side: str  # "left", "right", "tie" or "" (not voted)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.left and self.right and self.left.status == self.right.status == JobStatus.SUCCEEDED)
+
+    @property
+    def prompt(self) -> str:
+        return self.pair.test.prompts[self.pair.prompt_index]
+
+
+def _output_url(job: GenerationJob | None) -> str | None:
+    return job_output_urls(job=job)["output_url"] if job else None
+
+
+def a_is_left(*, pair_id: int, user_id: int) -> bool:
+    """Whether A shows on the left for this member: random-looking (keyed by SECRET_KEY, so not guessable from
+    ids) yet stable, so a member's page does not reshuffle on reload."""
+    digest = hashlib.sha256(f"{settings.SECRET_KEY}:abtest:{pair_id}:{user_id}".encode()).digest()
+    return digest[0] % 2 == 0
+
+
+def abtest_blind_pairs(*, test: ABTest, user) -> list[BlindPair]:
+    """Every pair of the test in the member's own left/right order, with their vote as they saw it."""
+    pairs = list(ABPair.objects.filter(test=test).select_related("test", "job_a", "job_b"))
+    votes = dict(ABVote.objects.filter(pair__test=test, user=user).values_list("pair_id", "choice"))
+    blind = []
+    for pair in pairs:
+        a_left = a_is_left(pair_id=pair.id, user_id=user.id)
+        left, right = (pair.job_a, pair.job_b) if a_left else (pair.job_b, pair.job_a)
+        choice = votes.get(pair.id, "")
+        if choice == ABChoice.TIE:
+            side = "tie"
+        elif choice:
+            side = "left" if (choice == ABChoice.A) == a_left else "right"
+        else:
+            side = ""
+        blind.append(
+            BlindPair(
+                pair=pair,
+                left=left,
+                right=right,
+                left_url=_output_url(left),
+                right_url=_output_url(right),
+                my_side=side,
+            )
+        )
+    return blind
