@@ -413,9 +413,11 @@ class TestJobPage:
 
 
 @pytest.fixture
-def served(monkeypatch, demo_models):
-    """The demo models' weights are built and a live worker serves them all."""
+def served(monkeypatch, demo_models, settings):
+    """The demo models' weights are built and a live worker serves them all. Routing off: the jobs go to the model's
+    shared queue whatever live worker (the suite's own) holds their LoRAs (tests/test_routing.py)."""
     monkeypatch.setattr(worker_registry, "models_served", lambda: {"wan22-a14b-demo", "wan-ti2v-demo", "flux-demo"})
+    settings.LORASITE_ROUTING = False
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 
 from generation import worker_registry
-from generation.queues import gpu_queue, model_of_queue, worker_models, worker_queues
+from generation.queues import gpu_queue, model_of_queue, worker_models, worker_queue, worker_queues
 from workspaces.models import Role
 
 DEMO_KEYS = ["wan22-a14b-demo", "wan-ti2v-demo", "flux-demo"]
@@ -27,6 +27,8 @@ def test_queue_names_round_trip():
     assert model_of_queue("gpu.wan22-t2v-a14b") == "wan22-t2v-a14b"
     assert model_of_queue("default") is None
     assert worker_queues(["flux1-dev", "flux-demo"]) == ["gpu.flux1-dev", "gpu.flux-demo"]
+    # A worker's own queue (jobs routed to it) names no model.
+    assert worker_queue("gpu-wan@host") == "gpu.w.gpu-wan@host" and model_of_queue("gpu.w.gpu-wan@host") is None
 
 
 def test_default_is_every_enabled_model_with_weights(settings):
@@ -107,7 +109,7 @@ def test_a_job_goes_to_its_models_queue_on_commit(api, workspace, monkeypatch, d
         response = api.post(f"/api/v1/workspaces/{workspace.slug}/generations/", body, format="json")
         assert response.status_code == 201, response.json()
         assert sent == []  # nothing leaves before the transaction commits
-    assert sent == [((), {"args": [response.json()["id"]], "queue": "gpu.flux-demo"})]
+    assert sent == [((), {"args": [response.json()["id"]], "queue": "gpu.flux-demo", "priority": None})]
 
 
 def test_celery_creates_the_model_queue_on_the_real_broker():
