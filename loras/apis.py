@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from loras import selectors, services, versions
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
-from loras.metrics import lora_metrics
+from loras.metrics import lora_metrics, pair_metrics
 from loras.models import Expert, LoRA, LoRAPair
 from loras.training import training_configuration
 from lorasite.api import JSONParser, error_responses, paginated, parse_input
@@ -624,6 +624,19 @@ class PairOutput(serializers.ModelSerializer):
         ]
 
 
+class PairDetailOutput(PairOutput):
+    """One pair as its own answer: also its metrics (the jobs that used either half, against the base model)."""
+
+    metrics = serializers.SerializerMethodField()
+
+    class Meta(PairOutput.Meta):
+        fields = [*PairOutput.Meta.fields, "metrics"]
+
+    @extend_schema_field(LoRAMetricsOutput)
+    def get_metrics(self, pair: LoRAPair) -> dict:
+        return LoRAMetricsOutput(pair_metrics(pair=pair)).data
+
+
 class PairUpdateInput(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     weight_high = serializers.FloatField(min_value=0.0, max_value=2.0)
@@ -671,9 +684,9 @@ class PairDetailAPI(WorkspaceScopedAPIView):
     def _pair(self, pair_id: int) -> LoRAPair:
         return selectors.pair_get(workspace=self.membership.workspace, pair_id=pair_id)
 
-    @extend_schema(responses={200: PairOutput, **error_responses(401, 404)}, tags=["pairs"])
+    @extend_schema(responses={200: PairDetailOutput, **error_responses(401, 404)}, tags=["pairs"])
     def get(self, request, slug, pair_id):
-        return Response(PairOutput(self._pair(pair_id)).data)
+        return Response(PairDetailOutput(self._pair(pair_id)).data)
 
     @extend_schema(
         request=PairUpdateInput, responses={200: PairOutput, **error_responses(400, 401, 403, 404)}, tags=["pairs"]

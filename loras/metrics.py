@@ -14,7 +14,7 @@ from django.db.models import Count, Exists, F, Max, OuterRef, Q
 
 from generation.model_registry import model_registry
 from generation.models import GenerationJob, JobLoRA, JobStatus, OutputRating
-from loras.models import LoRA
+from loras.models import LoRA, LoRAPair
 
 STARS = (1, 2, 3, 4, 5)
 
@@ -102,6 +102,18 @@ def lora_usage(*, lora_ids: Iterable[int]) -> dict[int, UsageFigures]:
     return {lora_id: _figures(jobs.get(lora_id), ratings.get(lora_id)) for lora_id in lora_ids}
 
 
+def _jobs_figures(used_in) -> UsageFigures:
+    """The figures of the jobs whose ids `used_in` (a subquery) gives, each job once: two aggregate queries."""
+    job_row = GenerationJob.objects.filter(id__in=used_in).aggregate(
+        generations=Count("id"),
+        succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
+        failed=Count("id", filter=Q(status=JobStatus.FAILED)),
+        last_used=Max("created_at"),
+    )
+    rating_row = OutputRating.objects.filter(job_id__in=used_in).aggregate(**_histogram_counts())
+    return _figures(job_row, rating_row)
+
+
 def base_model_usage(*, workspace_id: int, family: str) -> tuple[UsageFigures, tuple[str, ...]]:
     """The figures of the workspace's jobs with no LoRA on the registry's models of `family` (two queries), and
     those models' display names."""
@@ -110,14 +122,14 @@ def base_model_usage(*, workspace_id: int, family: str) -> tuple[UsageFigures, t
     jobs = GenerationJob.objects.filter(
         without_loras, workspace_id=workspace_id, model_key__in=[model.key for model in models]
     )
-    job_row = jobs.aggregate(
-        generations=Count("id"),
-        succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
-        failed=Count("id", filter=Q(status=JobStatus.FAILED)),
-        last_used=Max("created_at"),
-    )
-    rating_row = OutputRating.objects.filter(job_id__in=jobs.values("id")).aggregate(**_histogram_counts())
-    return _figures(job_row, rating_row), tuple(model.display_name for model in models)
+    return _jobs_figures(jobs.values("id")), tuple(model.display_name for model in models)
+
+
+def pair_metrics(*, pair: LoRAPair) -> LoRAMetrics:
+    """A pair's figures: the jobs that used either half (a job with both counts once), against its base model."""
+    used_in = JobLoRA.objects.filter(lora_id__in=[pair.high_id, pair.low_id]).values("job_id")
+    base, base_models = base_model_usage(workspace_id=pair.workspace_id, family=pair.high.base_model)
+    return LoRAMetrics(lora=_jobs_figures(used_in), base=base, base_models=base_models)
 
 
 def lora_metrics(*, lora: LoRA) -> LoRAMetrics:

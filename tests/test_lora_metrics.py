@@ -6,7 +6,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from generation.model_registry import model_registry
-from loras.metrics import lora_metrics, lora_usage
+from loras.metrics import lora_metrics, lora_usage, pair_metrics
+from loras.models import LoRAPair
 from tests.factories import GenerationJobFactory, JobLoRAFactory, LoRAFactory, OutputRatingFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +128,20 @@ def test_the_lora_page_stays_within_the_same_queries_whatever_the_history(client
     client.force_login(owner)
     page_queries(1)  # the first request's session and cache look-ups
     assert page_queries(50) == page_queries(5)
+
+
+def test_pair_metrics_count_a_job_with_both_halves_once(api, workspace, owner, django_assert_max_num_queries):
+    high = LoRAFactory(workspace=workspace, base_model="wan-demo", expert="high", created_by=owner)
+    low = LoRAFactory(workspace=workspace, base_model="wan-demo", expert="low", created_by=owner)
+    pair = LoRAPair.objects.create(workspace=workspace, name="Ink", high=high, low=low)
+    both = used_in_job(high, stars=(5, 4))
+    used_in_job(low, job=both, position=1)
+    used_in_job(low, status="failed")
+    OutputRatingFactory(job=GenerationJobFactory(workspace=workspace), stars=2)
+    with django_assert_max_num_queries(5):
+        metrics = pair_metrics(pair=pair)
+    assert (metrics.lora.generations, metrics.lora.succeeded, metrics.lora.failed) == (2, 1, 1)
+    assert metrics.lora.histogram == (0, 0, 0, 1, 1)
+    assert metrics.headline == "4.5 ★ (2 ratings) vs 2.0 ★ for the base model (1)"
+    body = api.get(f"/api/v1/workspaces/{workspace.slug}/pairs/{pair.id}/").json()
+    assert body["metrics"]["lora"]["rating_count"] == 2
