@@ -95,3 +95,26 @@ def test_a_recipe_prefetches_its_loras_and_routing_off_prefetches_nothing(
         lora_update(actor=actor, lora=lora, is_active=False)
         lora_update(actor=actor, lora=lora, is_active=True)
     assert sent == []
+
+
+@pytest.mark.django_db
+def test_queueing_a_sweep_prefetches_its_loras(
+    three_workers, sent, workspace, member_of, demo_models, monkeypatch, django_capture_on_commit_callbacks
+):
+    from generation.experiments.sweeps import Axis, sweep_create
+    from generation.tasks import generation_run
+
+    monkeypatch.setattr(generation_run, "apply_async", lambda **options: None)  # the cells' jobs: not this test's
+    actor = workspace.memberships.get(user=member_of(Role.OWNER))
+    lora = LoRAFactory(workspace=workspace, created_by=actor.user, base_model="wan-demo", module_shapes={})
+    names = three_workers(on_disk=[])
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_create(
+            actor=actor,
+            model=MODEL,
+            prompt="x",
+            loras=[LoRARequest(lora.id)],
+            x_axis=Axis(kind="weight", values=(0.5, 1.0), lora_id=lora.id),
+        )
+    placed = placement(lora.sha256, live_names(names), k=2)
+    assert {call["queue"] for call in sent} == {f"gpu.w.{name}" for name in placed}

@@ -17,8 +17,10 @@ from generation import services as job_services
 from generation.experiments.contact_sheet import contact_sheet_png
 from generation.experiments.selectors import sweep_grid
 from generation.models import GenerationJob, Sweep, SweepAxisKind, SweepCell
+from generation.scaleout import loras_prefetch
 from generation.services import SEED_MAX, LoRARequest
 from generation.thumbnails import THUMB_MAX_SIDE
+from loras.models import LoRA
 from lorasite.errors import Conflict, InvalidInput
 from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role
@@ -165,6 +167,11 @@ def sweep_create(
         )
         sweep.full_clean()
         sweep.save()
+        # Queueing a sweep prefetches its LoRAs (every version a version axis names too) on their workers.
+        versions = {v for axis in (x_axis, y_axis) if axis and axis.kind == SweepAxisKind.VERSION for v in axis.values}
+        loras_prefetch(
+            loras=LoRA.objects.filter(workspace=actor.workspace, id__in={e.lora_id for e in loras} | versions)
+        )
         for y in range(len(y_axis.values) if y_axis else 1):
             for x in range(len(x_axis.values)):
                 requests, cell_params = cell_inputs(sweep=sweep, x=x, y=y)
