@@ -1,8 +1,9 @@
-"""The sweep form of the dashboard: one LoRA and its weights (the X axis), an optional second axis, a prompt and
-seed. It parses only; `sweep_create` checks every cell."""
+"""The dashboard's experiment forms: a sweep (one LoRA and its weights as the X axis, an optional second axis, a
+prompt and seed), a quick A/B test of two LoRAs, and a blind vote. They parse only; the services check the rest."""
 
 from django import forms
 
+from generation.experiments.abtests import SIDES, Stack
 from generation.experiments.sweeps import DEFAULT_WEIGHTS, Axis
 from generation.forms import enabled_models
 from generation.models import SweepAxisKind
@@ -103,3 +104,49 @@ class SweepForm(forms.Form):
             "x_axis": Axis(kind=SweepAxisKind.WEIGHT, values=tuple(data["weights"]), lora_id=lora.id),
             "y_axis": y_axis,
         }
+
+
+class ABTestForm(forms.Form):
+    """A quick A/B test of two LoRAs (two versions, usually) at their weights; any two stacks go through the API."""
+
+    model = forms.ChoiceField()
+    lora_a = forms.ModelChoiceField(label="A", queryset=LoRA.objects.none(), empty_label=None)
+    weight_a = forms.FloatField(label="Weight of A", min_value=0, max_value=2, initial=1.0)
+    lora_b = forms.ModelChoiceField(label="B", queryset=LoRA.objects.none(), empty_label=None)
+    weight_b = forms.FloatField(label="Weight of B", min_value=0, max_value=2, initial=1.0)
+    prompts = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), help_text="One prompt a line.")
+    seeds = forms.CharField(initial="1, 2, 3", help_text="Each prompt runs once per seed, with A and with B.")
+    steps = forms.IntegerField(min_value=1, required=False, help_text="Empty: the model's default.")
+
+    def __init__(self, *args, loras, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = [(m.key, m.display_name) for m in enabled_models() if m.weights_present]
+        self.fields["lora_a"].queryset = loras
+        self.fields["lora_b"].queryset = loras
+
+    def clean_prompts(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["prompts"].splitlines() if line.strip()]
+
+    def clean_seeds(self) -> list[int]:
+        return _numbers(self.cleaned_data["seeds"], whole=True)
+
+    def abtest_input(self) -> dict:
+        """The keyword arguments of `abtest_create`."""
+        data = self.cleaned_data
+
+        def stack(lora: LoRA, weight: float) -> Stack:
+            return Stack(loras=(LoRARequest(lora_id=lora.id, weight=weight),), label="")
+
+        return {
+            "model": data["model"],
+            "prompts": data["prompts"],
+            "seeds": data["seeds"],
+            "params": {"steps": data["steps"]} if data.get("steps") else {},
+            "stack_a": stack(data["lora_a"], data["weight_a"]),
+            "stack_b": stack(data["lora_b"], data["weight_b"]),
+        }
+
+
+class VoteForm(forms.Form):
+    pair = forms.IntegerField()
+    choice = forms.ChoiceField(choices=[(side, side) for side in SIDES])

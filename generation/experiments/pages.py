@@ -1,6 +1,7 @@
-"""Sweep pages: the list, the form (with "Show cost" before starting), one sweep's grid that fills in live (htmx
-polling while a cell is queued or running), cancel, and the contact sheet. Every lookup starts from the caller's
-membership: another workspace's sweep is a 404."""
+"""Experiment pages. Sweeps: the list, the form ("Show cost" before starting), one sweep's grid that fills in live
+(htmx polling while a cell is queued or running), cancel, and the contact sheet. A/B tests: the list, the form (cost
+first), the results, and the blind vote. Every lookup starts from the caller's membership: another workspace's
+sweep or test is a 404."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -11,8 +12,8 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from generation.experiments import selectors, sweeps
-from generation.experiments.forms import SweepForm
+from generation.experiments import abtests, selectors, stats, sweeps
+from generation.experiments.forms import ABTestForm, SweepForm, VoteForm
 from lorasite.errors import ApplicationError
 from lorasite.object_store import get_object_store
 from workspaces.models import Membership, Role
@@ -107,3 +108,85 @@ def sweep_contact_sheet(request: HttpRequest, slug: str, sweep_id: int) -> HttpR
         key, filename=f"sweep-{sweep.id}.png", expires_in=settings.LORASITE_SIGNED_URL_SECONDS
     )
     return redirect(url)
+
+
+# --- A/B tests ------------------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def abtest_list(request: HttpRequest, slug: str) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    tests = selectors.abtest_list(workspace=membership.workspace)[:50]
+    return render(request, "generation/experiments/abtests.html", _context(membership, tests=tests))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def abtest_new(request: HttpRequest, slug: str) -> HttpResponse:
+    """GET ?a=<id>&b=<id> pre-fills the two LoRAs (the compare page's "Quick A/B test"). POST with `preview`
+    runs every check as a dry run and shows the cost; without it, starts the test."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    if not membership.has_role(Role.MEMBER):
+        raise PermissionDenied
+    loras = selectors.sweep_lora_choices(workspace=membership.workspace)
+    initial = {field: request.GET[key] for key, field in (("a", "lora_a"), ("b", "lora_b")) if key in request.GET}
+    form = ABTestForm(request.POST if request.method == "POST" else None, loras=loras, initial=initial)
+    cost, error, status = None, "", 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            dry_run = "preview" in request.POST
+            try:
+                test, jobs = abtests.abtest_create(actor=membership, dry_run=dry_run, **form.abtest_input())
+            except ApplicationError as exc:
+                error, status = exc.message, exc.status_code
+            else:
+                if not dry_run:
+                    return redirect("studio:abtest", slug=slug, test_id=test.id)
+                cost, status = jobs, 200
+    context = _context(membership, form=form, cost=cost, error=error, limit=settings.LORASITE_ABTEST_MAX_JOBS)
+    return render(request, "generation/experiments/abtest_new.html", context, status=status)
+
+
+@login_required
+@require_GET
+def abtest_detail(request: HttpRequest, slug: str, test_id: int) -> HttpResponse:
+    membership = membership_for_user(user=request.user, slug=slug)
+    results = selectors.abtest_results(test=selectors.abtest_get(workspace=membership.workspace, test_id=test_id))
+    context = _context(membership, results=results, alpha=stats.ALPHA, minimum=selectors.MIN_DECISIVE_VOTES)
+    return render(request, "generation/experiments/abtest.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def abtest_vote(request: HttpRequest, slug: str, test_id: int) -> HttpResponse:
+    """One pair at a time, side by side without names: the member's first ready pair without their vote (or
+    ?pair=<id>). A vote goes on to the next one."""
+    membership = membership_for_user(user=request.user, slug=slug)
+    test = selectors.abtest_get(workspace=membership.workspace, test_id=test_id)
+    if request.method == "POST":
+        form = VoteForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "A vote is left, right or tie.")
+        else:
+            try:
+                pair = selectors.abpair_get(test=test, pair_id=form.cleaned_data["pair"])
+                abtests.abvote_set(actor=membership, pair=pair, side=form.cleaned_data["choice"])
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+        return redirect("studio:abtest-vote", slug=slug, test_id=test.id)
+    pairs = selectors.abtest_blind_pairs(test=test, user=request.user)
+    wanted = request.GET.get("pair", "")
+    current = next((p for p in pairs if str(p.pair.id) == wanted), None) or next(
+        (p for p in pairs if p.ready and not p.my_side), None
+    )
+    context = _context(
+        membership,
+        test=test,
+        current=current,
+        voted=sum(bool(p.my_side) for p in pairs),
+        ready=sum(p.ready for p in pairs),
+        total=len(pairs),
+    )
+    return render(request, "generation/experiments/abtest_vote.html", context)

@@ -324,6 +324,10 @@ class BlindPair:
     def prompt(self) -> str:
         return self.pair.test.prompts[self.pair.prompt_index]
 
+    @property
+    def sides(self) -> list[tuple[str, GenerationJob | None, str | None]]:
+        return [("left", self.left, self.left_url), ("right", self.right, self.right_url)]
+
 
 def _output_url(job: GenerationJob | None) -> str | None:
     return job_output_urls(job=job)["output_url"] if job else None
