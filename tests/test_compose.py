@@ -80,6 +80,12 @@ def test_worker_commands_match_the_celery_queues():
     assert "gunicorn lorasite.wsgi:application" in command_of("web")
 
 
+def test_flower_watches_the_broker_on_localhost_only():
+    flower = SERVICES["flower"]
+    assert command_of("flower").startswith("celery flower") and flower["env_file"] == ".env"
+    assert flower["ports"] == ["127.0.0.1:5555:5555"] and "redis" in flower["depends_on"]
+
+
 def test_gpu_workers_serve_different_known_models_through_gpu_worker():
     from generation.model_registry import model_registry
 
