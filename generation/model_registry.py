@@ -105,6 +105,11 @@ class BaseModel:
     def families(self) -> tuple[str, ...]:
         return (self.family, *self.compatible_families)
 
+    @property
+    def variant(self) -> str:
+        """ "i2v" for image-to-video models (their transformer reads image latents too), "t2v" otherwise."""
+        return "i2v" if self.image_input == "required" else "t2v"
+
 
 WAN_VIDEO_STEPS = (1, 80)
 
@@ -368,6 +373,31 @@ def model_as_dict(model: BaseModel) -> dict:
 # task (generation/runtime/lora_keys.py), so no name table is needed here: only which block stacks the model
 # has, how many blocks each, and how wide their layers read.
 _BLOCK_STACK = re.compile(r"^(?P<stack>blocks|transformer_blocks|single_transformer_blocks)\.(?P<index>\d+)\.")
+# Layers only image-to-video Wan transformers have, as diffusers names them: Wan 2.1 I2V's CLIP image branch
+# (k_img/v_img → attn2.add_k_proj/add_v_proj, img_emb → condition_embedder.image_embedder), and the patch embedding
+# when it reads 36 channels (16 noise + 16 image latents + 4 mask) rather than T2V's 16.
+_IMAGE_CONDITIONING = re.compile(r"(^|\.)(attn2\.add_[kv]_proj|condition_embedder\.image_embedder)(\.|$)")
+WAN_I2V_PATCH_CHANNELS = 36
+
+
+def _image_conditioning_layer(module_shapes: dict[str, dict[str, list[int]]]) -> str | None:
+    for module, shape in sorted(module_shapes.get("transformer", {}).items()):
+        if _IMAGE_CONDITIONING.search(module) or (module == "patch_embedding" and shape[0] == WAN_I2V_PATCH_CHANNELS):
+            return module
+    return None
+
+
+def lora_variants(module_shapes: dict[str, dict[str, list[int]]]) -> tuple[str, ...]:
+    """The Wan variants a LoRA fits: ("t2v", "i2v"), or ("i2v",) when it carries image-conditioning layers.
+
+    T2V LoRAs load onto I2V models (the same blocks; I2V's extra inputs are only in layers they do not touch), but a
+    LoRA with image-conditioning layers needs the layers that only I2V transformers have."""
+    return ("i2v",) if _image_conditioning_layer(module_shapes) else ("t2v", "i2v")
+
+
+def _i2v_names(model: BaseModel) -> str:
+    names = [m.display_name for m in model_registry().values() if m.variant == "i2v" and m.family in model.families]
+    return " or ".join(names) or "an image-to-video model"
 
 
 def lora_fit_problem(module_shapes: dict[str, dict[str, list[int]]], model: BaseModel) -> str | None:
@@ -375,9 +405,12 @@ def lora_fit_problem(module_shapes: dict[str, dict[str, list[int]]], model: Base
 
     Every LoRA'd linear layer inside a block reads the residual stream (`hidden` features), the feed-forward's
     inner width (`ffn`) or, in Flux's single blocks, both concatenated. Layers outside the blocks (embedders,
-    output projection) and other components are left to the loader, which skips what does not match.
+    output projection) and other components are left to the loader, which skips what does not match. A LoRA with
+    image-conditioning layers (lora_variants) fits only image-to-video models.
     """
     dims = model.dims
+    if dims.architecture == "wan" and model.variant != "i2v" and (layer := _image_conditioning_layer(module_shapes)):
+        return f"it is an image-to-video LoRA ({layer}): requires {_i2v_names(model)}"
     if dims.architecture == "wan":
         block_counts, in_widths = {"blocks": dims.layers}, (dims.hidden, dims.ffn)
     else:
@@ -385,7 +418,7 @@ def lora_fit_problem(module_shapes: dict[str, dict[str, list[int]]], model: Base
         in_widths = (dims.hidden, dims.ffn, dims.hidden + dims.ffn)
     for module, shape in sorted(module_shapes.get("transformer", {}).items()):
         match = _BLOCK_STACK.match(module)
-        if not match:
+        if not match or _IMAGE_CONDITIONING.search(module):  # image layers: left to the loader on an I2V model
             continue
         count = block_counts.get(match["stack"])
         if count is None:

@@ -219,10 +219,10 @@ def _find_pairs(tensors: dict[str, TensorInfo]) -> list[_Pair]:
 
 def _check_pair_shapes(pair: _Pair) -> None:
     down, up = pair.down.shape, pair.up.shape
-    if len(down) not in (2, 4) or len(up) != len(down) or 0 in down or 0 in up:
+    if len(down) not in (2, 4, 5) or len(up) != len(down) or 0 in down or 0 in up:
         raise NotALoRA(
             f"This is not a usable LoRA: '{pair.down.name}' has shape {list(down)} and its partner '{pair.up.name}' "
-            f"has shape {list(up)}; LoRA weights are non-empty 2-D (linear) or 4-D (conv) matrices."
+            f"has shape {list(up)}; LoRA weights are non-empty 2-D (linear), 4-D or 5-D (conv) matrices."
         )
     if down[0] != up[1]:
         raise NotALoRA(

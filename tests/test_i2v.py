@@ -7,14 +7,19 @@ import io
 import numpy as np
 import pytest
 import requests
+import torch
 from diffusers import WanImageToVideoPipeline
+from django.conf import settings
 from django.test import override_settings
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from generation import services, worker
 from generation.inputs import IMAGE_FITS, image_fit_to
+from generation.model_registry import lora_fit_problem, lora_variants, model_get
 from generation.models import GenerationInput, GenerationJob, JobStatus
-from generation.selectors import job_output_urls
+from generation.selectors import job_output_urls, lora_choices
 from loras import services as lora_services
 from tests.factories import MembershipFactory, WorkspaceFactory
 from tests.ingest import ingest_ready
@@ -228,3 +233,58 @@ def test_worker_runs_the_i2v_demo_from_the_image_with_a_high_and_a_low_noise_lor
 
     retried = services.generation_retry(actor=actor, job=with_loras)
     assert retried.input_id == image_id and retried.params["image_key"] == with_loras.params["image_key"]
+
+
+# --- which LoRAs fit which variant -------------------------------------------------------------------------------
+
+
+def i2v_lora(actor, tmp_path, name: str = "i2v-only"):
+    """A demo Wan LoRA that also adapts the patch embedding as I2V reads it: 36 channels (Conv3d, kernel 1×2×2)."""
+    path = write_lora(tmp_path / f"{name}.safetensors", family="wan-demo", blocks=2, seed=7, std=0.3)
+    with safe_open(str(path), "pt") as handle:
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    generator = torch.Generator().manual_seed(7)
+    tensors["transformer.patch_embedding.lora_A.weight"] = torch.randn(4, 36, 1, 2, 2, generator=generator).half()
+    tensors["transformer.patch_embedding.lora_B.weight"] = torch.randn(24, 4, 1, 1, 1, generator=generator).half()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return ingest_ready(actor=actor, path=path, options=lora_services.LoRAOptions(name=name))
+
+
+def test_an_i2v_lora_fits_i2v_only_and_a_t2v_lora_fits_both(actor, tmp_path):
+    t2v_lora, only_i2v = ready_lora(actor, tmp_path, "t2v", 3), i2v_lora(actor, tmp_path)
+    assert only_i2v.status == "ready", only_i2v.error
+    assert only_i2v.module_shapes["transformer"]["patch_embedding"] == [36, 24]
+    assert lora_variants(only_i2v.module_shapes) == ("i2v",)
+    assert lora_variants(t2v_lora.module_shapes) == ("t2v", "i2v")
+    assert lora_fit_problem(only_i2v.module_shapes, model_get(I2V)) is None
+    problem = lora_fit_problem(only_i2v.module_shapes, model_get(T2V))
+    assert problem == "it is an image-to-video LoRA (patch_embedding): requires Wan 2.2 I2V-A14B (demo)"
+    assert "requires Wan 2.2 I2V-A14B" in lora_fit_problem(only_i2v.module_shapes, model_get("wan22-t2v-a14b"))
+
+
+def test_the_i2v_only_lora_is_refused_on_t2v_and_listed_as_such_in_the_picker(api, workspace, actor, tmp_path):
+    only_i2v = i2v_lora(actor, tmp_path)
+    response = api.post(
+        f"/api/v1/workspaces/{workspace.slug}/generations/",
+        {"model": T2V, "prompt": "a cat", "loras": [{"lora_id": only_i2v.id}]},
+        format="json",
+    )
+    assert response.status_code == 400 and "requires Wan 2.2 I2V-A14B (demo)" in response.json()["message"]
+    picker = {choice.lora.id: choice.problem for choice in lora_choices(workspace=workspace, model=model_get(T2V))}
+    assert "requires Wan 2.2 I2V-A14B (demo)" in picker[only_i2v.id]
+    assert not lora_choices(workspace=workspace, model=model_get(I2V))[0].problem
+
+
+def test_both_directions_through_the_real_demo_pipelines(api, workspace, actor, tmp_path):
+    """A T2V LoRA runs on the I2V demo (the worker test above), an I2V-only LoRA too — its patch-embedding layer
+    really loads there, changing the video — while the T2V pipeline could not take that layer at all."""
+    only_i2v = i2v_lora(actor, tmp_path)
+    image_id = upload(api, workspace, image_bytes()).json()["id"]
+    base = run(actor, image_id)
+    job = run(actor, image_id, loras=[(only_i2v, "both")])
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert np.abs(first_frame(base) - first_frame(job)).max() > 0
+    t2v_pipe = worker.PIPELINES.get(
+        T2V, path=settings.LORASITE_MODELS_DIR / T2V, pipeline_class=model_get(T2V).pipeline_class
+    )
+    assert t2v_pipe.transformer.patch_embedding.in_channels == 16  # the 36-channel LoRA layer has nowhere to go

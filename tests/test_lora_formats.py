@@ -35,7 +35,7 @@ FORMATS = {
     "native": {"key_format": "native"},
 }
 BLOCKS = 2  # all of the demo transformer's blocks
-DEMO_WAN_MODELS = "Wan 2.2 A14B (demo) or Wan single expert (demo)"
+DEMO_WAN_MODELS = "Wan 2.2 A14B (demo) or Wan 2.2 I2V-A14B (demo) or Wan single expert (demo)"
 TARGETED = {f"blocks.{i}.{module}" for i in range(BLOCKS) for module in WAN_MODULES}
 
 

@@ -189,7 +189,8 @@ def lora_coverage(
         components.setdefault(component, set()).update(sources)
     for (component, module), sides in halves.items():
         if "A" in sides and "B" in sides:
-            module_shapes.setdefault(component, {})[module] = [sides["A"][-1], sides["B"][0]]
+            # A is (rank, in, *kernel): its dim 1 is the in-features of a linear layer and the in-channels of a conv.
+            module_shapes.setdefault(component, {})[module] = [sides["A"][1], sides["B"][0]]
 
     # Alphas are folded into the weights (read with .item()), so they count as mapped with their module.
     mapped_modules = {_module_of(name) for name in mapped}
