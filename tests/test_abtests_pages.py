@@ -109,3 +109,26 @@ def test_another_workspace_is_404(client, workspace, owner, versions, outsider):
         assert client.get(f"/w/{slug}/abtests/{test.id}/vote/").status_code == 404
         assert client.post(f"/w/{slug}/abtests/{test.id}/vote/", {"pair": 1, "choice": "left"}).status_code == 404
     assert not ABVote.objects.exists()
+
+
+def test_compare_page_shows_ab_results_and_quick_ab_test(client, workspace, owner, versions, member_of):
+    v1, v2 = versions
+    client.force_login(owner)
+    compare = f"/w/{workspace.slug}/loras/compare/?ids={v1.id}&ids={v2.id}"
+    page = client.get(compare).content.decode()
+    assert "No A/B test between these versions yet" in page
+    assert f'href="/w/{workspace.slug}/abtests/new/?a={v1.id}&amp;b={v2.id}">Quick A/B test</a>' in page
+
+    client.post(f"/w/{workspace.slug}/abtests/new/", form_data(versions, seeds="1, 2, 3, 4, 5, 6"))
+    GenerationJob.objects.update(status=JobStatus.SUCCEEDED)
+    voter = member_of(Role.MEMBER)
+    for index, pair in enumerate(ABPair.objects.order_by("id")):
+        ABVote.objects.create(pair=pair, user=voter, choice="b" if index < 11 else "a")  # 11 B, 1 A
+        if index < 10:
+            ABVote.objects.create(pair=pair, user=owner, choice="b")
+    page = client.get(compare).content.decode()
+    assert "A: anime v1 @ 1 · B: anime v2 @ 1" in page
+    # 1 of 22 decisive votes for A: 5 % (Wilson 0.8–22 %), p = 2 · 23 / 2²² → B is better.
+    assert "B is better" in page and "two-sided exact binomial test" in page and "α = 0.05" in page
+    client.force_login(member_of(Role.VIEWER))
+    assert "Quick A/B test</a>" not in client.get(compare).content.decode()

@@ -366,3 +366,50 @@ def abtest_blind_pairs(*, test: ABTest, user) -> list[BlindPair]:
             )
         )
     return blind
+
+
+# Tests looked through for the compare page: the workspace's most recent, enough to find those of a few versions.
+COMPARE_RECENT_TESTS = 200
+
+
+@dataclass(frozen=True)
+class CompareABTest:
+    test: ABTest
+    lora_a: int
+    lora_b: int
+    overall: WinRate
+
+
+def abtests_between(*, workspace: Workspace, lora_ids: list[int]) -> list[CompareABTest]:
+    """The workspace's A/B tests whose two stacks are each one of `lora_ids` alone (the compare page's A/B
+    results), newest first, with their overall win rate; three queries whatever the number of votes."""
+    wanted = set(lora_ids)
+    matches = []
+    for test in ABTest.objects.filter(workspace=workspace).order_by("-created_at")[:COMPARE_RECENT_TESTS]:
+        if len(test.stack_a) == len(test.stack_b) == 1:
+            a, b = test.stack_a[0]["lora_id"], test.stack_b[0]["lora_id"]
+            if a in wanted and b in wanted and a != b:
+                matches.append((test, a, b))
+    counts = (
+        ABVote.objects.filter(pair__test__in=[test for test, _, _ in matches])
+        .values("pair__test_id", "choice")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    tally: dict[int, dict[str, int]] = {}
+    for row in counts:
+        tally.setdefault(row["pair__test_id"], {})[row["choice"]] = row["n"]
+    return [
+        CompareABTest(
+            test=test,
+            lora_a=a,
+            lora_b=b,
+            overall=WinRate(
+                label=str(test),
+                wins_a=tally.get(test.id, {}).get(ABChoice.A, 0),
+                wins_b=tally.get(test.id, {}).get(ABChoice.B, 0),
+                ties=tally.get(test.id, {}).get(ABChoice.TIE, 0),
+            ),
+        )
+        for test, a, b in matches
+    ]
