@@ -42,6 +42,7 @@ def test_demo_models_have_the_shapes_the_lora_library_detects(demo_models: dict[
     assert {key: (m["pipeline_class"], m["kind"], m["lora_family"], m["experts"]) for key, m in manifests.items()} == {
         "wan22-a14b-demo": ("WanPipeline", "video", "wan-demo", ["high", "low"]),
         "wan-ti2v-demo": ("WanPipeline", "video", "wan-demo", ["high"]),
+        "wan22-i2v-a14b-demo": ("WanImageToVideoPipeline", "video", "wan-demo", ["high", "low"]),
         "flux-demo": ("FluxPipeline", "image", "flux-demo", ["high"]),
     }
     for key, manifest in manifests.items():
@@ -56,6 +57,10 @@ def test_demo_models_have_the_shapes_the_lora_library_detects(demo_models: dict[
     index = json.loads((demo_models["wan22-a14b-demo"] / "model_index.json").read_text())
     assert index["boundary_ratio"] == 0.875
     assert (demo_models["wan-ti2v-demo"] / "transformer_2").exists() is False
+    # Wan 2.2 I2V-A14B: image latents concatenated to the noise, no CLIP image encoder.
+    i2v_config = json.loads((demo_models["wan22-i2v-a14b-demo"] / "transformer" / "config.json").read_text())
+    assert (i2v_config["in_channels"], i2v_config["image_dim"]) == (36, None)
+    assert not (demo_models["wan22-i2v-a14b-demo"] / "image_encoder").exists()
 
 
 def test_build_is_idempotent_unless_forced(tmp_path: Path) -> None:
