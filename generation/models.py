@@ -194,7 +194,9 @@ class Sweep(models.Model):
     prompt = models.TextField(max_length=4000)
     negative_prompt = models.TextField(max_length=4000, blank=True)
     params = models.JSONField(default=dict, help_text="The params every cell shares (an axis may override one).")
-    loras = models.JSONField(default=list, help_text="The stack every cell starts from: [{lora_id, weight, expert}].")
+    loras = models.JSONField(
+        default=list, blank=True, help_text="The stack every cell starts from: [{lora_id, weight, expert}]."
+    )
     x_axis = models.JSONField(help_text='{"kind", "lora_id"?, "values": [...]}')
     y_axis = models.JSONField(null=True, blank=True, help_text="The optional second axis; empty: one row.")
     cancelled_at = models.DateTimeField(null=True, blank=True)
@@ -251,9 +253,10 @@ class ABTest(models.Model):
     name = models.CharField(max_length=100, blank=True)
     model_key = models.CharField(max_length=64)
     negative_prompt = models.TextField(max_length=4000, blank=True)
-    params = models.JSONField(default=dict, help_text="Shared by every job; each pair has its own seed.")
-    stack_a = models.JSONField(default=list, help_text="[{lora_id, weight, expert, weight_low}]")
-    stack_b = models.JSONField(default=list)
+    params = models.JSONField(default=dict, blank=True, help_text="Shared by every job; each pair has its own seed.")
+    # Empty: the base model alone (A/B against no LoRA).
+    stack_a = models.JSONField(default=list, blank=True, help_text="[{lora_id, weight, expert, weight_low}]")
+    stack_b = models.JSONField(default=list, blank=True)
     label_a = models.CharField(max_length=200, help_text="'anime v2', shown only with the results.")
     label_b = models.CharField(max_length=200)
     prompts = models.JSONField(default=list)

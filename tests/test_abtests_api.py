@@ -185,3 +185,11 @@ def test_another_workspace_is_404(api, workspace, versions, outsider, client_for
     # Their own workspace, stacks naming LoRAs of another: 400, nothing queued.
     assert client.post(url(other), body(versions), format="json").status_code == 400
     assert ABTest.objects.count() == 1
+
+
+def test_a_lora_against_the_base_model(api, workspace, versions):
+    data = body(versions, stack_a={"loras": []}, seeds=[1])
+    response = api.post(url(workspace), data, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["label_a"] == "Base model"
+    assert not any(pair.job_a.job_loras.exists() for pair in ABPair.objects.all())  # two prompts, one seed

@@ -239,6 +239,42 @@ def test_every_documented_operation_answers_its_documented_success(in_process_ws
     # An input image for an image-to-video job
     assert call.upload("/workspaces/{slug}/generations/inputs/", 201, slug=slug, file=png)["width"] == 8
 
+    # Experiments: a 2-cell sweep (cost first, cancelled as a whole; its contact sheet once a cell has an output) and
+    # an A/B test (cost first, results, the caller's blind pairs, a vote once both outputs exist)
+    sweep_body = {
+        "model": DEMO_MODEL,
+        "prompt": "a cat",
+        "loras": [{"lora_id": ready.id}],
+        "x_axis": {"kind": "weight", "lora_id": ready.id, "values": [0.0, 1.0]},
+    }
+    assert (
+        call("POST", "/workspaces/{slug}/sweeps/", 200, slug=slug, body={**sweep_body, "dry_run": True})["cells"] == 2
+    )
+    sweep = call("POST", "/workspaces/{slug}/sweeps/", 201, slug=slug, body=sweep_body)
+    assert call("GET", "/workspaces/{slug}/sweeps/", 200, slug=slug)["count"] == 1
+    call("GET", "/workspaces/{slug}/sweeps/{sweep_id}/", 200, slug=slug, sweep_id=sweep["id"])
+    call("POST", "/workspaces/{slug}/sweeps/{sweep_id}/cancel/", 200, slug=slug, sweep_id=sweep["id"])
+    first_cell = GenerationJob.objects.filter(sweep_cell__sweep_id=sweep["id"], sweep_cell__x=0)
+    first_cell.update(status="succeeded", output_key=output_key)
+    sheet = call("GET", "/workspaces/{slug}/sweeps/{sweep_id}/contact-sheet/", 200, slug=slug, sweep_id=sweep["id"])
+    assert sheet["url"]
+    ab_body = {
+        "model": DEMO_MODEL,
+        "prompts": ["a cat"],
+        "seeds": [1],
+        "stack_a": {"loras": [{"lora_id": ready.id, "weight": 0.5}]},
+        "stack_b": {"loras": [{"lora_id": ready.id, "weight": 1.0}]},
+    }
+    assert call("POST", "/workspaces/{slug}/abtests/", 200, slug=slug, body={**ab_body, "dry_run": True})["jobs"] == 2
+    test = call("POST", "/workspaces/{slug}/abtests/", 201, slug=slug, body=ab_body)
+    assert call("GET", "/workspaces/{slug}/abtests/", 200, slug=slug)["count"] == 1
+    call("GET", "/workspaces/{slug}/abtests/{test_id}/", 200, slug=slug, test_id=test["id"])
+    pairs = call("GET", "/workspaces/{slug}/abtests/{test_id}/pairs/", 200, slug=slug, test_id=test["id"])
+    GenerationJob.objects.filter(prompt="a cat", status="queued").update(status="succeeded", output_key=output_key)
+    vote = "/workspaces/{slug}/abtests/{test_id}/pairs/{pair_id}/vote/"
+    voted = call("PUT", vote, 200, slug=slug, test_id=test["id"], pair_id=pairs[0]["id"], body={"choice": "tie"})
+    assert voted["my_vote"] == "tie"
+
     operations = [result.ok() for result in SCHEMA.get_all_operations()]  # an Err (a broken operation) raises here
     documented = {(operation.method.upper(), operation.path.removeprefix(API)) for operation in operations}
     assert call.called == documented, f"operations without a test: {sorted(documented - call.called)}"

@@ -190,3 +190,10 @@ def test_another_workspace_is_404(api, workspace, lora, outsider, client_for):
     # A LoRA of another workspace in the stack: 400 naming it, nothing queued.
     response = client.post(url(other), body(lora), format="json")
     assert response.status_code == 400 and Sweep.objects.count() == 1
+
+
+def test_a_steps_sweep_of_the_base_model(api, workspace):
+    data = {"model": WAN, "prompt": "a lighthouse", "x_axis": {"kind": "steps", "values": [1, 2, 4]}}
+    response = api.post(url(workspace), data, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["x_title"] == "Steps" and response.json()["total"] == 3
