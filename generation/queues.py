@@ -2,7 +2,7 @@
 
 Every base model has its own Celery queue, `gpu.<model key>`, so a worker only ever receives jobs
 for the models it serves (`LORASITE_WORKER_MODELS`). Each GPU worker also consumes a queue of its own,
-`gpu.w.<node name>`, where the router (generation/routing.py) sends the jobs whose LoRAs it holds.
+`gpu.w.<node name>` (`@` as `_`), where the router (generation/routing.py) sends the jobs whose LoRAs it holds.
 The queues are not declared in settings: Celery creates a missing queue (exchange and routing key
 named after it) both where a job is published and where a worker consumes it
 (`task_create_missing_queues`, on by default).
@@ -11,6 +11,7 @@ Torch-free: the web process, the worker command line and the tests all name queu
 
 from __future__ import annotations
 
+import re
 import sys
 
 from django.conf import settings
@@ -28,8 +29,9 @@ def gpu_queue(model_key: str) -> str:
 
 
 def worker_queue(worker_name: str) -> str:
-    """The queue of one worker (its Celery node name, `name@host`): jobs routed to it."""
-    return f"{WORKER_QUEUE_PREFIX}{worker_name}"
+    """The queue of one worker (its Celery node name, `name@host`): jobs routed to it. The embedded filesystem
+    broker takes only letters, digits, `.`, `_` and `-` in a queue's name: `gpu.w.name_host`."""
+    return WORKER_QUEUE_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", worker_name)
 
 
 def model_of_queue(queue_name: str) -> str | None:

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from generation import scaleout, worker_registry
+from generation.queues import worker_queue
 from generation.recipes.services import recipe_create
 from generation.routing import placement
 from generation.services import LoRARequest
@@ -66,7 +67,7 @@ def test_activating_a_lora_prefetches_it_on_its_placed_workers_that_lack_it(
     with django_capture_on_commit_callbacks(execute=True):
         lora_update(actor=actor, lora=lora, is_active=True)
     expected = placed - {names[2]}
-    assert {call["queue"] for call in sent} == {f"gpu.w.{name}" for name in expected}
+    assert {call["queue"] for call in sent} == {worker_queue(name) for name in expected}
     assert all(call["priority"] == scaleout.PREFETCH_PRIORITY for call in sent)
     assert sent and sent[0]["kwargs"] == {"sha256": lora.sha256, "file_key": lora.file.name, "size": lora.file_size}
 
@@ -86,7 +87,7 @@ def test_a_recipe_prefetches_its_loras_and_routing_off_prefetches_nothing(
     with django_capture_on_commit_callbacks(execute=True):
         recipe_create(actor=actor, name="r", model=MODEL, prompt_template="x", loras=[LoRARequest(lora.id)])
     assert {call["queue"] for call in sent} == {
-        f"gpu.w.{name}" for name in placement(lora.sha256, live_names(names), k=2)
+        worker_queue(name) for name in placement(lora.sha256, live_names(names), k=2)
     }
 
     sent.clear()
@@ -117,4 +118,4 @@ def test_queueing_a_sweep_prefetches_its_loras(
             x_axis=Axis(kind="weight", values=(0.5, 1.0), lora_id=lora.id),
         )
     placed = placement(lora.sha256, live_names(names), k=2)
-    assert {call["queue"] for call in sent} == {f"gpu.w.{name}" for name in placed}
+    assert {call["queue"] for call in sent} == {worker_queue(name) for name in placed}

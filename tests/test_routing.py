@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+from generation.queues import worker_queue
 from generation.routing import JobRequest, Reason, WorkerView, placement, rendezvous_weight, route
 
 MODEL = "wan-ti2v-demo"
@@ -46,7 +47,7 @@ def test_tiers_rank_merged_over_resident_over_host_memory_over_disk_over_nothing
     for expected in everyone[::-1]:
         decision = decide(job(A), everyone, k=5)
         assert decision.worker == expected.name and decision.reason == Reason.AFFINITY
-        assert decision.queue == f"gpu.w.{expected.name}"
+        assert decision.queue == worker_queue(expected.name)
         everyone.remove(expected)
         if len(everyone) == 1:
             break

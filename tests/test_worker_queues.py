@@ -28,7 +28,7 @@ def test_queue_names_round_trip():
     assert model_of_queue("default") is None
     assert worker_queues(["flux1-dev", "flux-demo"]) == ["gpu.flux1-dev", "gpu.flux-demo"]
     # A worker's own queue (jobs routed to it) names no model.
-    assert worker_queue("gpu-wan@host") == "gpu.w.gpu-wan@host" and model_of_queue("gpu.w.gpu-wan@host") is None
+    assert worker_queue("gpu-wan@host.lan") == "gpu.w.gpu-wan_host.lan" and model_of_queue("gpu.w.x_y") is None
 
 
 def test_default_is_every_enabled_model_with_weights(settings):

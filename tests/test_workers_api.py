@@ -3,6 +3,7 @@
 
 import pytest
 
+from generation.queues import worker_queue
 from tests.factories import MembershipFactory
 from tests.workers_fixtures import MODEL, staff
 from workspaces.models import Role
@@ -26,7 +27,7 @@ class TestWorkersAPI:
         body = response.json()
         workers = {worker["name"]: worker for worker in body["workers"]}
         w1 = workers[first]
-        assert w1["state"] == "idle" and w1["queue"] == f"gpu.w.{first}" and w1["backlog"] == 0
+        assert w1["state"] == "idle" and w1["queue"] == worker_queue(first) and w1["backlog"] == 0
         assert w1["pipelines"] == [MODEL] and w1["free_memory_bytes"] == 40 * 1024**3
         assert {(a["tier"], a["name"]) for a in w1["adapters"]} == {("resident", lora.name), ("host_tier", lora.name)}
         assert w1["cache_fill"] == 0.25 and w1["counters"] == {"jobs": 3, "downloads": 1}

@@ -6,6 +6,7 @@ import time
 import pytest
 
 from generation import worker_registry
+from generation.queues import worker_queue
 from tests.factories import LoRAFactory
 
 MODEL = "wan-ti2v-demo"
@@ -21,7 +22,7 @@ def announced(request, settings, tmp_path, workspace):
     names = [f"w1-{stamp}@host", f"w2-{stamp}@host"]
     statuses = [
         {
-            "queue": f"gpu.w.{names[0]}",
+            "queue": worker_queue(names[0]),
             "device": "cuda:0",
             "free_memory_bytes": 40 * 1024**3,
             "total_memory_bytes": 80 * 1024**3,
@@ -34,7 +35,7 @@ def announced(request, settings, tmp_path, workspace):
             "current_job": "",
             "counters": {"jobs": 3, "downloads": 1},
         },
-        {"queue": f"gpu.w.{names[1]}", "device": "cpu", "disk": [lora.sha256], "disk_count": 1},
+        {"queue": worker_queue(names[1]), "device": "cpu", "disk": [lora.sha256], "disk_count": 1},
     ]
     for name, status in zip(names, statuses, strict=True):
         worker_registry.announce(name=name, models=[MODEL], started=time.time(), status=status)
