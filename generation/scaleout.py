@@ -4,10 +4,10 @@
 each candidate's backlog from the broker, and asks the router. Any trouble reading them (Redis slow or down) sends
 the job to its model's shared queue, which is never wrong, only slower.
 
-`loras_prefetch(loras=...)` (activating a LoRA, adding it to a recipe) sends, after the commit, a low-priority
-`lora_prefetch` task to the own queue of each of the k workers a LoRA is placed on (per model it fits, as the
-router places it) that does not hold it yet: the worker fetches it into its disk cache between jobs, so the first
-job on it finds it there. A prefetch is a hint: a broker error is logged, never raised.
+`loras_prefetch(loras=...)` (activating a LoRA, adding it to a recipe, queueing a sweep) sends, after the commit,
+a low-priority `lora_prefetch` task to the own queue of each of the k workers a LoRA is placed on (per model it
+fits, as the router places it) that does not hold it yet: the worker fetches it into its disk cache between jobs,
+so the first job on it finds it there. A prefetch is a hint: a broker error is logged, never raised.
 
 `jobs_reroute_from_dead_workers()` (beat) empties the own queue of every worker whose heartbeat has vanished and
 sends each job still queued to its model's shared queue. It re-sends before it acknowledges, so a crash in between
