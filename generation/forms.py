@@ -13,6 +13,7 @@ from django import forms
 from django.conf import settings
 from django.http import QueryDict
 
+from generation.inputs import DEFAULT_IMAGE_FIT, IMAGE_FITS
 from generation.model_registry import BaseModel, model_registry
 from generation.selectors import LoRAChoice
 from generation.services import SEED_MAX, LoRARequest
@@ -168,6 +169,11 @@ class GenerateForm(forms.Form):
     guidance = forms.FloatField()
     guidance_2 = forms.FloatField(label="Guidance 2 (low noise)")
     seed = forms.IntegerField(required=False, help_text="Empty: a random one.")
+    # Image-to-video: the uploaded input's id (templates/generation/_input_image.html sets it) and how it is fitted.
+    image = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    image_fit = forms.ChoiceField(
+        choices=[(fit, fit) for fit in IMAGE_FITS], initial=DEFAULT_IMAGE_FIT, required=False, widget=forms.RadioSelect
+    )
 
     def __init__(
         self,
@@ -209,6 +215,8 @@ class GenerateForm(forms.Form):
             self.fields["fps"].choices = [(n, str(n)) for n in caps.fps]
         else:
             del self.fields["num_frames"], self.fields["fps"]
+        if not model.image_input:
+            del self.fields["image"], self.fields["image_fit"]
         if model.two_experts:
             self.fields["guidance"].label = "Guidance (high noise)"
         else:
@@ -265,6 +273,8 @@ class GenerateForm(forms.Form):
         params.update(
             {name: data[name] for name in ("guidance_2", "num_frames", "fps", "seed") if data.get(name) is not None}
         )
+        if data.get("image"):  # the fit radios are always sent; the fit means something only with an image
+            params.update(image=data["image"], image_fit=data["image_fit"] or DEFAULT_IMAGE_FIT)
         loras = [_request(rows) for rows in self.lora_entries]
         return {
             "model": data["model"],

@@ -22,7 +22,7 @@ from django.db import transaction
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from generation.model_registry import BaseModel
-from generation.models import GenerationInput
+from generation.models import GenerationInput, GenerationJob
 from loras.selectors import human_size
 from lorasite.errors import InvalidInput, NotFound, PayloadTooLarge
 from lorasite.object_store import get_object_store
@@ -140,3 +140,13 @@ def image_fit_to(image: Image.Image, *, width: int, height: int, fit: str) -> Im
     if fit == "fit":
         return ImageOps.pad(image, size, Image.Resampling.LANCZOS, color=(0, 0, 0))
     raise ValueError(f"image_fit must be one of {IMAGE_FITS}, not {fit!r}")
+
+
+def job_input_url(*, job: GenerationJob) -> str:
+    """A signed URL (inline, LORASITE_SIGNED_URL_SECONDS) of the job's input image; "" for a job without one."""
+    key = job.params.get("image_key", "")
+    if not key:
+        return ""
+    return get_object_store().download_url(
+        key, filename=key.rsplit("/", 1)[-1], expires_in=settings.LORASITE_SIGNED_URL_SECONDS, inline=True
+    )

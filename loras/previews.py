@@ -430,6 +430,7 @@ def auto_preview_queue(*, lora_id: int) -> GenerationJob | None:
         if model.enabled
         and model.weights_present
         and model.key in served
+        and model.image_input != "required"  # a preview job has no input image
         and lora.base_model in model.families
         and lora_fit_problem(lora.module_shapes, model) is None
     ]

@@ -288,3 +288,40 @@ def test_both_directions_through_the_real_demo_pipelines(api, workspace, actor, 
         T2V, path=settings.LORASITE_MODELS_DIR / T2V, pipeline_class=model_get(T2V).pipeline_class
     )
     assert t2v_pipe.transformer.patch_embedding.in_channels == 16  # the 36-channel LoRA layer has nowhere to go
+
+
+# --- the Generate page's form ------------------------------------------------------------------------------------
+
+
+def generate_form(**overrides) -> dict:
+    return {
+        "model": I2V,
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": "",
+        "resolution": "32x32",
+        "num_frames": "5",
+        "fps": "8",
+        "steps": "2",
+        "guidance": "3.5",
+        "guidance_2": "3.5",
+        "seed": "1",
+        "image_fit": "fit",
+        **overrides,
+    }
+
+
+def test_the_generate_page_takes_the_image_for_i2v_only(client, api, workspace, owner):
+    client.force_login(owner)
+    page = f"/w/{workspace.slug}/generate/"
+    assert "data-input-image" in client.get(page, {"model": I2V}).content.decode()
+    assert "data-input-image" not in client.get(page, {"model": T2V}).content.decode()
+
+    missing = client.post(page, generate_form())
+    assert missing.status_code == 400 and "Required for this model." in missing.content.decode()
+    image_id = upload(api, workspace, image_bytes()).json()["id"]
+    queued = client.post(page, generate_form(image=str(image_id)))
+    assert queued.status_code == 302
+    job = GenerationJob.objects.get()
+    assert (job.input_id, job.params["image_fit"]) == (image_id, "fit")
+    job_page = client.get(f"/w/{workspace.slug}/jobs/{job.id}/").content.decode()
+    assert "Input image · fit" in job_page
