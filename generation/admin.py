@@ -7,7 +7,7 @@ from django.db import models
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from generation.models import GenerationJob, JobLoRA
+from generation.models import ABTest, GenerationJob, JobLoRA, Sweep
 from generation.templatetags.generation_extras import phase_timings
 from loras.selectors import human_size
 
@@ -73,3 +73,21 @@ class GenerationJobAdmin(ReadOnlyAdmin, admin.ModelAdmin):
             return "—"
         rows = ((label, f"{seconds:.2f}") for label, seconds in phase_timings(job.timings))
         return format_html("<ul>{}</ul>", format_html_join("", "<li>{}: {} s</li>", rows))
+
+
+@admin.register(Sweep)
+class SweepAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """Sweeps read-only: their cells are ordinary jobs (above); cancel through the dashboard or the API."""
+
+    list_display = ["id", "name", "model_key", "workspace", "created_by", "created_at", "cancelled_at"]
+    list_filter = ["workspace", "created_at"]
+    list_select_related = ["workspace", "created_by"]
+
+
+@admin.register(ABTest)
+class ABTestAdmin(ReadOnlyAdmin, admin.ModelAdmin):
+    """A/B tests read-only: a vote changed here would bypass the one-per-member rule the services keep."""
+
+    list_display = ["id", "label_a", "label_b", "model_key", "workspace", "created_by", "created_at"]
+    list_filter = ["workspace", "created_at"]
+    list_select_related = ["workspace", "created_by"]

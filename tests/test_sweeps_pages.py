@@ -124,3 +124,16 @@ def test_another_workspace_is_404(client, workspace, owner, lora, outsider):
         assert client.get(f"/w/{slug}/sweeps/{sweep.id}/contact-sheet/").status_code == 404
     # Another workspace's LoRA is not offered: the form refuses it.
     assert client.post(f"/w/{other.slug}/sweeps/new/", form_data(lora)).status_code == 400
+
+
+def test_admin_lists_sweeps_and_abtests_read_only(client, workspace, owner, lora):
+    client.force_login(owner)
+    client.post(f"/w/{workspace.slug}/sweeps/new/", form_data(lora))
+    owner.is_staff = owner.is_superuser = True
+    owner.save()
+    sweep = Sweep.objects.get()
+    assert client.get("/admin/generation/sweep/").status_code == 200
+    page = client.get(f"/admin/generation/sweep/{sweep.id}/change/")
+    assert page.status_code == 200 and "a lighthouse" in page.content.decode()
+    assert client.get("/admin/generation/abtest/").status_code == 200
+    assert client.get("/admin/generation/sweep/add/").status_code == 403
