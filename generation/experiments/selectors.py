@@ -312,8 +312,8 @@ class BlindPair:
     pair: ABPair
     left: GenerationJob | None
     right: GenerationJob | None
-    left_url: str | None
-    right_url: str | None
+    left_urls: dict  # job_output_urls: output_url, poster_url (a video's still), …
+    right_urls: dict
     my_side: str  # "left", "right", "tie" or "" (not voted)
 
     @property
@@ -325,12 +325,20 @@ class BlindPair:
         return self.pair.test.prompts[self.pair.prompt_index]
 
     @property
-    def sides(self) -> list[tuple[str, GenerationJob | None, str | None]]:
-        return [("left", self.left, self.left_url), ("right", self.right, self.right_url)]
+    def left_url(self) -> str | None:
+        return self.left_urls.get("output_url")
+
+    @property
+    def right_url(self) -> str | None:
+        return self.right_urls.get("output_url")
+
+    @property
+    def sides(self) -> list[tuple[str, GenerationJob | None, dict]]:
+        return [("left", self.left, self.left_urls), ("right", self.right, self.right_urls)]
 
 
-def _output_url(job: GenerationJob | None) -> str | None:
-    return job_output_urls(job=job)["output_url"] if job else None
+def _urls(job: GenerationJob | None) -> dict:
+    return job_output_urls(job=job) if job else {}
 
 
 def a_is_left(*, pair_id: int, user_id: int) -> bool:
@@ -360,8 +368,8 @@ def abtest_blind_pairs(*, test: ABTest, user) -> list[BlindPair]:
                 pair=pair,
                 left=left,
                 right=right,
-                left_url=_output_url(left),
-                right_url=_output_url(right),
+                left_urls=_urls(left),
+                right_urls=_urls(right),
                 my_side=side,
             )
         )
