@@ -137,3 +137,11 @@ def test_admin_lists_sweeps_and_abtests_read_only(client, workspace, owner, lora
     assert page.status_code == 200 and "a lighthouse" in page.content.decode()
     assert client.get("/admin/generation/abtest/").status_code == 200
     assert client.get("/admin/generation/sweep/add/").status_code == 403
+
+
+def test_the_sweep_button_starts_on_a_model_the_lora_fits(client, workspace, owner):
+    flux = LoRAFactory(workspace=workspace, name="flux style", base_model="flux-demo")
+    client.force_login(owner)
+    page = client.get(f"/w/{workspace.slug}/sweeps/new/?lora={flux.id}").content.decode()
+    model_select = page.split('name="model"')[1].split("</select>")[0]
+    assert 'value="flux-demo" selected' in model_select

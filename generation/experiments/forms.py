@@ -51,10 +51,16 @@ class SweepForm(forms.Form):
 
     def __init__(self, *args, loras, versions: dict[int, list[int]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["model"].choices = [(m.key, m.display_name) for m in enabled_models() if m.weights_present]
+        models = [m for m in enabled_models() if m.weights_present]
+        self.fields["model"].choices = [(m.key, m.display_name) for m in models]
         self.fields["lora"].queryset = loras
         self.fields["y_lora"].queryset = loras
         self.versions = versions  # LoRA id → the ids of every version of its name, oldest first
+        # From a LoRA's "Sweep" button: start on a model the LoRA fits, not merely the first one.
+        picked = loras.filter(id=self.initial.get("lora")).first() if self.initial.get("lora") else None
+        fitting = next((m for m in models if picked and picked.base_model in m.families), None)
+        if fitting and "model" not in self.initial:
+            self.initial["model"] = fitting.key
 
     def clean_weights(self) -> list[float]:
         return _numbers(self.cleaned_data["weights"], whole=False)
