@@ -7,7 +7,8 @@ the job to its model's shared queue, which is never wrong, only slower.
 `loras_prefetch(loras=...)` (activating a LoRA, adding it to a recipe, queueing a sweep) sends, after the commit,
 a low-priority `lora_prefetch` task to the own queue of each of the k workers a LoRA is placed on (per model it
 fits, as the router places it) that does not hold it yet: the worker fetches it into its disk cache between jobs,
-so the first job on it finds it there. A prefetch is a hint: a broker error is logged, never raised.
+and converts it into the host tier of those models' pipelines when they are loaded, so the first job on it finds
+it there. A prefetch is a hint: a broker error is logged, never raised.
 
 `jobs_reroute_from_dead_workers()` (beat) empties the own queue of every worker whose heartbeat has vanished and
 sends each job still queued to its model's shared queue. It re-sends before it acknowledges, so a crash in between
@@ -87,16 +88,24 @@ def job_queue(job: GenerationJob) -> str:
     return decision.queue
 
 
-def prefetch_targets(*, lora: LoRA, workers: list[worker_registry.LiveWorker]) -> list[str]:
-    """The workers the LoRA is placed on, for each model it fits, that do not have it on disk yet."""
+def prefetch_targets(*, lora: LoRA, workers: list[worker_registry.LiveWorker]) -> dict[str, list[str]]:
+    """The workers the LoRA is placed on, for each model it fits, that do not hold it yet (on disk, and in the host
+    tier of each of those models whose pipeline is loaded there): worker name -> the models it is placed there for."""
     from loras.selectors import lora_fits  # loras.selectors reads generation's models: imported when used
 
-    chosen: set[str] = set()
+    chosen: dict[str, list[str]] = {}
     for fit in lora_fits(lora=lora):
         serving = [worker.name for worker in workers if fit.key in worker.models]
-        chosen.update(placement(lora.sha256, serving, k=settings.LORASITE_ROUTING_K) if serving else [])
-    holding = {worker.name for worker in workers if lora.sha256 in worker.disk}
-    return sorted(chosen - holding)
+        for name in placement(lora.sha256, serving, k=settings.LORASITE_ROUTING_K) if serving else []:
+            chosen.setdefault(name, []).append(fit.key)
+    by_name = {worker.name: worker for worker in workers}
+
+    def holds(worker: worker_registry.LiveWorker, keys: list[str]) -> bool:
+        host_tier = worker.tier_sets("host_tier")
+        loaded = [key for key in keys if key in worker.pipelines]
+        return lora.sha256 in worker.disk and all(lora.sha256 in host_tier.get(key, ()) for key in loaded)
+
+    return {name: keys for name, keys in sorted(chosen.items()) if not holds(by_name[name], keys)}
 
 
 def loras_prefetch(*, loras: Iterable[LoRA]) -> None:
@@ -114,9 +123,14 @@ def _send_prefetches(loras: list[LoRA]) -> None:
     workers = worker_registry.live_workers() or []
     try:
         for lora in loras:
-            for name in prefetch_targets(lora=lora, workers=workers):
+            for name, model_keys in prefetch_targets(lora=lora, workers=workers).items():
                 lora_prefetch.apply_async(
-                    kwargs={"sha256": lora.sha256, "file_key": lora.file.name, "size": lora.file_size},
+                    kwargs={
+                        "sha256": lora.sha256,
+                        "file_key": lora.file.name,
+                        "size": lora.file_size,
+                        "model_keys": model_keys,
+                    },
                     queue=worker_queue(name),
                     priority=PREFETCH_PRIORITY,
                 )

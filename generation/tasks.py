@@ -30,8 +30,8 @@ def generation_reroute() -> int:
 
 
 @shared_task(name="generation.tasks.lora_prefetch")
-def lora_prefetch(*, sha256: str, file_key: str, size: int) -> None:
-    """On a GPU worker, between jobs (it is sent at low priority): fetch a LoRA into the disk cache."""
+def lora_prefetch(*, sha256: str, file_key: str, size: int, model_keys: list[str]) -> None:
+    """On a GPU worker, between jobs (it is sent at low priority): fetch a LoRA into the disk cache and host tier."""
     from generation.worker import prefetch_lora
 
-    prefetch_lora(sha256=sha256, file_key=file_key, size=size)
+    prefetch_lora(sha256=sha256, file_key=file_key, size=size, model_keys=model_keys)

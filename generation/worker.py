@@ -276,13 +276,25 @@ def _execute_claimed(job: GenerationJob) -> None:
         services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])
 
 
-def prefetch_lora(*, sha256: str, file_key: str, size: int) -> None:
-    """Fetch a LoRA into the disk cache before a job needs it (generation/scaleout.py); a file that cannot be
-    fetched intact is only logged: the job that needs it will say so."""
+def prefetch_lora(*, sha256: str, file_key: str, size: int, model_keys: list[str]) -> None:
+    """Fetch a LoRA into the disk cache before a job needs it (generation/scaleout.py), and convert it into the host
+    tier of each loaded pipeline of `model_keys` (the models it fits that this worker serves). A file that cannot be
+    fetched or converted is only logged: the job that needs it will say so."""
     try:
-        lora_cache().path_for(sha256=sha256, object_key=file_key, size=size)
+        path = lora_cache().path_for(sha256=sha256, object_key=file_key, size=size)
     except (LoRAIntegrityError, FileNotFoundError, ValueError) as error:
         logger.warning("Prefetch of %s failed: %s", sha256, error)
+        return
+    for model_key in model_keys:
+        manager = _ADAPTER_MANAGERS.get(model_key)
+        if manager is None:
+            continue  # the pipeline is not loaded: there is no host tier to fill
+        try:
+            kept = manager.warm(path=path, sha256=sha256)
+        except Exception:  # a hint only; the job reports a broken file with its name
+            logger.warning("Prefetch of %s into the host tier of %s failed", sha256, model_key, exc_info=True)
+            continue
+        logger.info("Prefetched %s into %s (%s)", sha256, model_key, "host tier" if kept else "disk only")
 
 
 def worker_status() -> dict:

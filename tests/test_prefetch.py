@@ -69,7 +69,13 @@ def test_activating_a_lora_prefetches_it_on_its_placed_workers_that_lack_it(
     expected = placed - {names[2]}
     assert {call["queue"] for call in sent} == {worker_queue(name) for name in expected}
     assert all(call["priority"] == scaleout.PREFETCH_PRIORITY for call in sent)
-    assert sent and sent[0]["kwargs"] == {"sha256": lora.sha256, "file_key": lora.file.name, "size": lora.file_size}
+    mine = [call for call in sent if call["queue"] in {worker_queue(name) for name in names}]
+    assert mine and mine[0]["kwargs"] == {
+        "sha256": lora.sha256,
+        "file_key": lora.file.name,
+        "size": lora.file_size,
+        "model_keys": [MODEL],  # the models it fits that the worker serves (its host tier, once loaded)
+    }
 
     sent.clear()
     with django_capture_on_commit_callbacks(execute=True):

@@ -3,7 +3,7 @@ redis-server of their own, the test database and the S3 API server: a stream of 
 (Zipf-like) popularity runs without affinity routing, then with it, on fresh LoRAs; with routing every job
 succeeds and fewer LoRA downloads and adapter loads happen. Then a worker is SIGKILLed while a job waits in its own
 queue: once its heartbeat has vanished, beat moves the job to the shared queue and another worker runs it. Last,
-activating a LoRA prefetches it into the disk cache of the worker it is placed on.
+activating a LoRA prefetches it into the disk cache and host tier of the worker it is placed on.
 
 The counts are the workers' own (their heartbeat records: downloads, adapters applied by where they came from)."""
 
@@ -176,14 +176,16 @@ def test_routing_keeps_loras_where_they_are_and_a_dead_worker_s_queue_is_re_rout
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.worker and job.worker != doomed
 
-    # Activating a LoRA prefetches it into the disk cache of the worker it is placed on, before any job needs it.
+    # Activating a LoRA prefetches it into the disk cache and the host tier (its pipeline is loaded there) of the
+    # worker it is placed on, before any job needs it.
     [fresh] = make_loras(actor, tmp_path, first_seed=200, count=1)
     LoRA.objects.filter(id=fresh.id).update(is_active=False)
     fresh.refresh_from_db()
     lora_update(actor=actor, lora=fresh, is_active=True)
     [target] = placement(fresh.sha256, [worker.name for worker in worker_registry.live_workers()], k=1)
-    wait_until(
-        lambda: fresh.sha256 in {w.name: w for w in worker_registry.live_workers()}[target].disk,
-        timeout=30,
-        what="the prefetch to reach the worker's disk cache",
-    )
+
+    def prefetched() -> bool:
+        worker = {w.name: w for w in worker_registry.live_workers()}[target]
+        return fresh.sha256 in worker.disk and fresh.sha256 in worker.tier_sets("host_tier").get(MODEL, ())
+
+    wait_until(prefetched, timeout=30, what="the prefetch to reach the worker's disk cache and host tier")

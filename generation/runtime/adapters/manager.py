@@ -240,6 +240,16 @@ class AdapterManager:
     def resident_adapters(self) -> list[str]:
         return list(self._resident)
 
+    def warm(self, *, path: Path, sha256: str = "") -> bool:
+        """Read and convert a LoRA file into the host tier without loading it onto the device (a prefetch between
+        jobs), so that the first job using it copies it from host memory; True when the tier keeps it (it fits, and
+        the file carries no adapter metadata that only loading the file applies)."""
+        if self.host_tier.get(path) is None:
+            self._read(
+                AdapterSpec(lora_id=0, display_name=path.name, path=path, weight=1.0, expert="high", sha256=sha256)
+            )
+        return self.host_tier.get(path) is not None
+
     @property
     def resident_files(self) -> dict[str, Path]:
         """Adapter name -> the file it was loaded from, least recently used first (the worker's heartbeat)."""
