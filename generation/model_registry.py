@@ -196,6 +196,7 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             },
             vae_scale=16,
             vae_decode_channels=64,  # 256 channels at half resolution, unpatchified 2x2
+            image_input="optional",
         ),
         BaseModel(
             key="flux1-dev",
@@ -285,7 +286,8 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             ),
             dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
             demo=True,
-            description="Tiny random-weight single-expert WanPipeline (built offline).",
+            image_input="optional",
+            description="Tiny random-weight single-expert WanPipeline like TI2V-5B (built offline).",
         ),
         BaseModel(
             key="flux-demo",

@@ -30,6 +30,7 @@ pytestmark = pytest.mark.django_db
 
 I2V = "wan22-i2v-a14b-demo"
 T2V = "wan22-a14b-demo"
+TI2V = "wan-ti2v-demo"
 
 
 @pytest.fixture(autouse=True)
@@ -325,3 +326,29 @@ def test_the_generate_page_takes_the_image_for_i2v_only(client, api, workspace, 
     assert (job.input_id, job.params["image_fit"]) == (image_id, "fit")
     job_page = client.get(f"/w/{workspace.slug}/jobs/{job.id}/").content.decode()
     assert "Input image · fit" in job_page
+
+
+def test_ti2v_takes_an_image_optionally(api, workspace, actor, monkeypatch):
+    """TI2V-5B (the single-expert demo, per-token timesteps): without an image a text-to-video job, with one the
+    image path diffusers keeps in WanImageToVideoPipeline, over the same loaded modules."""
+    image_id = upload(api, workspace, image_bytes(color=(230, 20, 20))).json()["id"]
+    received = []
+    prepare_latents = WanImageToVideoPipeline.prepare_latents
+
+    def spy(self, image, *args, **kwargs):
+        received.append((self.config.expand_timesteps, tuple(image.shape)))
+        return prepare_latents(self, image, *args, **kwargs)
+
+    monkeypatch.setattr(WanImageToVideoPipeline, "prepare_latents", spy)
+    jobs = {}
+    for name, params in {"text": {}, "image": {"image": image_id}}.items():
+        job = services.generation_create(
+            actor=actor, model=TI2V, prompt="a cat", params={"seed": 1, "steps": 2, **params}
+        )
+        worker.execute_job(str(job.id), worker_name="test@worker")
+        job.refresh_from_db()
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        jobs[name] = job
+    assert received == [(True, (1, 3, 32, 32))]  # only the job with an image took the image path
+    assert jobs["image"].input_id == image_id and jobs["text"].input_id is None
+    assert np.abs(first_frame(jobs["text"]) - first_frame(jobs["image"])).max() > 0

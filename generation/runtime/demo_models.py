@@ -168,6 +168,8 @@ def _build_wan(*, two_experts: bool) -> WanPipeline:
         # A different seed, so a LoRA landing in the wrong expert changes the output differently.
         transformer_2=_wan_transformer(seed=2) if two_experts else None,
         boundary_ratio=WAN22_BOUNDARY_RATIO if two_experts else None,
+        # The single expert stands in for TI2V-5B, whose per-token timesteps also let a first frame condition it.
+        expand_timesteps=not two_experts,
     )
 
 

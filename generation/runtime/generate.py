@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, WanImageToVideoPipeline
+from diffusers import DiffusionPipeline, WanImageToVideoPipeline, WanPipeline
 from PIL import Image
 
 
@@ -41,16 +41,16 @@ def run_pipeline(
     stops with `GenerationCancelled` instead of finishing (and instead of spending a VAE decode on a result
     nobody wants).
 
-    `image` is an image-to-video pipeline's first frame, already at width×height (generation/inputs.py); it is
-    required there and refused elsewhere, as diffusers refuses inputs a pipeline does not use.
+    `image` is the first frame, already at width×height (generation/inputs.py): required by image-to-video
+    pipelines, optional for TI2V-5B, refused elsewhere, as diffusers refuses inputs a pipeline does not use.
     """
     if kind not in ("video", "image"):
         raise ValueError(f"kind must be 'video' or 'image', not {kind!r}")
-    takes_image = isinstance(pipe, WanImageToVideoPipeline)
-    if takes_image and image is None:
+    if isinstance(pipe, WanImageToVideoPipeline) and image is None:
         raise ValueError(f"{type(pipe).__name__} needs an input image")
-    if image is not None and not takes_image:
-        raise ValueError(f"{type(pipe).__name__} does not take an input image")
+    loaded = pipe
+    if image is not None:
+        pipe = _with_image_path(pipe)
     if should_cancel():
         raise GenerationCancelled("cancelled before the first step")
 
@@ -79,7 +79,7 @@ def run_pipeline(
         if kind == "video":
             two_experts = getattr(pipe, "transformer_2", None) is not None and pipe.config.boundary_ratio is not None
             extra = {"guidance_scale_2": guidance_2} if two_experts else {}
-            if takes_image:
+            if image is not None:
                 extra["image"] = image
             output = pipe(negative_prompt=negative_prompt, num_frames=num_frames, **common, **extra)
             return output.frames[0]
@@ -87,5 +87,25 @@ def run_pipeline(
     except GenerationCancelled:
         # The exception skipped the pipeline's own final cleanup; with CPU offloading enabled this is what
         # moves the last-used model back off the GPU.
-        pipe.maybe_free_model_hooks()
+        loaded.maybe_free_model_hooks()  # the loaded pipeline holds the offload hooks, not an image-path view
         raise
+
+
+def _with_image_path(pipe: DiffusionPipeline) -> WanImageToVideoPipeline:
+    """The pipeline that runs `pipe` from an image: itself for I2V; for TI2V-5B (a WanPipeline with per-token
+    timesteps, `expand_timesteps`) a WanImageToVideoPipeline over the same modules — where diffusers keeps TI2V's
+    image path — so the LoRAs applied and the placement chosen hold. Anything else refuses the image."""
+    if isinstance(pipe, WanImageToVideoPipeline):
+        return pipe
+    if isinstance(pipe, WanPipeline) and pipe.config.get("expand_timesteps") and pipe.transformer_2 is None:
+        view = WanImageToVideoPipeline(
+            tokenizer=pipe.tokenizer,
+            text_encoder=pipe.text_encoder,
+            vae=pipe.vae,
+            scheduler=pipe.scheduler,
+            transformer=pipe.transformer,
+            expand_timesteps=True,
+        )
+        view.set_progress_bar_config(disable=True)
+        return view
+    raise ValueError(f"{type(pipe).__name__} does not take an input image")
