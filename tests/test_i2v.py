@@ -19,6 +19,7 @@ from generation import services, worker
 from generation.inputs import IMAGE_FITS, image_fit_to
 from generation.model_registry import lora_fit_problem, lora_variants, model_get
 from generation.models import GenerationInput, GenerationJob, JobStatus
+from generation.recipes import services as recipe_services
 from generation.selectors import job_output_urls, lora_choices
 from loras import services as lora_services
 from tests.factories import MembershipFactory, WorkspaceFactory
@@ -352,3 +353,16 @@ def test_ti2v_takes_an_image_optionally(api, workspace, actor, monkeypatch):
     assert received == [(True, (1, 3, 32, 32))]  # only the job with an image took the image path
     assert jobs["image"].input_id == image_id and jobs["text"].input_id is None
     assert np.abs(first_frame(jobs["text"]) - first_frame(jobs["image"])).max() > 0
+
+
+def test_a_recipe_from_an_i2v_job_keeps_its_image(api, workspace, actor):
+    image_id = upload(api, workspace, image_bytes()).json()["id"]
+    job = services.generation_create(
+        actor=actor, model=I2V, prompt="a cat", params={"seed": 1, "image": image_id, "image_fit": "fit"}
+    )
+    GenerationJob.objects.filter(id=job.id).update(status=JobStatus.SUCCEEDED)
+    job.refresh_from_db()
+    recipe = recipe_services.recipe_from_job(actor=actor, job=job)
+    assert (recipe.params["image"], recipe.params["image_fit"]) == (image_id, "fit")
+    again = recipe_services.recipe_run(actor=actor, recipe=recipe)
+    assert again.input_id == image_id and again.params["image_key"] == job.params["image_key"]
