@@ -167,15 +167,19 @@ def test_contact_sheet_once_every_cell_has_finished(api, workspace, lora):
     assert api.get(sheet_url).status_code == 409  # still queued
     store = get_object_store()
     for cell in SweepCell.objects.filter(sweep_id=sweep_id).select_related("job"):
-        key = f"workspaces/{workspace.id}/outputs/{cell.job.id}/output.png"
+        key = f"workspaces/{workspace.id}/outputs/{cell.job.id}/poster.png"  # the demo model makes video
         store.save_stream(key, BytesIO(_png((200, 40 * cell.x, 0))))
-        GenerationJob.objects.filter(id=cell.job.id).update(status=JobStatus.SUCCEEDED, output_key=key)
+        GenerationJob.objects.filter(id=cell.job.id).update(
+            status=JobStatus.SUCCEEDED, output_key=key.replace("poster.png", "output.mp4"), poster_key=key
+        )
     response = api.get(sheet_url)
     assert response.status_code == 200, response.content
     key = Sweep.objects.get(id=sweep_id).sheet_key
     assert key == f"workspaces/{workspace.id}/outputs/sweeps/{sweep_id}/contact-sheet.png"
     with Image.open(store.open_stream(key)) as sheet:
         assert sheet.format == "PNG" and sheet.width > 2 * 32 and sheet.height > 32
+        colors = {color for _, color in sheet.convert("RGB").getcolors(maxcolors=100_000)}
+        assert {(200, 0, 0), (200, 40, 0)} <= colors  # both posters, tiled
     assert response.json()["url"]
 
 

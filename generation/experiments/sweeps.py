@@ -223,6 +223,11 @@ def _tile(key: str):
     return image
 
 
+def _still_key(job: GenerationJob) -> str:
+    """The image a tile is made from: the thumbnail, else the poster, else (an image job) the output itself."""
+    return job.thumb_key or job.poster_key or (job.output_key if job.kind == "image" else "")
+
+
 def sweep_contact_sheet(*, sweep: Sweep) -> str:
     """The key of the sweep's contact sheet PNG, made once all its cells have finished (409 before) and stored
     beside the outputs. Each tile is the cell's thumbnail (for video, made from its poster)."""
@@ -234,12 +239,7 @@ def sweep_contact_sheet(*, sweep: Sweep) -> str:
     if not grid.succeeded:
         raise Conflict("No cell of this sweep succeeded: there is nothing to put on a contact sheet.")
     tiles = [
-        [
-            _tile(cell.job.thumb_key or cell.job.poster_key or cell.job.output_key)
-            if cell.status == "succeeded"
-            else None
-            for cell in row.cells
-        ]
+        [_tile(key) if cell.status == "succeeded" and (key := _still_key(cell.job)) else None for cell in row.cells]
         for row in grid.rows
     ]
     png = contact_sheet_png(
