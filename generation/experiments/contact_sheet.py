@@ -32,9 +32,10 @@ def contact_sheet_png(
     height = top + rows * (cell_h + GAP) - GAP + MARGIN
     sheet = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    draw.text((left, MARGIN), x_title, fill=INK, font=font)
+    # The X title centred over the columns; the Y title over the row labels, on the line of the column labels.
+    draw.text((left + (width - MARGIN - left) / 2, MARGIN), x_title, fill=INK, font=font, anchor="mt")
     if y_labels:
-        draw.text((MARGIN, MARGIN), y_title, fill=INK, font=font)
+        draw.text((MARGIN, MARGIN + LABEL_SIZE + GAP), y_title, fill=INK, font=font, anchor="lt")
     for x, text in enumerate(x_labels):
         centre = left + x * (cell_w + GAP) + cell_w / 2
         draw.text((centre, MARGIN + LABEL_SIZE + GAP), text, fill=INK, font=font, anchor="mt")
