@@ -397,6 +397,13 @@ def lora_variants(module_shapes: dict[str, dict[str, list[int]]]) -> tuple[str, 
     return ("i2v",) if _image_conditioning_layer(module_shapes) else ("t2v", "i2v")
 
 
+def lora_wan_variants(*, family: str, module_shapes: dict[str, dict[str, list[int]]]) -> list[str]:
+    """lora_variants of a LoRA of a family some Wan model of the registry takes; [] for any other family."""
+    if not any(m.dims.architecture == "wan" and family in m.families for m in model_registry().values()):
+        return []
+    return list(lora_variants(module_shapes))
+
+
 def _i2v_names(model: BaseModel) -> str:
     names = [m.display_name for m in model_registry().values() if m.variant == "i2v" and m.family in model.families]
     return " or ".join(names) or "an image-to-video model"

@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from generation.model_registry import lora_wan_variants
 from loras import selectors, services, versions
 from loras.filters import LoRAFilterSet
 from loras.lora_inspect import family_label
@@ -203,9 +204,16 @@ class LoRADetailOutput(LoRAOutput):
         help_text="A warning: the workspace's LoRAs with the same tensor data (AutoV3) and other metadata "
         "(another sha256). Empty until the file is hashed."
     )
+    wan_variants = serializers.SerializerMethodField(
+        help_text='Wan LoRAs: the variants they fit, ["t2v", "i2v"], or ["i2v"] with image-conditioning layers; '
+        "[] for other families."
+    )
 
     class Meta(LoRAOutput.Meta):
-        fields = [*LoRAOutput.Meta.fields, "same_weights_as", "metrics", "configuration"]
+        fields = [*LoRAOutput.Meta.fields, "same_weights_as", "metrics", "configuration", "wan_variants"]
+
+    def get_wan_variants(self, lora: LoRA) -> list[str]:
+        return lora_wan_variants(family=lora.base_model, module_shapes=lora.module_shapes)
 
     @extend_schema_field(LoRARefOutput(many=True))
     def get_same_weights_as(self, lora: LoRA) -> list[dict]:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from generation import services, worker
 from generation.inputs import IMAGE_FITS, image_fit_to
-from generation.model_registry import lora_fit_problem, lora_variants, model_get
+from generation.model_registry import lora_fit_problem, lora_variants, lora_wan_variants, model_get
 from generation.models import GenerationInput, GenerationJob, JobStatus
 from generation.recipes import services as recipe_services
 from generation.selectors import job_output_urls, lora_choices
@@ -258,6 +258,7 @@ def test_an_i2v_lora_fits_i2v_only_and_a_t2v_lora_fits_both(actor, tmp_path):
     assert only_i2v.module_shapes["transformer"]["patch_embedding"] == [36, 24]
     assert lora_variants(only_i2v.module_shapes) == ("i2v",)
     assert lora_variants(t2v_lora.module_shapes) == ("t2v", "i2v")
+    assert lora_wan_variants(family="flux-demo", module_shapes=t2v_lora.module_shapes) == []
     assert lora_fit_problem(only_i2v.module_shapes, model_get(I2V)) is None
     problem = lora_fit_problem(only_i2v.module_shapes, model_get(T2V))
     assert problem == "it is an image-to-video LoRA (patch_embedding): requires Wan 2.2 I2V-A14B (demo)"
@@ -265,7 +266,10 @@ def test_an_i2v_lora_fits_i2v_only_and_a_t2v_lora_fits_both(actor, tmp_path):
 
 
 def test_the_i2v_only_lora_is_refused_on_t2v_and_listed_as_such_in_the_picker(api, workspace, actor, tmp_path):
-    only_i2v = i2v_lora(actor, tmp_path)
+    only_i2v, t2v_lora = i2v_lora(actor, tmp_path), ready_lora(actor, tmp_path, "t2v", 3)
+    lora_url = f"/api/v1/workspaces/{workspace.slug}/loras/"
+    assert api.get(f"{lora_url}{only_i2v.id}/").json()["wan_variants"] == ["i2v"]
+    assert api.get(f"{lora_url}{t2v_lora.id}/").json()["wan_variants"] == ["t2v", "i2v"]
     response = api.post(
         f"/api/v1/workspaces/{workspace.slug}/generations/",
         {"model": T2V, "prompt": "a cat", "loras": [{"lora_id": only_i2v.id}]},
@@ -274,7 +278,7 @@ def test_the_i2v_only_lora_is_refused_on_t2v_and_listed_as_such_in_the_picker(ap
     assert response.status_code == 400 and "requires Wan 2.2 I2V-A14B (demo)" in response.json()["message"]
     picker = {choice.lora.id: choice.problem for choice in lora_choices(workspace=workspace, model=model_get(T2V))}
     assert "requires Wan 2.2 I2V-A14B (demo)" in picker[only_i2v.id]
-    assert not lora_choices(workspace=workspace, model=model_get(I2V))[0].problem
+    assert not any(choice.problem for choice in lora_choices(workspace=workspace, model=model_get(I2V)))
 
 
 def test_both_directions_through_the_real_demo_pipelines(api, workspace, actor, tmp_path):
