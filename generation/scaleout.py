@@ -62,6 +62,20 @@ def worker_backlog(worker: worker_registry.LiveWorker) -> int | None:
     return None if waiting is None else waiting + (1 if worker.current_job else 0)
 
 
+def model_backlog(model_key: str) -> int | None:
+    """The messages that may hold a job for `model_key`: its shared queue and the own queues of the live workers
+    serving it (a routed job waits in one of those); None when the broker does not answer for one of them."""
+    queues = [gpu_queue(model_key)]
+    queues += [worker_queue(w.name) for w in worker_registry.live_workers() or [] if model_key in w.models]
+    total = 0
+    for queue in queues:
+        size = queue_backlog(queue)
+        if size is None:
+            return None
+        total += size
+    return total
+
+
 def job_route(job: GenerationJob) -> Route:
     """Where `job` goes now (see the module docstring)."""
     if not settings.LORASITE_ROUTING:

@@ -17,12 +17,11 @@ from generation import scaleout
 from generation.inputs import job_image_params
 from generation.model_registry import BaseModel, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
-from generation.queues import gpu_queue
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from lorasite.errors import Conflict, InvalidInput, ServiceUnavailable
 from lorasite.object_store import get_object_store
-from lorasite.queueing import REDISPATCH_GRACE_SECONDS, queue_backlog, send_after_commit, send_now
+from lorasite.queueing import REDISPATCH_GRACE_SECONDS, send_after_commit, send_now
 from workspaces.models import Membership, Role
 from workspaces.quota import quota_check_generation
 from workspaces.services import require_role, storage_purge_schedule
@@ -335,7 +334,7 @@ def jobs_redispatch(*, now=None) -> int:
         queued.filter(enqueued_at__isnull=True, updated_at__lt=now - timedelta(seconds=REDISPATCH_GRACE_SECONDS))
     )
     waiting = list(queued.filter(enqueued_at__lt=now - timedelta(seconds=settings.LORASITE_RESEND_AFTER_SECONDS)))
-    backlogs = {key: queue_backlog(gpu_queue(key)) for key in {job.model_key for job in waiting}}
+    backlogs = {key: scaleout.model_backlog(key) for key in {job.model_key for job in waiting}}
     lost = [job for job in waiting if backlogs[job.model_key] == 0]
     sent = 0
     for job in unsent + lost:

@@ -112,7 +112,8 @@ def test_broker_down_answers_503_keeps_the_rows_and_beat_sends_them_when_it_is_b
     lora.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 1 and job.enqueued_at, job.error
     assert lora.status == Status.READY and lora.enqueued_at, lora.error
-    assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == sorted([lora.file.name, job.output_key, job.poster_key])
+    stored = [lora.file.name, job.output_key, job.poster_key, job.thumb_key]
+    assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == sorted(stored)
     # A second beat run finds nothing left to send.
     assert generation_services.jobs_redispatch(now=later) == 0
 
@@ -223,4 +224,33 @@ def test_messages_the_broker_took_and_then_lost_are_re_sent_by_beat(
     lora.refresh_from_db()
     assert job.status == JobStatus.SUCCEEDED and job.attempts == 1, job.error
     assert lora.status == Status.READY, lora.error
-    assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == sorted([lora.file.name, job.output_key, job.poster_key])
+    stored = [lora.file.name, job.output_key, job.poster_key, job.thumb_key]
+    assert sorted(s3_keys(f"workspaces/{workspace.id}/")) == sorted(stored)
+
+
+@pytest.mark.django_db
+def test_a_routed_job_waiting_in_a_live_workers_own_queue_is_not_taken_for_lost(workspace, owner, monkeypatch):
+    """With affinity routing a job waits in a worker's own queue while its model's shared queue is empty."""
+    from generation import scaleout, worker_registry
+    from generation.queues import gpu_queue, worker_queue
+
+    model = "wan22-a14b-demo"
+    job = GenerationJob.objects.create(
+        workspace=workspace,
+        created_by=owner,
+        model_key=model,
+        model_name="Wan demo",
+        kind="video",
+        prompt="a lighthouse",
+        enqueued_at=timezone.now() - timedelta(seconds=settings.LORASITE_RESEND_AFTER_SECONDS + 60),
+    )
+    worker = worker_registry.LiveWorker(name="w1@host", models=(model,), started=0.0, last_seen=0.0)
+    monkeypatch.setattr(worker_registry, "live_workers", lambda: [worker])
+    backlogs = {gpu_queue(model): 0, worker_queue(worker.name): 1}
+    monkeypatch.setattr(scaleout, "queue_backlog", lambda queue: backlogs[queue])
+    sent = []
+    monkeypatch.setattr(generation_services, "_send_job", lambda job: sent.append(job.id))
+
+    assert generation_services.jobs_redispatch() == 0 and sent == []
+    backlogs[worker_queue(worker.name)] = 0  # now no queue can hold its message: lost, and sent again
+    assert generation_services.jobs_redispatch() == 1 and sent == [job.id]
