@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from generation.experiments import stats
 from loras import comparison
 from loras.apis import TrainingHeadlineOutput, UsageFiguresOutput
 from lorasite.api import error_responses, parse_input
@@ -62,7 +63,7 @@ class LoRACompareAPI(WorkspaceScopedAPIView):
         loras = comparison.lora_compare_get(workspace=self.membership.workspace, lora_ids=ids)
         body = {
             "test": comparison.TEST_NAME,
-            "alpha": comparison.ALPHA,
+            "alpha": stats.ALPHA,
             "min_ratings": comparison.MIN_RATINGS,
             "loras": comparison.lora_comparison(loras=loras),
         }

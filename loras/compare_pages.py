@@ -5,6 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from generation.experiments import stats
 from loras import comparison
 from lorasite.errors import ApplicationError
 from workspaces.selectors import membership_for_user
@@ -26,5 +27,5 @@ def lora_compare(request: HttpRequest, slug: str) -> HttpResponse:
         if error.status_code == 404:
             raise
         context["error"], status = error.message, error.status_code
-    context.update(test=comparison.TEST_NAME, alpha=comparison.ALPHA, min_ratings=comparison.MIN_RATINGS)
+    context.update(test=comparison.TEST_NAME, alpha=stats.ALPHA, min_ratings=comparison.MIN_RATINGS)
     return render(request, "loras/compare.html", context, status=status)

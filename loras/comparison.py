@@ -2,53 +2,33 @@
 ratings a significance verdict.
 
 The ratings test is Mann–Whitney U (two-sided, α = 0.05) with the normal approximation, the tie correction and a
-continuity correction of ½ — what scipy's `mannwhitneyu(..., method="asymptotic")` computes — done here in plain
-Python from the 1–5 histograms (`loras.metrics`), so no rating row is read. Below MIN_RATINGS on either side the
-verdict is "not enough ratings yet" rather than a p-value that means little. With more than two LoRAs, each is
+continuity correction of ½ — what scipy's `mannwhitneyu(..., method="asymptotic")` computes — from the 1–5
+histograms (`loras.metrics`, so no rating row is read), by the one implementation in
+generation/experiments/stats.py. Below MIN_RATINGS on either side the verdict is "not enough ratings yet" rather
+than a p-value that means little. With more than two LoRAs, each is
 tested against the best-rated one."""
 
-import math
 from dataclasses import dataclass
 
+from generation.experiments.stats import MannWhitney, mann_whitney_u, significant
 from loras.metrics import UsageFigures, lora_usage
 from loras.models import LoRA
 from loras.training import training_headline
 from lorasite.errors import InvalidInput, NotFound
 from workspaces.models import Workspace
 
-ALPHA = 0.05
 MIN_RATINGS = 5
 MAX_COMPARED = 4
 TEST_NAME = "Mann–Whitney U test (two-sided, normal approximation with tie correction)"
 
 
-@dataclass(frozen=True)
-class MannWhitney:
-    u: float  # U of the first sample
-    z: float
-    p: float
+def ratings_test(first: tuple[int, ...], second: tuple[int, ...]) -> MannWhitney | None:
+    """Mann–Whitney U of two rating histograms (counts of 1…5 stars); None when every rating is the same."""
+    return mann_whitney_u(_ratings(first), _ratings(second))
 
 
-def mann_whitney_u(first: tuple[int, ...], second: tuple[int, ...]) -> MannWhitney:
-    """Mann–Whitney U of two samples given as counts per value (here: ratings with 1…5 stars)."""
-    n1, n2 = sum(first), sum(second)
-    if not n1 or not n2:
-        raise ValueError("Both samples need at least one value.")
-    total = n1 + n2
-    rank_sum, below, ties = 0.0, 0, 0
-    for count1, count2 in zip(first, second, strict=True):
-        tied = count1 + count2
-        rank_sum += count1 * (below + (tied + 1) / 2)  # the average rank of a run of equal values
-        below += tied
-        ties += tied**3 - tied
-    u = rank_sum - n1 * (n1 + 1) / 2
-    mean = n1 * n2 / 2
-    variance = n1 * n2 / 12 * ((total + 1) - ties / (total * (total - 1)))
-    if variance <= 0:  # every value equal: no evidence either way
-        return MannWhitney(u=u, z=0.0, p=1.0)
-    distance = max(abs(u - mean) - 0.5, 0.0)
-    z = math.copysign(distance / math.sqrt(variance), u - mean)
-    return MannWhitney(u=u, z=z, p=math.erfc(abs(z) / math.sqrt(2)))
+def _ratings(histogram: tuple[int, ...]) -> list[int]:
+    return [stars for stars, count in enumerate(histogram, start=1) for _ in range(count)]
 
 
 @dataclass(frozen=True)
@@ -61,10 +41,11 @@ class Verdict:
 def rating_verdict(lora: UsageFigures, best: UsageFigures) -> Verdict:
     if lora.rating_count < MIN_RATINGS or best.rating_count < MIN_RATINGS:
         return Verdict(f"Not enough ratings yet (at least {MIN_RATINGS} each)", False, None)
-    result = mann_whitney_u(best.histogram, lora.histogram)
-    if result.p < ALPHA:
-        return Verdict(f"Significantly lower (p = {result.p:.3f})", True, result.p)
-    return Verdict(f"No significant difference (p = {result.p:.3f})", False, result.p)
+    result = ratings_test(best.histogram, lora.histogram)
+    p = 1.0 if result is None else result.p_value  # all ratings equal: no evidence either way
+    if significant(p):
+        return Verdict(f"Significantly lower (p = {p:.3f})", True, p)
+    return Verdict(f"No significant difference (p = {p:.3f})", False, p)
 
 
 @dataclass(frozen=True)
