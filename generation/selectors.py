@@ -102,7 +102,7 @@ class LoRAChoice:
 
 
 def _lora_problem(lora: LoRA, model: BaseModel) -> str:
-    """The same compatibility rules as `services._resolve_loras`, as a short label for the picker."""
+    """The same compatibility rules as `services.resolve_loras`, as a short label for the picker."""
     if lora.base_model != "unknown" and lora.base_model not in model.families:
         fitting = [m.display_name for m in model_registry().values() if m.enabled and lora.base_model in m.families]
         return "Requires " + (" or ".join(fitting) if fitting else f"a {family_label(lora.base_model)} model")

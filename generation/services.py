@@ -58,7 +58,7 @@ class ResolvedLoRA:
     weight_low: float | None = None
 
 
-class _Problems:
+class JobProblems:
     """Collects one message per problem, keyed by the field it is about."""
 
     def __init__(self) -> None:
@@ -78,7 +78,9 @@ class _Problems:
             raise InvalidInput(summary, errors=self.errors)
 
 
-def _resolve_params(model: BaseModel, params: dict, problems: _Problems) -> dict:
+def resolve_params(model: BaseModel, params: dict, problems: JobProblems) -> dict:
+    """`params` completed with the model's defaults; each value outside its capabilities added to `problems`.
+    Public for the other writes that take a job's inputs (recipes) and must check them the same way."""
     caps = model.capabilities
     width, height = params.get("width"), params.get("height")
     if width is None and height is None:
@@ -168,8 +170,8 @@ def _lora_problems(lora: LoRA, model: BaseModel, compatible: Callable[[], list[s
     return problems
 
 
-def _resolve_loras(
-    *, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: _Problems
+def resolve_loras(
+    *, workspace_id: int, model: BaseModel, requests: list[LoRARequest], problems: JobProblems
 ) -> list[ResolvedLoRA]:
     """Each entry checked for every problem it has (not only the first one found), keyed by its field."""
     limit = settings.LORASITE_MAX_LORAS_PER_JOB
@@ -183,7 +185,7 @@ def _resolve_loras(
     resolved, seen = [], set()
     for index, request in enumerate(requests):
         field = f"loras.{index}"
-        entry = _Problems()
+        entry = JobProblems()
         lora = found.get(request.lora_id)
         if lora is None:
             entry.add(f"{field}.lora_id", f"LoRA {request.lora_id} is not in this workspace")
@@ -265,16 +267,14 @@ def _create_job(
     require_role(membership=actor, minimum=Role.MEMBER, action="run generations")
     quota_check_generation(workspace=actor.workspace)
     base = model_get(model)
-    problems = _Problems()
+    problems = JobProblems()
     if not base.weights_present:
         hint = " Run `python manage.py build_demo_models`." if base.demo else " Set its path in LORASITE_MODELS_FILE."
         # Say what to do, never where: server paths are for operators (GET /api/v1/models/ shows them to staff).
         problems.add("model", f"The weights of {base.display_name} are not installed on this server.{hint}")
-    resolved_params = _resolve_params(base, params or {}, problems)
+    resolved_params = resolve_params(base, params or {}, problems)
     resolved_params |= job_image_params(workspace_id=actor.workspace_id, model=base, params=params or {})
-    resolved_loras = _resolve_loras(
-        workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems
-    )
+    resolved_loras = resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras or [], problems=problems)
     problems.raise_if_any()
 
     job = GenerationJob(

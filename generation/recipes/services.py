@@ -12,7 +12,7 @@ from generation.model_registry import model_get
 from generation.models import GenerationJob, Recipe, RecipeLoRA
 from generation.recipes.selectors import recipe_job_input
 from generation.scaleout import loras_prefetch
-from generation.services import LoRARequest, ResolvedLoRA, _Problems, _resolve_loras, _resolve_params, generation_create
+from generation.services import JobProblems, LoRARequest, ResolvedLoRA, generation_create, resolve_loras, resolve_params
 from lorasite.errors import Conflict
 from lorasite.validators import refuse_bidi_controls
 from workspaces.models import Membership, Role
@@ -42,15 +42,15 @@ def _checked(
 ) -> list[ResolvedLoRA]:
     """Every problem at once, keyed like the job API's (`params.steps`, `loras.1.lora_id`), else the LoRAs."""
     base = model_get(model)
-    problems = _Problems()
+    problems = JobProblems()
     if not name:
         problems.add("name", "A recipe needs a name.")
     elif len(name) > NAME_MAX_LENGTH:
         problems.add("name", f"A name has at most {NAME_MAX_LENGTH} characters; this one has {len(name)}.")
     if not prompt_template.strip():
         problems.add("prompt_template", "A recipe needs a prompt template; {trigger} inserts the trigger words.")
-    _resolve_params(base, params, problems)
-    resolved = _resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras, problems=problems)
+    resolve_params(base, params, problems)
+    resolved = resolve_loras(workspace_id=actor.workspace_id, model=base, requests=loras, problems=problems)
     problems.raise_if_any()
     return resolved
 
