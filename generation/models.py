@@ -77,6 +77,16 @@ class GenerationJob(models.Model):
         return self.status in FINISHED
 
 
+def weights_label(weight: float | None, weight_low: float | None = None) -> str:
+    """'0.80', or 'high 1.00 · low 0.50' when the two experts have their own weights; '—' when not known. The one
+    wording of a LoRA's weights on every page (jobs, recipes, provenance)."""
+    if weight is None:
+        return "—"
+    if weight_low is None:
+        return f"{weight:.2f}"
+    return f"high {weight:.2f} · low {weight_low:.2f}"
+
+
 class JobLoRA(models.Model):
     """A snapshot of one LoRA as the job used it, so history survives renames and deletes."""
 
@@ -104,10 +114,7 @@ class JobLoRA(models.Model):
 
     @property
     def weight_label(self) -> str:
-        """'0.80', or 'high 1.00 · low 0.50' when the two experts have their own weights."""
-        if self.weight_low is None:
-            return f"{self.weight:.2f}"
-        return f"high {self.weight:.2f} · low {self.weight_low:.2f}"
+        return weights_label(self.weight, self.weight_low)
 
 
 class Recipe(models.Model):

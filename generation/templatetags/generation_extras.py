@@ -7,6 +7,7 @@ from django.template.defaultfilters import filesizeformat
 
 from generation.forms import expert_warning, recommended_params
 from generation.model_registry import BaseModel
+from generation.models import weights_label
 from loras import recommended
 from loras.lora_inspect import family_label
 from loras.models import LoRA
@@ -40,6 +41,15 @@ def expert_label(expert: str) -> str:
 
 
 register.filter("family_label", family_label)
+
+
+@register.filter
+def weights(entry) -> str:
+    """A LoRA entry's weights (a JobLoRA, a RecipeLoRA or a provenance dict), worded by `weights_label`."""
+    get = entry.get if isinstance(entry, dict) else lambda name: getattr(entry, name, None)
+    return weights_label(get("weight"), get("weight_low"))
+
+
 register.filter("expert_warning", expert_warning)
 
 
