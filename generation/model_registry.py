@@ -409,6 +409,12 @@ def _i2v_names(model: BaseModel) -> str:
     return " or ".join(names) or "an image-to-video model"
 
 
+def family_fits(family: str, model: BaseModel) -> bool:
+    """A LoRA detected as `family` may go on `model`: the family is one of the model's, or unknown (then only the
+    layer check, `lora_fit_problem`, decides). The rule jobs, the picker and the LoRA page's "Models it fits" share."""
+    return family == "unknown" or family in model.families
+
+
 def lora_fit_problem(module_shapes: dict[str, dict[str, list[int]]], model: BaseModel) -> str | None:
     """The first transformer layer of the LoRA that cannot fit the model, as a sentence; None when all fit.
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation import worker_registry
-from generation.model_registry import BaseModel, lora_fit_problem, model_as_dict, model_registry
+from generation.model_registry import BaseModel, family_fits, lora_fit_problem, model_as_dict, model_registry
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.provenance import ProvenanceError, read_png_provenance
 from generation.runtime import memory_plan
@@ -103,7 +103,7 @@ class LoRAChoice:
 
 def _lora_problem(lora: LoRA, model: BaseModel) -> str:
     """The same compatibility rules as `services.resolve_loras`, as a short label for the picker."""
-    if lora.base_model != "unknown" and lora.base_model not in model.families:
+    if not family_fits(lora.base_model, model):
         fitting = [m.display_name for m in model_registry().values() if m.enabled and lora.base_model in m.families]
         return "Requires " + (" or ".join(fitting) if fitting else f"a {family_label(lora.base_model)} model")
     misfit = lora_fit_problem(lora.module_shapes, model)

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from generation import scaleout
 from generation.inputs import job_image_params
-from generation.model_registry import BaseModel, lora_fit_problem, model_get
+from generation.model_registry import BaseModel, family_fits, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
@@ -157,7 +157,7 @@ def _lora_problems(lora: LoRA, model: BaseModel, compatible: Callable[[], list[s
         problems.append(f"{label} is not ready (it is {lora.status}{reason})")
     if not lora.is_active:
         problems.append(f"{label} is inactive; activate it to use it")
-    if lora.base_model != "unknown" and lora.base_model not in model.families:
+    if not family_fits(lora.base_model, model):
         names = compatible()
         none_fits = " No LoRA in this workspace fits it yet."
         suggestion = f" Compatible LoRAs here: {', '.join(names)}." if names else none_fits

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
-from generation.model_registry import lora_fit_problem, model_registry
+from generation.model_registry import family_fits, lora_fit_problem, model_registry
 from generation.models import JobLoRA, JobStatus
 from loras.filters import LoRAFilterSet
 from loras.models import Expert, LoRA, LoRAPair, Status
@@ -284,7 +284,7 @@ def lora_fits(*, lora: LoRA) -> list[ModelFit]:
         return []
     fits = []
     for model in model_registry().values():
-        if not model.enabled or (lora.base_model != "unknown" and lora.base_model not in model.families):
+        if not model.enabled or not family_fits(lora.base_model, model):
             continue
         if lora_fit_problem(lora.module_shapes, model):
             continue
