@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from loras import services
-from loras.models import LoRA, LoRAUpload
+from loras.models import LoRA, LoRAPair, LoRAUpload
 from loras.selectors import human_size
 from lorasite.errors import ApplicationError
 
@@ -100,3 +100,20 @@ class LoRAUploadAdmin(admin.ModelAdmin):
     @admin.display(description="Size", ordering="size")
     def readable_size(self, upload: LoRAUpload) -> str:
         return human_size(upload.size)
+
+
+@admin.register(LoRAPair)
+class LoRAPairAdmin(admin.ModelAdmin):
+    """Read-only: pairing sets each half's expert, which `loras.services.pairs` does; deleting a pair only
+    unpairs (both LoRAs stay)."""
+
+    list_display = ["name", "workspace", "high", "low", "weight_high", "weight_low", "created_at"]
+    list_filter = ["workspace"]
+    search_fields = ["name", "high__name", "low__name"]
+    readonly_fields = [f.name for f in LoRAPair._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

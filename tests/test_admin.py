@@ -135,3 +135,17 @@ def test_admin_sizes_in_words_and_labels(admin_client):
     lora_id = membership.workspace.loras.get().id
     change = admin_client.get(f"/admin/loras/lora/{lora_id}/change/").content.decode()
     assert "workspaces/{id}/loras/{uuid}/{sanitized name}" in change and "workspaces//loras//" not in change
+
+
+def test_admin_lists_lora_pairs_read_only(admin_client):
+    from loras.models import LoRAPair
+    from tests.factories import LoRAFactory
+
+    membership = MembershipFactory(role="owner")
+    high = LoRAFactory(workspace=membership.workspace, name="Neon HIGH", expert="high")
+    low = LoRAFactory(workspace=membership.workspace, name="Neon LOW", expert="low")
+    pair = LoRAPair.objects.create(workspace=membership.workspace, name="Neon", high=high, low=low)
+    listing = admin_client.get("/admin/loras/lorapair/?q=Neon")
+    assert listing.status_code == 200 and b"Neon HIGH" in listing.content
+    assert admin_client.get(f"/admin/loras/lorapair/{pair.id}/change/").status_code == 200
+    assert admin_client.get("/admin/loras/lorapair/add/").status_code == 403
