@@ -14,7 +14,7 @@ from generation import worker_registry
 from generation.queues import gpu_queue, model_of_queue, worker_models, worker_queue, worker_queues
 from workspaces.models import Role
 
-DEMO_KEYS = ["wan22-a14b-demo", "wan-ti2v-demo", "flux-demo"]
+DEMO_KEYS = ["wan22-a14b-demo", "wan22-i2v-a14b-demo", "wan-ti2v-demo", "flux-demo"]
 
 
 @pytest.fixture(autouse=True)

@@ -76,7 +76,7 @@ def fits_a_phone(page) -> None:
             .slice(0, 8).map((e) => `${e.tagName}.${e.className}: ${Math.round(e.getBoundingClientRect().right)}`)"""
     )
     page.set_viewport_size(DESKTOP_VIEWPORT)
-    assert width <= 390, f"the page is {width} px wide at 390 px: {wide}"
+    assert width <= 390, f"{page.url} is {width} px wide at 390 px: {wide}"
 
 
 # --- 1. validation errors stay inline with DEBUG on ------------------------------------------------------------
