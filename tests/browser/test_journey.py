@@ -29,7 +29,7 @@ def test_upload_rename_generate_and_watch(page, sign_in, celery_worker, tmp_path
     ]
 
     sign_in(owner.user)
-    page.get_by_role("link", name="Journey").click()
+    page.get_by_role("link", name="Journey", exact=True).click()
     expect(page.get_by_role("heading", name="LoRA library")).to_be_visible()
 
     page.get_by_role("button", name="Upload LoRAs").click()
