@@ -114,61 +114,78 @@ class BaseModel:
 WAN_VIDEO_STEPS = (1, 80)
 
 
+def _image_to_video(t2v: BaseModel, *, key: str, display_name: str, path: Path, description: str) -> BaseModel:
+    """Wan 2.2 I2V beside its T2V model: the same experts, layer shapes and limits; its own pipeline, guidance
+    and a required input image."""
+    return replace(
+        t2v,
+        key=key,
+        display_name=display_name,
+        pipeline_class="WanImageToVideoPipeline",
+        path=path,
+        capabilities=replace(t2v.capabilities, default_guidance=3.5, default_guidance_2=3.5),
+        image_input="required",
+        description=description,
+    )
+
+
 def _defaults(models_dir: Path) -> list[BaseModel]:
-    return [
-        BaseModel(
-            key="wan22-t2v-a14b",
-            display_name="Wan 2.2 T2V-A14B",
-            family="wan-14b",
-            kind="video",
-            pipeline_class="WanPipeline",
-            path=models_dir / "Wan2.2-T2V-A14B-Diffusers",
-            experts=TWO_EXPERTS,
-            capabilities=Capabilities(
-                resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
-                steps=WAN_VIDEO_STEPS,
-                default_steps=40,
-                default_guidance=4.0,
-                default_guidance_2=3.0,
-                frame_counts=(33, 49, 81, 121),
-                fps=(16, 24),
-                default_fps=16,
-            ),
-            dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
-            component_params={
-                "transformer": DeclaredComponent(14_290_000_000, blocks=40),
-                "transformer_2": DeclaredComponent(14_290_000_000, blocks=40),
-                "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
-                "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
-            },
-            description="Two experts: high-noise LoRAs go into transformer, low-noise into transformer_2.",
+    t2v = BaseModel(
+        key="wan22-t2v-a14b",
+        display_name="Wan 2.2 T2V-A14B",
+        family="wan-14b",
+        kind="video",
+        pipeline_class="WanPipeline",
+        path=models_dir / "Wan2.2-T2V-A14B-Diffusers",
+        experts=TWO_EXPERTS,
+        capabilities=Capabilities(
+            resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
+            steps=WAN_VIDEO_STEPS,
+            default_steps=40,
+            default_guidance=4.0,
+            default_guidance_2=3.0,
+            frame_counts=(33, 49, 81, 121),
+            fps=(16, 24),
+            default_fps=16,
         ),
-        BaseModel(
+        dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
+        component_params={
+            "transformer": DeclaredComponent(14_290_000_000, blocks=40),
+            "transformer_2": DeclaredComponent(14_290_000_000, blocks=40),
+            "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
+            "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
+        },
+        description="Two experts: high-noise LoRAs go into transformer, low-noise into transformer_2.",
+    )
+    t2v_demo = BaseModel(
+        key="wan22-a14b-demo",
+        display_name="Wan 2.2 A14B (demo)",
+        family="wan-demo",
+        kind="video",
+        pipeline_class="WanPipeline",
+        path=models_dir / "wan22-a14b-demo",
+        experts=TWO_EXPERTS,
+        capabilities=Capabilities(
+            resolutions=((32, 32), (48, 32)),
+            steps=(1, 10),
+            default_steps=4,
+            default_guidance=4.0,
+            default_guidance_2=3.0,
+            frame_counts=(5, 9),
+            fps=(8,),
+            default_fps=8,
+        ),
+        dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
+        demo=True,
+        description="Tiny random-weight WanPipeline with transformer + transformer_2 (built offline).",
+    )
+    return [
+        t2v,
+        _image_to_video(
+            t2v,
             key="wan22-i2v-a14b",
             display_name="Wan 2.2 I2V-A14B",
-            family="wan-14b",
-            kind="video",
-            pipeline_class="WanImageToVideoPipeline",
             path=models_dir / "Wan2.2-I2V-A14B-Diffusers",
-            experts=TWO_EXPERTS,
-            capabilities=Capabilities(
-                resolutions=((1280, 720), (720, 1280), (832, 480), (480, 832)),
-                steps=WAN_VIDEO_STEPS,
-                default_steps=40,
-                default_guidance=3.5,
-                default_guidance_2=3.5,
-                frame_counts=(33, 49, 81, 121),
-                fps=(16, 24),
-                default_fps=16,
-            ),
-            dims=LayerDims("wan", hidden=5120, ffn=13824, layers=40),
-            component_params={
-                "transformer": DeclaredComponent(14_290_000_000, blocks=40),
-                "transformer_2": DeclaredComponent(14_290_000_000, blocks=40),
-                "text_encoder": DeclaredComponent(5_680_000_000),  # UMT5-XXL encoder
-                "vae": DeclaredComponent(127_000_000),  # Wan 2.1 VAE
-            },
-            image_input="required",
             description="Image to video. Two experts like T2V; the input image is the first frame.",
         ),
         BaseModel(
@@ -222,49 +239,12 @@ def _defaults(models_dir: Path) -> list[BaseModel]:
             vae_decode_channels=128,
             description="Also FLUX.1 Krea [dev]: point the path at its snapshot.",
         ),
-        BaseModel(
-            key="wan22-a14b-demo",
-            display_name="Wan 2.2 A14B (demo)",
-            family="wan-demo",
-            kind="video",
-            pipeline_class="WanPipeline",
-            path=models_dir / "wan22-a14b-demo",
-            experts=TWO_EXPERTS,
-            capabilities=Capabilities(
-                resolutions=((32, 32), (48, 32)),
-                steps=(1, 10),
-                default_steps=4,
-                default_guidance=4.0,
-                default_guidance_2=3.0,
-                frame_counts=(5, 9),
-                fps=(8,),
-                default_fps=8,
-            ),
-            dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
-            demo=True,
-            description="Tiny random-weight WanPipeline with transformer + transformer_2 (built offline).",
-        ),
-        BaseModel(
+        t2v_demo,
+        _image_to_video(
+            t2v_demo,
             key="wan22-i2v-a14b-demo",
             display_name="Wan 2.2 I2V-A14B (demo)",
-            family="wan-demo",
-            kind="video",
-            pipeline_class="WanImageToVideoPipeline",
             path=models_dir / "wan22-i2v-a14b-demo",
-            experts=TWO_EXPERTS,
-            capabilities=Capabilities(
-                resolutions=((32, 32), (48, 32)),
-                steps=(1, 10),
-                default_steps=4,
-                default_guidance=3.5,
-                default_guidance_2=3.5,
-                frame_counts=(5, 9),
-                fps=(8,),
-                default_fps=8,
-            ),
-            dims=LayerDims("wan", hidden=24, ffn=32, layers=2),
-            demo=True,
-            image_input="required",
             description="Tiny random-weight WanImageToVideoPipeline with transformer + transformer_2 (built offline).",
         ),
         BaseModel(
