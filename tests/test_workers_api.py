@@ -46,7 +46,9 @@ class TestPages:
         (first, _), lora = announced
         client.force_login(owner)
         assert client.get("/ops/workers/").status_code == 404  # not staff: the page does not exist for them
+        assert 'href="/ops/workers/"' not in client.get("/").content.decode()
         staff(owner)
+        assert 'href="/ops/workers/"' in client.get("/").content.decode()  # staff find it in the top bar
         page = client.get("/ops/workers/").content.decode()
         assert first.split("@")[0] in page and lora.name in page and "25%" in page
 
