@@ -29,6 +29,22 @@ def _context(membership: Membership, **extra) -> dict:
     }
 
 
+def _cost_or_start(request: HttpRequest, form, *, create, started) -> HttpResponse | tuple[int | None, str, int]:
+    """The sweep and A/B forms: a POST with `preview` runs every check as a dry run and answers the cost (jobs);
+    without it, starts and redirects (`started(created)`). Otherwise (cost, error, status) to render the form with:
+    a GET is (None, "", 200), an invalid form or a refused create a 400-class status with the service's message."""
+    if request.method != "POST":
+        return None, "", 200
+    if not form.is_valid():
+        return None, "", 400
+    dry_run = "preview" in request.POST
+    try:
+        created, cost = create(dry_run)
+    except ApplicationError as exc:
+        return None, exc.message, exc.status_code
+    return (cost, "", 200) if dry_run else started(created)
+
+
 @login_required
 @require_GET
 def sweep_list(request: HttpRequest, slug: str) -> HttpResponse:
@@ -51,19 +67,15 @@ def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
     form = SweepForm(
         request.POST if request.method == "POST" else None, loras=loras, versions=versions, initial=initial
     )
-    cost, error, status = None, "", 200
-    if request.method == "POST":
-        status = 400
-        if form.is_valid():
-            dry_run = "preview" in request.POST
-            try:
-                sweep, cells = sweeps.sweep_create(actor=membership, dry_run=dry_run, **form.sweep_input())
-            except ApplicationError as exc:
-                error, status = exc.message, exc.status_code
-            else:
-                if not dry_run:
-                    return redirect("studio:sweep", slug=slug, sweep_id=sweep.id)
-                cost, status = cells, 200
+    outcome = _cost_or_start(
+        request,
+        form,
+        create=lambda dry_run: sweeps.sweep_create(actor=membership, dry_run=dry_run, **form.sweep_input()),
+        started=lambda sweep: redirect("studio:sweep", slug=slug, sweep_id=sweep.id),
+    )
+    if isinstance(outcome, HttpResponse):
+        return outcome
+    cost, error, status = outcome
     context = _context(membership, form=form, cost=cost, error=error, limit=settings.LORASITE_SWEEP_MAX_CELLS)
     return render(request, "generation/experiments/sweep_new.html", context, status=status)
 
@@ -132,19 +144,15 @@ def abtest_new(request: HttpRequest, slug: str) -> HttpResponse:
     loras = selectors.sweep_lora_choices(workspace=membership.workspace)
     initial = {field: request.GET[key] for key, field in (("a", "lora_a"), ("b", "lora_b")) if key in request.GET}
     form = ABTestForm(request.POST if request.method == "POST" else None, loras=loras, initial=initial)
-    cost, error, status = None, "", 200
-    if request.method == "POST":
-        status = 400
-        if form.is_valid():
-            dry_run = "preview" in request.POST
-            try:
-                test, jobs = abtests.abtest_create(actor=membership, dry_run=dry_run, **form.abtest_input())
-            except ApplicationError as exc:
-                error, status = exc.message, exc.status_code
-            else:
-                if not dry_run:
-                    return redirect("studio:abtest", slug=slug, test_id=test.id)
-                cost, status = jobs, 200
+    outcome = _cost_or_start(
+        request,
+        form,
+        create=lambda dry_run: abtests.abtest_create(actor=membership, dry_run=dry_run, **form.abtest_input()),
+        started=lambda test: redirect("studio:abtest", slug=slug, test_id=test.id),
+    )
+    if isinstance(outcome, HttpResponse):
+        return outcome
+    cost, error, status = outcome
     context = _context(membership, form=form, cost=cost, error=error, limit=settings.LORASITE_ABTEST_MAX_JOBS)
     return render(request, "generation/experiments/abtest_new.html", context, status=status)
 
