@@ -2,7 +2,8 @@
 
 Every base model has its own Celery queue, `gpu.<model key>`, so a worker only ever receives jobs
 for the models it serves (`LORASITE_WORKER_MODELS`). Each GPU worker also consumes a queue of its own,
-`gpu.w.<node name>` (`@` as `_`), where the router (generation/routing.py) sends the jobs whose LoRAs it holds.
+`gpu.w.<node name>` (`@` as `_`), where the router (generation/routing.py) sends the jobs whose LoRAs it holds,
+and `gpu.w.<node name>.prefetch`, where it gets the LoRAs to fetch ahead of the jobs (generation/scaleout.py).
 The queues are not declared in settings: Celery creates a missing queue (exchange and routing key
 named after it) both where a job is published and where a worker consumes it
 (`task_create_missing_queues`, on by default).
@@ -34,8 +35,14 @@ def worker_queue(worker_name: str) -> str:
     return WORKER_QUEUE_PREFIX + re.sub(r"[^A-Za-z0-9._-]", "_", worker_name)
 
 
+def prefetch_queue(worker_name: str) -> str:
+    """The queue of one worker's prefetches (generation/scaleout.py): apart from its jobs, so that its job backlog
+    is the length of its own queue on every broker."""
+    return worker_queue(worker_name) + ".prefetch"
+
+
 def model_of_queue(queue_name: str) -> str | None:
-    """The model key a GPU queue serves; None for any other queue (`default`, a worker's own queue)."""
+    """The model key a GPU queue serves; None for any other queue (`default`, a worker's own queues)."""
     if queue_name.startswith(WORKER_QUEUE_PREFIX) or not queue_name.startswith(GPU_QUEUE_PREFIX):
         return None
     return queue_name.removeprefix(GPU_QUEUE_PREFIX)

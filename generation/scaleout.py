@@ -5,15 +5,16 @@ each candidate's backlog from the broker, and asks the router. Any trouble readi
 the job to its model's shared queue, which is never wrong, only slower.
 
 `loras_prefetch(loras=...)` (activating a LoRA, adding it to a recipe, queueing a sweep) sends, after the commit,
-a low-priority `lora_prefetch` task to the own queue of each of the k workers a LoRA is placed on (per model it
-fits, as the router places it) that does not hold it yet: the worker fetches it into its disk cache between jobs,
-and converts it into the host tier of those models' pipelines when they are loaded, so the first job on it finds
-it there. A prefetch is a hint: a broker error is logged, never raised.
+a low-priority `lora_prefetch` task to the prefetch queue (`gpu.w.<name>.prefetch`) of each of the k workers a LoRA
+is placed on (per model it fits, as the router places it) that does not hold it yet: the worker fetches it into its
+disk cache between jobs, and converts it into the host tier of those models' pipelines when they are loaded, so the
+first job on it finds it there. A prefetch is a hint: a broker error is logged, never raised.
 
-`jobs_reroute_from_dead_workers()` (beat) empties the own queue of every worker whose heartbeat has vanished and
-sends each job still queued to its model's shared queue. It re-sends before it acknowledges, so a crash in between
-leaves a duplicate message, never a lost job; claiming is idempotent (services.job_claim), so a duplicate, or the
-dead worker coming back and taking its old message, is harmless (the pattern of lorasite/queueing.py).
+`jobs_reroute_from_dead_workers()` (beat) empties the own queues of every worker whose heartbeat has vanished,
+sends each job still queued to its model's shared queue and drops the prefetches. It re-sends before it
+acknowledges, so a crash in between leaves a duplicate message, never a lost job; claiming is idempotent
+(services.job_claim), so a duplicate, or the dead worker coming back and taking its old message, is harmless (the
+pattern of lorasite/queueing.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from kombu.simple import SimpleQueue
 
 from generation import worker_registry
 from generation.models import GenerationJob, JobStatus
-from generation.queues import gpu_queue, worker_queue
+from generation.queues import gpu_queue, prefetch_queue, worker_queue
 from generation.routing import JobRequest, Reason, Route, WorkerView, placement, route
 from loras.models import LoRA, Status
 from lorasite.metrics import count_routing
@@ -39,7 +40,11 @@ from lorasite.queueing import BROKER_ERRORS, queue_backlog
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "generation.tasks.generation_run"
-# Redis reads a queue's priority lists from 0 up: a prefetch waits behind every job in the worker's queue.
+# Prefetches have a queue of their own (gpu.w.<name>.prefetch) rather than a low priority in the job queue, so that
+# a worker's backlog is the plain length of its job queue on every broker: the embedded filesystem broker has no
+# priorities to tell them apart, and on Redis they would share a level with preview jobs (reading kombu's per-level
+# lists would also tie us to its key layout). The low priority still puts them last on Redis: kombu's BRPOP lists
+# every consumed queue's level 0 before any queue's level 9, so a prefetch waits behind every job the worker has.
 PREFETCH_PRIORITY = 9
 
 
@@ -57,7 +62,8 @@ def worker_view(worker: worker_registry.LiveWorker, *, backlog: int) -> WorkerVi
 
 
 def worker_backlog(worker: worker_registry.LiveWorker) -> int | None:
-    """Jobs waiting in the worker's own queue plus the one it runs; None when the broker does not answer."""
+    """Jobs waiting in the worker's own queue plus the one it runs (its prefetches wait apart: not counted); None
+    when the broker does not answer."""
     waiting = queue_backlog(worker_queue(worker.name))
     return None if waiting is None else waiting + (1 if worker.current_job else 0)
 
@@ -145,7 +151,7 @@ def _send_prefetches(loras: list[LoRA]) -> None:
                         "size": lora.file_size,
                         "model_keys": model_keys,
                     },
-                    queue=worker_queue(name),
+                    queue=prefetch_queue(name),
                     priority=PREFETCH_PRIORITY,
                 )
                 logger.info("Prefetch of LoRA %s sent to %s", lora.id, name)
@@ -154,7 +160,8 @@ def _send_prefetches(loras: list[LoRA]) -> None:
 
 
 def jobs_reroute_from_dead_workers() -> int:
-    """Beat: move the jobs waiting in dead workers' own queues to their models' shared queues; the number moved."""
+    """Beat: move the jobs waiting in dead workers' own queues to their models' shared queues (and drop their
+    prefetches); the number moved."""
     dead = worker_registry.dead_workers()
     moved = 0
     for name, last_seen in (dead or {}).items():
@@ -162,6 +169,9 @@ def jobs_reroute_from_dead_workers() -> int:
         if drained is None:
             break  # the broker does not answer: the next beat run tries again
         moved += drained
+        # Nothing in a prefetch queue is a job: emptying it only drops hints that no live worker would take.
+        if _reroute_queue(prefetch_queue(name)) is None:
+            break
         # Forgotten only well after its record expired, so that a job routed to it from a registry read just
         # before the expiry has long arrived in its queue (and been moved) by then.
         if drained == 0 and last_seen < time.time() - 2 * worker_registry.TTL_SECONDS:

@@ -1,7 +1,8 @@
 """What a GPU worker does at start and stop besides consuming its queues: log the memory plan of every model it
 serves (what `manage.py gpu_plan` prints), so a model that cannot fit shows in the log before any job fails on it;
-consume its own queue, `gpu.w.<node name>` (jobs the router sends to it); and announce itself in the worker
-registry while it runs, once more after every job, so the router sees what the job left loaded.
+consume its own queues, `gpu.w.<node name>` (jobs the router sends to it) and `gpu.w.<node name>.prefetch` (LoRAs
+to fetch ahead of them); and announce itself in the worker registry while it runs, once more after every job, so
+the router sees what the job left loaded.
 
 A worker is a GPU worker when it consumes model queues (`gpu.<model key>`): the queues it was started with (-Q)
 are what it serves."""
@@ -11,7 +12,7 @@ import logging
 from celery.signals import task_postrun, worker_ready, worker_shutdown
 
 from generation.model_registry import model_registry
-from generation.queues import model_of_queue, worker_queue
+from generation.queues import model_of_queue, prefetch_queue, worker_queue
 from generation.runtime.memory_plan import MemoryPlanError
 from generation.worker_registry import Heartbeat
 
@@ -52,10 +53,11 @@ def announce_worker(sender, **kwargs) -> None:
         return
     from generation.worker import worker_status  # torch: in the worker process only
 
-    # Its own queue first, then the record that makes the router send jobs there.
+    # Its own queues first, then the record that makes the router send jobs there.
     queue = worker_queue(sender.hostname)
     sender.add_task_queue(queue)
-    logger.info("Consuming %s, the queue of jobs routed to this worker", queue)
+    sender.add_task_queue(prefetch_queue(sender.hostname))
+    logger.info("Consuming %s, the queue of jobs routed to this worker (and its prefetches: %s.prefetch)", queue, queue)
     heartbeat = Heartbeat(name=sender.hostname, models=models, status=lambda: {"queue": queue, **worker_status()})
     heartbeat.start()
     _heartbeats.append(heartbeat)

@@ -1,12 +1,13 @@
 """Prefetch (generation/scaleout.py): activating a LoRA or adding it to a recipe sends a low-priority `lora_prefetch`
-to the own queue of each worker the LoRA is placed on that does not have it on disk yet; routing off, nothing."""
+to the prefetch queue of each worker the LoRA is placed on that does not have it on disk yet; routing off, nothing.
+Prefetches waiting for a worker are not part of its job backlog, so they never push its jobs to the shared queue."""
 
 import time
 
 import pytest
 
 from generation import scaleout, worker_registry
-from generation.queues import worker_queue
+from generation.queues import prefetch_queue
 from generation.recipes.services import recipe_create
 from generation.routing import placement
 from generation.services import LoRARequest
@@ -67,9 +68,9 @@ def test_activating_a_lora_prefetches_it_on_its_placed_workers_that_lack_it(
     with django_capture_on_commit_callbacks(execute=True):
         lora_update(actor=actor, lora=lora, is_active=True)
     expected = placed - {names[2]}
-    assert {call["queue"] for call in sent} == {worker_queue(name) for name in expected}
+    assert {call["queue"] for call in sent} == {prefetch_queue(name) for name in expected}
     assert all(call["priority"] == scaleout.PREFETCH_PRIORITY for call in sent)
-    mine = [call for call in sent if call["queue"] in {worker_queue(name) for name in names}]
+    mine = [call for call in sent if call["queue"] in {prefetch_queue(name) for name in names}]
     assert mine and mine[0]["kwargs"] == {
         "sha256": lora.sha256,
         "file_key": lora.file.name,
@@ -93,7 +94,7 @@ def test_a_recipe_prefetches_its_loras_and_routing_off_prefetches_nothing(
     with django_capture_on_commit_callbacks(execute=True):
         recipe_create(actor=actor, name="r", model=MODEL, prompt_template="x", loras=[LoRARequest(lora.id)])
     assert {call["queue"] for call in sent} == {
-        worker_queue(name) for name in placement(lora.sha256, live_names(names), k=2)
+        prefetch_queue(name) for name in placement(lora.sha256, live_names(names), k=2)
     }
 
     sent.clear()
@@ -124,4 +125,4 @@ def test_queueing_a_sweep_prefetches_its_loras(
             x_axis=Axis(kind="weight", values=(0.5, 1.0), lora_id=lora.id),
         )
     placed = placement(lora.sha256, live_names(names), k=2)
-    assert {call["queue"] for call in sent} == {worker_queue(name) for name in placed}
+    assert {call["queue"] for call in sent} == {prefetch_queue(name) for name in placed}
