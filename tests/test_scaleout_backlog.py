@@ -28,10 +28,16 @@ def broker(request, settings, tmp_path):
         return
     from lorasite.celery import app
 
-    folder = tmp_path / "broker"
-    folder.mkdir()
+    folders = {name: tmp_path / "broker" / name for name in ("queue", "control", "processed")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
     previous = app.conf.broker_transport_options
-    app.conf.broker_transport_options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folders["queue"]),
+        "data_folder_out": str(folders["queue"]),
+        "control_folder": str(folders["control"]),  # else the current directory
+        "processed_folder": str(folders["processed"]),
+    }
     try:
         # The app first: its conf reads the settings live, and restores the broker it saw on entering.
         with celery_app_on_broker("filesystem://"):
