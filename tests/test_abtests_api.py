@@ -8,6 +8,7 @@ from django.test import override_settings
 
 from generation.experiments import selectors
 from generation.models import ABPair, ABTest, ABVote, GenerationJob, JobStatus
+from tests.broker_fixtures import broker_down, broker_refuses_sends  # noqa: F401  (fixtures)
 from tests.factories import LoRAFactory, MembershipFactory, UserFactory, WorkspaceFactory
 from workspaces.models import Role
 
@@ -193,3 +194,31 @@ def test_a_lora_against_the_base_model(api, workspace, versions):
     assert response.status_code == 201, response.content
     assert response.json()["label_a"] == "Base model"
     assert not any(pair.job_a.job_loras.exists() for pair in ABPair.objects.all())  # two prompts, one seed
+
+
+@pytest.mark.usefixtures("broker_down")
+def test_broker_down_is_503_naming_the_job_queue_and_leaves_nothing(api, workspace, versions):
+    response = api.post(url(workspace), body(versions), format="json")
+    assert response.status_code == 503 and response["Content-Type"] == "application/json"
+    data = response.json()
+    assert (data["code"], data["service"]) == ("service_unavailable", "job queue")
+    assert data["message"] == (
+        "The job queue is unavailable; no A/B test was started and nothing was saved. Try again shortly."
+    )
+    assert not ABTest.objects.exists() and not ABPair.objects.exists() and not GenerationJob.objects.exists()
+    assert api.post(url(workspace), body(versions, dry_run=True), format="json").json()["jobs"] == 12
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("broker_refuses_sends")
+def test_a_broker_failing_after_the_check_keeps_the_whole_test_for_beat(api, workspace, versions):
+    response = api.post(url(workspace), body(versions), format="json")
+    assert response.status_code == 503, response.content
+    data = response.json()
+    assert data["service"] == "job queue" and data["message"] == (
+        "The job queue is unavailable; your A/B test is saved and its jobs will start when it is back."
+    )
+    test = ABTest.objects.get(id=data["abtest_id"])
+    assert test.pairs.count() == 6
+    jobs = GenerationJob.objects.filter(status=JobStatus.QUEUED, enqueued_at__isnull=True)
+    assert jobs.count() == 12

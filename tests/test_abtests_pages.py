@@ -4,6 +4,7 @@ the blind vote (no names, sides per member, one vote per pair), roles and cross-
 import pytest
 
 from generation.models import ABPair, ABTest, ABVote, GenerationJob, JobStatus
+from tests.broker_fixtures import broker_down  # noqa: F401  (a fixture)
 from tests.factories import LoRAFactory, MembershipFactory, WorkspaceFactory
 from workspaces.models import Role
 
@@ -132,3 +133,14 @@ def test_compare_page_shows_ab_results_and_quick_ab_test(client, workspace, owne
     assert "B is better" in page and "two-sided exact binomial test" in page and "α = 0.05" in page
     client.force_login(member_of(Role.VIEWER))
     assert "Quick A/B test</a>" not in client.get(compare).content.decode()
+
+
+@pytest.mark.usefixtures("broker_down")
+def test_broker_down_shows_the_job_queue_message_and_starts_nothing(client, workspace, owner, versions):
+    client.force_login(owner)
+    response = client.post(f"/w/{workspace.slug}/abtests/new/", form_data(versions))
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert 'role="alert"' in page and "The job queue is unavailable; no A/B test was started" in page
+    assert "a fox in snow" in page  # the form is kept, to start again later
+    assert not ABTest.objects.exists() and not GenerationJob.objects.exists()

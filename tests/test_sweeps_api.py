@@ -1,14 +1,19 @@
 """Sweeps over the API: cost before starting (dry run), one job per cell with only the axes differing, the cell
 limit, every problem a 400 with nothing queued, roles, cancel as a whole, the contact sheet, cross-workspace 404."""
 
+from datetime import timedelta
 from io import BytesIO
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 from PIL import Image
 
 from generation.models import GenerationJob, JobStatus, Sweep, SweepCell
+from generation.services import jobs_redispatch
+from generation.tasks import generation_run
 from lorasite.object_store import get_object_store
+from tests.broker_fixtures import broker_down, broker_refuses_sends  # noqa: F401  (fixtures)
 from tests.factories import LoRAFactory, MembershipFactory, WorkspaceFactory
 from workspaces.models import Role
 
@@ -201,3 +206,38 @@ def test_a_steps_sweep_of_the_base_model(api, workspace):
     response = api.post(url(workspace), data, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["x_title"] == "Steps" and response.json()["total"] == 3
+
+
+@pytest.mark.usefixtures("broker_down")
+def test_broker_down_is_503_naming_the_job_queue_and_leaves_nothing(api, workspace, lora):
+    response = api.post(url(workspace), body(lora), format="json")
+    assert response.status_code == 503 and response["Content-Type"] == "application/json"
+    data = response.json()
+    assert (data["code"], data["service"]) == ("service_unavailable", "job queue")
+    assert data["message"] == (
+        "The job queue is unavailable; no sweep was started and nothing was saved. Try again shortly."
+    )
+    assert not Sweep.objects.exists() and not SweepCell.objects.exists() and not GenerationJob.objects.exists()
+    # Bad input is still a 400 (checked before the broker), and a dry run needs no broker.
+    assert api.post(url(workspace), body(lora, prompt=""), format="json").status_code == 400
+    assert api.post(url(workspace), body(lora, dry_run=True), format="json").json()["cells"] == 7
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("broker_refuses_sends")
+def test_a_broker_failing_after_the_check_keeps_the_whole_sweep_for_beat(api, workspace, lora, monkeypatch):
+    response = api.post(url(workspace), body(lora), format="json")
+    assert response.status_code == 503, response.content
+    data = response.json()
+    assert data["service"] == "job queue" and data["message"] == (
+        "The job queue is unavailable; your sweep is saved and its jobs will start when it is back."
+    )
+    sweep = Sweep.objects.get(id=data["sweep_id"])
+    jobs = GenerationJob.objects.filter(sweep_cell__sweep=sweep)
+    assert jobs.count() == 7 and all(j.status == JobStatus.QUEUED and j.enqueued_at is None for j in jobs)
+
+    # Once the broker takes messages again, beat's re-send queues every cell.
+    sent = []
+    monkeypatch.setattr(generation_run, "apply_async", lambda args, **options: sent.append(args[0]))
+    assert jobs_redispatch(now=timezone.now() + timedelta(minutes=1)) == 7
+    assert sorted(sent) == sorted(str(job.id) for job in jobs)

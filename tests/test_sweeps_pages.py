@@ -4,6 +4,7 @@ htmx partial, cancel, the contact sheet link, the entry points (nav, LoRA page),
 import pytest
 
 from generation.models import GenerationJob, JobStatus, Sweep, SweepCell
+from tests.broker_fixtures import broker_down  # noqa: F401  (a fixture)
 from tests.factories import LoRAFactory, MembershipFactory, WorkspaceFactory
 from workspaces.models import Role
 
@@ -145,3 +146,14 @@ def test_the_sweep_button_starts_on_a_model_the_lora_fits(client, workspace, own
     page = client.get(f"/w/{workspace.slug}/sweeps/new/?lora={flux.id}").content.decode()
     model_select = page.split('name="model"')[1].split("</select>")[0]
     assert 'value="flux-demo" selected' in model_select
+
+
+@pytest.mark.usefixtures("broker_down")
+def test_broker_down_shows_the_job_queue_message_and_starts_nothing(client, workspace, owner, lora):
+    client.force_login(owner)
+    response = client.post(f"/w/{workspace.slug}/sweeps/new/", form_data(lora))
+    assert response.status_code == 503
+    page = response.content.decode()
+    assert 'role="alert"' in page and "The job queue is unavailable; no sweep was started" in page
+    assert 'name="prompt"' in page and "a lighthouse" in page  # the form is kept, to start again later
+    assert not Sweep.objects.exists() and not GenerationJob.objects.exists()

@@ -2,7 +2,8 @@
 
 Creating a test queues, for every prompt × seed, one job with stack A and one with stack B — the same prompt, seed
 and params — through `generation.services.generation_create`, all in one transaction (a problem in any job refuses
-the whole test, nothing queued); at most LORASITE_ABTEST_MAX_JOBS jobs, and a dry run answers the cost.
+the whole test, nothing queued); at most LORASITE_ABTEST_MAX_JOBS jobs, and a dry run answers the cost. With the job
+queue down the test is refused whole, nothing saved (generation/experiments/delivery.py).
 
 Voting is blind: each member sees each pair in their own stable random order (`a_is_left`) and picks left, right
 or tie; the vote is stored as A, B or tie. One vote per member per pair, changeable. Viewers vote too: they judge,
@@ -14,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from generation import services as job_services
+from generation.experiments import delivery
 from generation.experiments.selectors import a_is_left
 from generation.models import ABChoice, ABPair, ABTest, ABVote, JobStatus
 from generation.services import SEED_MAX, LoRARequest
@@ -128,6 +130,7 @@ def abtest_create(
         )
         test.full_clean()
         test.save()
+        job_ids = []
         for prompt_index in range(len(prompts)):
             for seed in seeds:
                 job_a = _queue(actor=actor, test=test, stack=stack_a, side="a", prompt_index=prompt_index, seed=seed)
@@ -135,8 +138,12 @@ def abtest_create(
                 pair = ABPair(test=test, prompt_index=prompt_index, seed=seed, job_a=job_a, job_b=job_b)
                 pair.full_clean()
                 pair.save()
+                job_ids += [job_a.id, job_b.id]
         if dry_run:
             transaction.set_rollback(True)
+            return test, jobs
+        delivery.broker_require(what="A/B test")
+    delivery.jobs_sent_require(job_ids=job_ids, what="A/B test", abtest_id=test.id)
     return test, jobs
 
 

@@ -3,7 +3,8 @@
 A sweep is one prompt and seed, a LoRA stack and one or two axes. Each cell is an ordinary job queued through
 `generation.services.generation_create`, all in one transaction: a problem in any cell (a weight out of range,
 steps the model does not allow, a LoRA not ready) refuses the whole sweep with nothing queued. The size is bounded
-by LORASITE_SWEEP_MAX_CELLS and a dry run answers the cost (the number of jobs) without queueing anything."""
+by LORASITE_SWEEP_MAX_CELLS and a dry run answers the cost (the number of jobs) without queueing anything. With the
+job queue down the sweep is refused whole, nothing saved (generation/experiments/delivery.py)."""
 
 import random
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from generation import services as job_services
+from generation.experiments import delivery
 from generation.experiments.contact_sheet import contact_sheet_png
 from generation.experiments.selectors import sweep_grid
 from generation.models import GenerationJob, Sweep, SweepAxisKind, SweepCell
@@ -167,11 +169,7 @@ def sweep_create(
         )
         sweep.full_clean()
         sweep.save()
-        # Queueing a sweep prefetches its LoRAs (every version a version axis names too) on their workers.
-        versions = {v for axis in (x_axis, y_axis) if axis and axis.kind == SweepAxisKind.VERSION for v in axis.values}
-        loras_prefetch(
-            loras=LoRA.objects.filter(workspace=actor.workspace, id__in={e.lora_id for e in loras} | versions)
-        )
+        job_ids = []
         for y in range(len(y_axis.values) if y_axis else 1):
             for x in range(len(x_axis.values)):
                 requests, cell_params = cell_inputs(sweep=sweep, x=x, y=y)
@@ -190,8 +188,17 @@ def sweep_create(
                 cell = SweepCell(sweep=sweep, job=job, x=x, y=y)
                 cell.full_clean()
                 cell.save()
+                job_ids.append(job.id)
         if dry_run:
             transaction.set_rollback(True)
+            return sweep, cells
+        delivery.broker_require(what="sweep")
+        # Queueing a sweep prefetches its LoRAs (every version a version axis names too) on their workers.
+        versions = {v for axis in (x_axis, y_axis) if axis and axis.kind == SweepAxisKind.VERSION for v in axis.values}
+        loras_prefetch(
+            loras=LoRA.objects.filter(workspace=actor.workspace, id__in={e.lora_id for e in loras} | versions)
+        )
+    delivery.jobs_sent_require(job_ids=job_ids, what="sweep", sweep_id=sweep.id)
     return sweep, cells
 
 
