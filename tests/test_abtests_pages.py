@@ -65,6 +65,24 @@ def test_the_same_lora_twice_is_refused_in_place(client, workspace, owner, versi
     assert not GenerationJob.objects.exists()
 
 
+def test_results_poll_while_a_job_runs_and_stop_once_all_have_finished(client, workspace, owner, versions, member_of):
+    client.force_login(owner)
+    client.post(f"/w/{workspace.slug}/abtests/new/", form_data(versions))
+    url = f"/w/{workspace.slug}/abtests/{ABTest.objects.get().id}/"
+    page = client.get(url)
+    assert 'id="abtest-live"' in page.content.decode() and 'hx-trigger="every 2s"' in page.content.decode()
+    assert page["Vary"].count("HX-Request") == 1
+    pair = ABPair.objects.first()
+    GenerationJob.objects.filter(id__in=[pair.job_a_id, pair.job_b_id]).update(status=JobStatus.SUCCEEDED)
+    ABVote.objects.create(pair=pair, user=member_of(Role.VIEWER), choice="a")
+    part = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert part.lstrip().startswith('<div id="abtest-live"') and "<html" not in part
+    assert "2 of 8 jobs finished · 1 voter" in part and 'hx-get="' + url + '"' in part
+    GenerationJob.objects.update(status=JobStatus.SUCCEEDED)
+    part = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert "8 of 8 jobs finished" in part and "hx-trigger" not in part  # done: the part stops polling
+
+
 def test_blind_vote_goes_pair_by_pair(client, workspace, owner, versions, member_of):
     client.force_login(owner)
     client.post(f"/w/{workspace.slug}/abtests/new/", form_data(versions))

@@ -1,7 +1,7 @@
 """Experiment pages. Sweeps: the list, the form ("Show cost" before starting), one sweep's grid that fills in live
 (htmx polling while a cell is queued or running), cancel, and the contact sheet. A/B tests: the list, the form (cost
-first), the results, and the blind vote. Every lookup starts from the caller's membership: another workspace's
-sweep or test is a 404."""
+first), the results (live the same way while a job is queued or running), and the blind vote. Every lookup starts
+from the caller's membership: another workspace's sweep or test is a 404."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -45,6 +45,14 @@ def _cost_or_start(request: HttpRequest, form, *, create, started) -> HttpRespon
     return (cost, "", 200) if dry_run else started(created)
 
 
+def _live_page(request: HttpRequest, *, page: str, part: str, context: dict) -> HttpResponse:
+    """A page with a live part that polls the page's own URL (templates/generation/experiments/_live.html): an
+    htmx request gets the part alone, any other the whole page."""
+    response = render(request, part if request.htmx else page, context)
+    patch_vary_headers(response, ("HX-Request",))  # the same URL answers a page or its part
+    return response
+
+
 @login_required
 @require_GET
 def sweep_list(request: HttpRequest, slug: str) -> HttpResponse:
@@ -85,10 +93,12 @@ def sweep_new(request: HttpRequest, slug: str) -> HttpResponse:
 def sweep_detail(request: HttpRequest, slug: str, sweep_id: int) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     grid = selectors.sweep_grid(sweep=selectors.sweep_get(workspace=membership.workspace, sweep_id=sweep_id))
-    template = "generation/experiments/_sweep_grid.html" if request.htmx else "generation/experiments/sweep.html"
-    response = render(request, template, _context(membership, grid=grid))
-    patch_vary_headers(response, ("HX-Request",))  # the same URL answers a page or the grid
-    return response
+    return _live_page(
+        request,
+        page="generation/experiments/sweep.html",
+        part="generation/experiments/_sweep_grid.html",
+        context=_context(membership, grid=grid),
+    )
 
 
 @login_required
@@ -162,8 +172,12 @@ def abtest_new(request: HttpRequest, slug: str) -> HttpResponse:
 def abtest_detail(request: HttpRequest, slug: str, test_id: int) -> HttpResponse:
     membership = membership_for_user(user=request.user, slug=slug)
     results = selectors.abtest_results(test=selectors.abtest_get(workspace=membership.workspace, test_id=test_id))
-    context = _context(membership, results=results, alpha=stats.ALPHA, minimum=selectors.MIN_DECISIVE_VOTES)
-    return render(request, "generation/experiments/abtest.html", context)
+    return _live_page(
+        request,
+        page="generation/experiments/abtest.html",
+        part="generation/experiments/_abtest_results.html",
+        context=_context(membership, results=results, alpha=stats.ALPHA, minimum=selectors.MIN_DECISIVE_VOTES),
+    )
 
 
 @login_required

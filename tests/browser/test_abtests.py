@@ -10,7 +10,10 @@ from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import expect
 
+from generation.experiments.abtests import Stack, abtest_create, abvote_set
+from generation.experiments.selectors import abpair_get
 from generation.models import ABPair, ABVote, GenerationJob, JobStatus
+from generation.services import LoRARequest
 from lorasite.object_store import get_object_store
 from tests.factories import LoRAFactory, MembershipFactory
 from workspaces.models import Role
@@ -31,7 +34,7 @@ def finish(job: GenerationJob, color: tuple[int, int, int]) -> None:
 
 def test_quick_ab_test_and_a_blind_vote(page, sign_in, screenshot, demo_models, monkeypatch):
     # The test finishes the jobs itself: none reaches a worker (the suite's real one may be running).
-    monkeypatch.setattr("generation.services._send_job", lambda job: None)
+    monkeypatch.setattr("generation.tasks.generation_run.apply_async", lambda *args, **options: None)
     owner = MembershipFactory(role=Role.OWNER, workspace__name="Studio", workspace__slug="studio")
     viewer = MembershipFactory(role=Role.VIEWER, workspace=owner.workspace)
     v1 = LoRAFactory(workspace=owner.workspace, name="ink wash", version="1", base_model="wan-demo")
@@ -79,3 +82,50 @@ def test_quick_ab_test_and_a_blind_vote(page, sign_in, screenshot, demo_models, 
     expect(results).to_contain_text("Not enough votes yet")  # 4 decisive votes, under the minimum
     expect(page.get_by_text("Two-sided exact binomial test against 50 %")).to_be_visible()
     screenshot("abtest-results")
+
+
+def test_results_fill_in_live_and_stop_polling_once_every_job_has_finished(
+    page, sign_in, screenshot, demo_models, monkeypatch
+):
+    monkeypatch.setattr("generation.tasks.generation_run.apply_async", lambda *args, **options: None)
+    owner = MembershipFactory(role=Role.OWNER, workspace__name="Studio", workspace__slug="studio")
+    viewer = MembershipFactory(role=Role.VIEWER, workspace=owner.workspace)
+    v1 = LoRAFactory(workspace=owner.workspace, name="ink wash", version="1", base_model="wan-demo")
+    v2 = LoRAFactory(workspace=owner.workspace, name="ink wash", version="2", base_model="wan-demo")
+    test, _ = abtest_create(
+        actor=owner,
+        model="wan22-a14b-demo",
+        prompts=["a lighthouse at dusk", "a fox in the snow"],
+        seeds=[1, 2],
+        params={"steps": 2},
+        stack_a=Stack(loras=(LoRARequest(lora_id=v1.id, weight=1.0),), label=""),
+        stack_b=Stack(loras=(LoRARequest(lora_id=v2.id, weight=1.0),), label=""),
+    )
+    sign_in(owner.user)
+    url = f"/w/studio/abtests/{test.id}/"
+    page.goto(url)
+    progress = page.locator("#abtest-progress")
+    expect(progress).to_have_text("0 of 8 jobs finished · 0 voters")
+
+    # Two pairs finish and the viewer votes on them: the open page shows both without a reload.
+    pairs = list(ABPair.objects.filter(test=test).select_related("job_a", "job_b").order_by("id"))
+    for pair in pairs[:2]:
+        finish(pair.job_a, (30, 90, 220))
+        finish(pair.job_b, (220, 120, 30))
+        abvote_set(actor=viewer, pair=abpair_get(test=test, pair_id=pair.id), side="tie")  # both now succeeded
+    GenerationJob.objects.filter(id=pairs[2].job_a_id).update(status=JobStatus.RUNNING, progress=50)
+    expect(progress).to_have_text("4 of 8 jobs finished · 1 voter", timeout=10_000)
+    expect(page.locator(".ab-overall td").nth(2)).to_have_text("2")  # the two ties
+    expect(page.locator("#abtest-live")).to_have_attribute("hx-trigger", "every 2s")
+    screenshot("abtest-results-live")
+
+    for pair in pairs[2:]:
+        finish(pair.job_a, (30, 90, 220))
+        finish(pair.job_b, (220, 120, 30))
+    expect(progress).to_have_text("8 of 8 jobs finished · 1 voter", timeout=10_000)
+    expect(page.locator("#abtest-live")).not_to_have_attribute("hx-trigger", re.compile(".*"))
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if request.url.endswith(url) else None)
+    page.wait_for_timeout(3_000)  # longer than the 2 s poll: none comes once every job has finished
+    assert polls == []
+    screenshot("abtest-results-done")

@@ -38,7 +38,7 @@ def finish(cell: SweepCell, color: tuple[int, int, int]) -> None:
 
 def test_sweep_grid_fills_in(page, sign_in, screenshot, demo_models, monkeypatch):
     # The test finishes the cells itself: no job reaches a worker (the suite's real one may be running).
-    monkeypatch.setattr("generation.services._send_job", lambda job: None)
+    monkeypatch.setattr("generation.tasks.generation_run.apply_async", lambda *args, **options: None)
     owner = MembershipFactory(role=Role.OWNER, workspace__name="Studio", workspace__slug="studio")
     lora = LoRAFactory(workspace=owner.workspace, name="ink wash", base_model="wan-demo", created_by=owner.user)
     detail = LoRAFactory(workspace=owner.workspace, name="detail", base_model="wan-demo")
