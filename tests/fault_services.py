@@ -95,11 +95,33 @@ def start_celery_worker(*, env: dict[str, str], name: str, log_path: Path) -> su
     """A real `celery worker` (solo pool: the job runs in the process a SIGKILL hits) consuming the default
     queue and every demo model's queue, in its own process group; returns once it answers a ping on the
     broker this process's Celery app uses."""
+    process = _launch_celery_worker(env=env, name=name, log_path=log_path)
+    _wait_for_ping(process, name=name, log_path=log_path)
+    return process
+
+
+@contextmanager
+def start_celery_workers(*, envs: dict[str, dict[str, str]], log_dir: Path) -> Iterator[dict[str, subprocess.Popen]]:
+    """Several workers as `start_celery_worker` makes them (name -> environment; logs `<name>.log` in `log_dir`),
+    launched together so that their start-up (imports, Django, the model registry) overlaps; yields name -> process
+    once every one answers a ping, and SIGKILLs them all at the end."""
+    processes: dict[str, subprocess.Popen] = {}
+    try:
+        for name, env in envs.items():
+            processes[name] = _launch_celery_worker(env=env, name=name, log_path=log_dir / f"{name}.log")
+        for name, process in processes.items():
+            _wait_for_ping(process, name=name, log_path=log_dir / f"{name}.log")
+        yield processes
+    finally:
+        for process in processes.values():
+            kill_process_group(process)
+
+
+def _launch_celery_worker(*, env: dict[str, str], name: str, log_path: Path) -> subprocess.Popen:
     from generation.queues import celery_worker_argv, worker_models, worker_queues
-    from lorasite.celery import app
 
     log = open(log_path, "a")
-    process = subprocess.Popen(
+    return subprocess.Popen(
         celery_worker_argv(
             ["default", *worker_queues(worker_models())],
             ["-P", "solo", "--without-gossip", "--without-mingle", "-n", f"{name}@%h", "--loglevel", "INFO"],
@@ -110,12 +132,16 @@ def start_celery_worker(*, env: dict[str, str], name: str, log_path: Path) -> su
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def _wait_for_ping(process: subprocess.Popen, *, name: str, log_path: Path) -> None:
+    from lorasite.celery import app
+
     deadline = time.monotonic() + 120
     while not any(f"{name}@" in node for reply in app.control.ping(timeout=1.0) for node in reply):
         if process.poll() is not None or time.monotonic() > deadline:
             kill_process_group(process)
             raise RuntimeError(f"The Celery worker {name} did not start; see {log_path}")
-    return process
 
 
 def kill_process_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
