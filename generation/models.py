@@ -49,6 +49,12 @@ class GenerationJob(models.Model):
     thumb_key = models.CharField(
         max_length=500, blank=True, help_text="WebP ≤ 320 px beside the output, made once by the worker; for grids."
     )
+    output_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Bytes of the output and poster as the worker stored them (0 until then); empty on jobs made before "
+        "sizes were measured, whose objects the bucket is asked about.",
+    )
     purpose = models.CharField(max_length=8, choices=JobPurpose.choices, default=JobPurpose.USER, db_index=True)
     # The image an image-to-video job starts from; its key is also kept in params["image_key"], the snapshot.
     input = models.ForeignKey("GenerationInput", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
@@ -67,6 +73,9 @@ class GenerationJob(models.Model):
             models.Index(fields=["workspace", "-created_at"]),
             # The base model's figures on a LoRA page: the workspace's jobs on the family's models (ratings/).
             models.Index(fields=["workspace", "model_key"], name="job_workspace_model"),
+            # The storage meter on every page: the sum of the measured outputs is read off this index alone, and
+            # the jobs from before sizes were measured (empty) are found at once.
+            models.Index(fields=["workspace", "output_bytes"], name="job_workspace_output_bytes"),
         ]
 
     def __str__(self) -> str:
@@ -108,6 +117,8 @@ class JobLoRA(models.Model):
     class Meta:
         ordering = ["job", "position"]
         constraints = [models.UniqueConstraint(fields=["job", "position"], name="job_lora_position_unique")]
+        # A LoRA page's latest uses: rows are made with their job, so the newest ids are the newest jobs.
+        indexes = [models.Index(fields=["lora_ref", "-id"], name="job_lora_ref_newest")]
 
     def __str__(self) -> str:
         return f"{self.name} v{self.version} @ {self.weight_label} ({self.expert})"
@@ -178,6 +189,48 @@ class OutputRating(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stars}★ for job {self.job_id}"
+
+
+class UsageCounter(models.Model):
+    """Maintained figures of the outputs made with one LoRA, or with no LoRA on one model of a workspace (the
+    LoRA page's "vs the base model"): kept by generation/usage.py on every job create, finish and delete and every
+    rating change, so the page reads one row instead of aggregating the whole history. Preview jobs do not count."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    lora = models.ForeignKey(LoRA, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    model_key = models.CharField(max_length=64, blank=True, help_text="The model of a no-LoRA row; empty on a LoRA's.")
+    generations = models.IntegerField(default=0)
+    succeeded = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    stars_1 = models.IntegerField(default=0)
+    stars_2 = models.IntegerField(default=0)
+    stars_3 = models.IntegerField(default=0)
+    stars_4 = models.IntegerField(default=0)
+    stars_5 = models.IntegerField(default=0)
+    last_used = models.DateTimeField(null=True, blank=True, help_text="When the newest job counted was created.")
+    latest_output = models.ForeignKey(
+        GenerationJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="A LoRA's newest succeeded job with a thumbnail: its card's preview when it has none of its own.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lora"], condition=models.Q(lora__isnull=False), name="usage_counter_one_per_lora"
+            ),
+            models.UniqueConstraint(
+                fields=["workspace", "model_key"],
+                condition=models.Q(lora__isnull=True),
+                name="usage_counter_one_per_base_model",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"usage of LoRA {self.lora_id}" if self.lora_id else f"usage of {self.model_key} with no LoRA"
 
 
 class SweepAxisKind(models.TextChoices):

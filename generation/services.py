@@ -17,6 +17,7 @@ from generation import scaleout
 from generation.inputs import job_image_params
 from generation.model_registry import BaseModel, family_fits, lora_fit_problem, model_get
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
+from generation.usage import usage_job_created, usage_job_deleted, usage_job_finished
 from loras.lora_inspect import family_label
 from loras.models import LoRA, Status
 from lorasite.errors import Conflict, InvalidInput, ServiceUnavailable
@@ -289,6 +290,7 @@ def _create_job(
         params=resolved_params,
         input_id=resolved_params.get("image"),
         purpose=purpose,
+        output_bytes=0,
     )
     job.full_clean()
     job.save()
@@ -309,6 +311,7 @@ def _create_job(
         )
         job_lora.full_clean()
         job_lora.save()
+    usage_job_created(job=job, lora_ids=[entry.lora.id for entry in resolved_loras])
     return job
 
 
@@ -393,6 +396,7 @@ def job_delete(*, actor: Membership, job: GenerationJob) -> None:
     if not job.is_finished:
         raise Conflict(f"The job is {job.status}; cancel it, then delete it once it has stopped.")
     storage_purge_schedule(prefix=job_output_prefix(job), reason=f"job {job.id} deleted")
+    usage_job_deleted(job=job)
     job.delete()
 
 
@@ -455,6 +459,7 @@ def _finish(job: GenerationJob, status: str, *, error: str = "", timings: dict |
     for name, value in fields.items():
         setattr(job, name, value)
     job.save()
+    usage_job_finished(job=job)
 
 
 def _running_or_none(job_id: str, *, outcome: str) -> GenerationJob | None:
@@ -473,7 +478,17 @@ def _delete_objects(*keys: str) -> None:
 
 
 @transaction.atomic
-def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict, thumb_key: str = "") -> None:
+def job_succeed(
+    *,
+    job_id: str,
+    output_key: str,
+    poster_key: str,
+    timings: dict,
+    thumb_key: str = "",
+    output_bytes: int | None = None,
+) -> None:
+    """The worker stored the job's output; `output_bytes` (output and poster) counts toward the quota, None: not
+    measured, the bucket is asked (workspaces/quota.py)."""
     from loras.previews import lora_preview_from_preview_job  # loras.previews imports this module
 
     job = _running_or_none(job_id, outcome="succeeded")
@@ -488,6 +503,7 @@ def job_succeed(*, job_id: str, output_key: str, poster_key: str, timings: dict,
         output_key=output_key,
         poster_key=poster_key,
         thumb_key=thumb_key,
+        output_bytes=output_bytes,
         progress=100,
     )
     if job.purpose == JobPurpose.PREVIEW:  # not a use: it neither counts nor moves the LoRA up the picker

@@ -35,3 +35,13 @@ def lora_prefetch(*, sha256: str, file_key: str, size: int, model_keys: list[str
     from generation.worker import prefetch_lora
 
     prefetch_lora(sha256=sha256, file_key=file_key, size=size, model_keys=model_keys)
+
+
+@shared_task(name="generation.tasks.usage_counters_rebuild")
+def usage_counters_rebuild() -> int:
+    """Beat, daily: recompute every workspace's usage counters, repairing what writes outside the services (a user
+    deleted in the admin, with their ratings) left behind; each workspace in its own short transaction."""
+    from generation.usage import usage_counters_rebuild as rebuild
+    from workspaces.models import Workspace
+
+    return sum(rebuild(workspace_id=workspace_id) for workspace_id in Workspace.objects.values_list("id", flat=True))

@@ -151,7 +151,9 @@ def _apply_adapters(job: GenerationJob, manager: AdapterManager, specs: list[Ada
 
 def _generate_and_store(
     job: GenerationJob, model: BaseModel, pipe, progress: _Progress, timings: dict
-) -> tuple[str, str, str]:
+) -> tuple[str, str, str, int]:
+    """Run the pipeline and store the output, its poster and thumbnail: their keys, and the bytes of the output and
+    poster (what counts toward the workspace's quota)."""
     params = job.params
     with phase(timings, "inference"):
         output = run_pipeline(
@@ -188,7 +190,8 @@ def _generate_and_store(
         with phase(timings, "upload"):
             for name in (*filter(None, names), THUMB_NAME):
                 store.save_file(prefix + name, folder / name)
-    return prefix + names[0], (prefix + names[1]) if names[1] else "", prefix + THUMB_NAME
+        size = sum((folder / name).stat().st_size for name in filter(None, names))
+    return prefix + names[0], (prefix + names[1]) if names[1] else "", prefix + THUMB_NAME, size
 
 
 def _input_image(params: dict) -> Image.Image | None:
@@ -268,9 +271,14 @@ def _execute_claimed(job: GenerationJob) -> None:
                 outcome["error"] = f"{outcome['error']} {reset_error}" if outcome["error"] else reset_error
     _PHASES.observe({"queue_wait": job.timings.get("queue_wait"), **timings})
     if "keys" in outcome:
-        output_key, poster_key, thumb_key = outcome["keys"]
+        output_key, poster_key, thumb_key, output_bytes = outcome["keys"]
         services.job_succeed(
-            job_id=job_id, output_key=output_key, poster_key=poster_key, thumb_key=thumb_key, timings=timings
+            job_id=job_id,
+            output_key=output_key,
+            poster_key=poster_key,
+            thumb_key=thumb_key,
+            output_bytes=output_bytes,
+            timings=timings,
         )
     else:
         services.job_fail(job_id=job_id, error=outcome["error"], timings=timings, cancelled=outcome["cancelled"])

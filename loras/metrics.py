@@ -3,20 +3,20 @@
 `lora_metrics(lora)` answers the LoRA page's and the API's figures — generations, succeeded and failed, the average
 rating with its count, the 1–5 histogram and when it was last used — and the same figures for the workspace's jobs
 on the LoRA's base model (the registry's models of its family) with no LoRA at all, so a page can say
-"4.1 ★ (37 ratings) vs 3.2 ★ for the base model (52)". Four aggregate queries whatever the history, on indexed
-columns (JobLoRA.lora, OutputRating.job, GenerationJob (workspace, model_key)); no job row is loaded."""
+"4.1 ★ (37 ratings) vs 3.2 ★ for the base model (52)". They are read from counters maintained on every job and
+rating change (generation/usage.py), so the page costs two indexed row reads whatever the history. A pair's
+figures (a job with both halves counted once) are aggregates over the jobs that used its halves."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Exists, F, Max, OuterRef, Q
+from django.db.models import Count, Max, Q, Sum
 
 from generation.model_registry import model_registry
-from generation.models import GenerationJob, JobLoRA, JobStatus, OutputRating
+from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus, OutputRating, UsageCounter
+from generation.usage import FIGURE_FIELDS, STARS, histogram_counts
 from loras.models import LoRA, LoRAPair
-
-STARS = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)
@@ -56,73 +56,51 @@ class LoRAMetrics:
         return f"{self.lora.rating_label} vs {against}"
 
 
-_JOB_FIGURES = {
-    "generations": Count("job_id", distinct=True),
-    "succeeded": Count("job_id", distinct=True, filter=Q(job__status=JobStatus.SUCCEEDED)),
-    "failed": Count("job_id", distinct=True, filter=Q(job__status=JobStatus.FAILED)),
-    "last_used": Max("job__created_at"),
-}
-
-
-def _histogram_counts() -> dict:
-    # Distinct ids: through JobLoRA a LoRA used twice in one job (both experts) would count its ratings twice.
-    return {f"stars_{stars}": Count("id", distinct=True, filter=Q(stars=stars)) for stars in STARS}
-
-
-def _figures(jobs: dict | None, ratings: dict | None) -> UsageFigures:
-    """UsageFigures from one row of job counts and one of rating counts per star (the average is the histogram's:
-    an Avg over a join would weigh a doubly joined rating twice)."""
-    jobs = jobs or {"generations": 0, "succeeded": 0, "failed": 0, "last_used": None}
-    histogram = tuple((ratings or {}).get(f"stars_{stars}", 0) for stars in STARS)
+def _figures(row: dict | None) -> UsageFigures:
+    """UsageFigures from a counter row's values (the average is the histogram's)."""
+    row = row or {}
+    histogram = tuple(row.get(f"stars_{stars}") or 0 for stars in STARS)
     count = sum(histogram)
     return UsageFigures(
-        generations=jobs["generations"],
-        succeeded=jobs["succeeded"],
-        failed=jobs["failed"],
+        generations=row.get("generations") or 0,
+        succeeded=row.get("succeeded") or 0,
+        failed=row.get("failed") or 0,
         rating_average=sum(stars * n for stars, n in zip(STARS, histogram, strict=True)) / count if count else None,
         rating_count=count,
         histogram=histogram,
-        last_used=jobs["last_used"],
+        last_used=row.get("last_used"),
     )
 
 
 def lora_usage(*, lora_ids: Iterable[int]) -> dict[int, UsageFigures]:
-    """Each LoRA's own figures, for any number of LoRAs in two grouped queries (a versions list, a LoRA page)."""
+    """Each LoRA's own figures, for any number of LoRAs in one query of their counters (a versions list, a page)."""
     lora_ids = list(lora_ids)
-    jobs = {
-        row["lora_id"]: row
-        for row in JobLoRA.objects.filter(lora_id__in=lora_ids).values("lora_id").annotate(**_JOB_FIGURES)
-    }
-    ratings = {
-        row["lora_id"]: row
-        for row in OutputRating.objects.filter(job__job_loras__lora_id__in=lora_ids)
-        .values(lora_id=F("job__job_loras__lora_id"))
-        .annotate(**_histogram_counts())
-    }
-    return {lora_id: _figures(jobs.get(lora_id), ratings.get(lora_id)) for lora_id in lora_ids}
+    rows = {row["lora_id"]: row for row in UsageCounter.objects.filter(lora_id__in=lora_ids).values()}
+    return {lora_id: _figures(rows.get(lora_id)) for lora_id in lora_ids}
+
+
+def base_model_usage(*, workspace_id: int, family: str) -> tuple[UsageFigures, tuple[str, ...]]:
+    """The figures of the workspace's jobs with no LoRA on the registry's models of `family` (their counters summed
+    in one query), and those models' display names."""
+    models = [model for model in model_registry().values() if model.family == family]
+    row = UsageCounter.objects.filter(
+        workspace_id=workspace_id, lora=None, model_key__in=[model.key for model in models]
+    ).aggregate(**{name: Sum(name) for name in FIGURE_FIELDS}, last_used=Max("last_used"))
+    return _figures(row), tuple(model.display_name for model in models)
 
 
 def _jobs_figures(used_in) -> UsageFigures:
-    """The figures of the jobs whose ids `used_in` (a subquery) gives, each job once: two aggregate queries."""
-    job_row = GenerationJob.objects.filter(id__in=used_in).aggregate(
+    """The figures of the jobs whose ids `used_in` (a subquery) gives, each job once: two aggregate queries over
+    their history (a pair's: a job with both halves counts once, which per-LoRA counters cannot tell)."""
+    jobs = GenerationJob.objects.filter(id__in=used_in).exclude(purpose=JobPurpose.PREVIEW)
+    job_row = jobs.aggregate(
         generations=Count("id"),
         succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
         failed=Count("id", filter=Q(status=JobStatus.FAILED)),
         last_used=Max("created_at"),
     )
-    rating_row = OutputRating.objects.filter(job_id__in=used_in).aggregate(**_histogram_counts())
-    return _figures(job_row, rating_row)
-
-
-def base_model_usage(*, workspace_id: int, family: str) -> tuple[UsageFigures, tuple[str, ...]]:
-    """The figures of the workspace's jobs with no LoRA on the registry's models of `family` (two queries), and
-    those models' display names."""
-    models = [model for model in model_registry().values() if model.family == family]
-    without_loras = ~Exists(JobLoRA.objects.filter(job_id=OuterRef("pk")))
-    jobs = GenerationJob.objects.filter(
-        without_loras, workspace_id=workspace_id, model_key__in=[model.key for model in models]
-    )
-    return _jobs_figures(jobs.values("id")), tuple(model.display_name for model in models)
+    rating_row = OutputRating.objects.filter(job_id__in=jobs.values("id")).aggregate(**histogram_counts("id"))
+    return _figures(job_row | rating_row)
 
 
 def pair_metrics(*, pair: LoRAPair) -> LoRAMetrics:
@@ -133,6 +111,6 @@ def pair_metrics(*, pair: LoRAPair) -> LoRAMetrics:
 
 
 def lora_metrics(*, lora: LoRA) -> LoRAMetrics:
-    """The LoRA page's figures: the LoRA's and its base model's, in four aggregate queries."""
+    """The LoRA page's figures: the LoRA's and its base model's, in two queries of their counters."""
     base, base_models = base_model_usage(workspace_id=lora.workspace_id, family=lora.base_model)
     return LoRAMetrics(lora=lora_usage(lora_ids=[lora.id])[lora.id], base=base, base_models=base_models)

@@ -11,7 +11,7 @@ from django.db.models import Case, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
 
 from generation.model_registry import family_fits, lora_fit_problem, model_registry
-from generation.models import JobLoRA, JobStatus
+from generation.models import JobLoRA, UsageCounter
 from loras.filters import LoRAFilterSet
 from loras.models import Expert, LoRA, LoRAPair, Status
 from loras.pair_names import PairKey, pair_keys, partner_role
@@ -77,16 +77,10 @@ def _with_duplicate_of(queryset: QuerySet[LoRA]) -> QuerySet[LoRA]:
 
 
 def with_preview_fallback(queryset: QuerySet[LoRA]) -> QuerySet[LoRA]:
-    """Annotate `fallback_thumb_key`: the thumbnail of the latest succeeded job of the LoRA's workspace that used
-    it. A subquery, so a page of cards stays one query."""
-    latest = (
-        JobLoRA.objects.filter(
-            lora_ref=OuterRef("id"), job__workspace_id=OuterRef("workspace_id"), job__status=JobStatus.SUCCEEDED
-        )
-        .exclude(job__thumb_key="")
-        .order_by("-job__finished_at")
-        .values("job__thumb_key")[:1]
-    )
+    """Annotate `fallback_thumb_key`: the thumbnail of the LoRA's latest succeeded job, which its usage counter
+    keeps (generation/usage.py). A subquery on one row per LoRA, so a page of cards stays one query and costs the
+    same whatever the history."""
+    latest = UsageCounter.objects.filter(lora_id=OuterRef("id")).values("latest_output__thumb_key")[:1]
     return queryset.annotate(fallback_thumb_key=Subquery(latest))
 
 
@@ -163,11 +157,13 @@ def lora_tags(*, workspace: Workspace) -> list[str]:
 
 def lora_job_uses(*, lora: LoRA, limit: int = 20) -> list[JobLoRA]:
     """The latest generation jobs of the LoRA's workspace that used it, as their JobLoRA snapshots
-    (weight and expert as the job had them), newest first."""
+    (weight and expert as the job had them), newest first. By the snapshot's id, which follows the jobs' creation
+    (a job's rows are made with it): an index walk that stops at `limit`, where ordering by the job's time would
+    sort the LoRA's whole history."""
     return list(
         JobLoRA.objects.filter(lora_ref=lora.id, job__workspace_id=lora.workspace_id)
         .select_related("job")
-        .order_by("-job__created_at", "position")[:limit]
+        .order_by("-id")[:limit]
     )
 
 

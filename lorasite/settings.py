@@ -278,6 +278,7 @@ CELERY_BEAT_SCHEDULE = {
     "generation-recover-stalled": {"task": "generation.tasks.generation_recover_stalled", "schedule": 60},
     # Jobs routed to a worker that died before taking them go to their model's shared queue.
     "generation-reroute": {"task": "generation.tasks.generation_reroute", "schedule": 15},
+    "usage-counters-rebuild": {"task": "generation.tasks.usage_counters_rebuild", "schedule": 24 * 3600},
 }
 
 # --- LoRA library ---------------------------------------------------------------------------

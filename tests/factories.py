@@ -57,7 +57,24 @@ class LoRAFactory(factory.django.DjangoModelFactory):
     tensor_count = 400
 
 
-class GenerationJobFactory(factory.django.DjangoModelFactory):
+class HistoryFactory(factory.django.DjangoModelFactory):
+    """Writes history rows directly, so afterwards it recomputes the workspace's usage counters from them, as the
+    services keep them (tests/test_usage_counters.py holds the services' upkeep equal to this rebuild)."""
+
+    class Meta:
+        abstract = True
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        from generation.usage import usage_counters_rebuild
+
+        row = super()._create(model_class, *args, **kwargs)
+        job = getattr(row, "job", row)
+        usage_counters_rebuild(workspace_id=job.workspace_id)
+        return row
+
+
+class GenerationJobFactory(HistoryFactory):
     """A succeeded image job row (no output file), for tests of what is read about jobs: ratings, metrics."""
 
     class Meta:
@@ -72,7 +89,7 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     status = "succeeded"
 
 
-class JobLoRAFactory(factory.django.DjangoModelFactory):
+class JobLoRAFactory(HistoryFactory):
     """One LoRA of a job, snapshotted from the LoRA as generation_create does."""
 
     class Meta:
@@ -91,7 +108,7 @@ class JobLoRAFactory(factory.django.DjangoModelFactory):
     expert = "both"
 
 
-class OutputRatingFactory(factory.django.DjangoModelFactory):
+class OutputRatingFactory(HistoryFactory):
     class Meta:
         model = "generation.OutputRating"
 

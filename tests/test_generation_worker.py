@@ -114,6 +114,8 @@ def test_image_job(actor):
     assert job.status == JobStatus.SUCCEEDED, job.error
     assert job.output_key.endswith("/output.png") and job.poster_key == ""
     assert frame_of(job).ndim == 3
+    # The worker records what the output weighs, for the storage meter (the thumbnail does not count).
+    assert job.output_bytes == get_object_store().size(job.output_key) > 0
 
 
 def test_lora_changes_output_and_weight_zero_is_base(actor, make_lora):

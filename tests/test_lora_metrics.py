@@ -1,5 +1,7 @@
 """Adapter metrics (loras/metrics.py): the LoRA's figures and the base model's alone, right to the rating, and a
-fixed number of queries whatever the history (5 jobs or 50)."""
+fixed number of queries whatever the history (5 jobs or 50): they are read from the usage counters
+(generation/usage.py; the factories rebuild them from the rows they write, tests/test_usage_counters.py holds the
+services' upkeep equal to that)."""
 
 import pytest
 from django.db import connection
@@ -88,7 +90,7 @@ def test_a_fixed_number_of_queries_whatever_the_history(lora, django_assert_max_
             OutputRatingFactory(job=job, user=rater, stars=1 + index % 5)
         base = GenerationJobFactory(workspace=lora.workspace)
         OutputRatingFactory(job=base, user=raters[0], stars=3)
-    with django_assert_max_num_queries(4):
+    with django_assert_max_num_queries(2):  # the LoRA's counter row and its base model's rows
         metrics = lora_metrics(lora=lora)
     assert metrics.lora.generations == jobs
     assert metrics.base.rating_count == jobs

@@ -25,6 +25,7 @@ from generation import worker_registry
 from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus
 from generation.runtime.encode import write_mp4
 from generation.thumbnails import THUMB_MAX_SIDE
+from generation.usage import usage_counters_rebuild
 from loras import previews
 from loras.models import LoRA, Status
 from lorasite.object_store import get_object_store
@@ -70,7 +71,7 @@ def make_lora(workspace, user=None, **fields) -> LoRA:
 
 
 def make_job(workspace, lora, *, kind="image", status=JobStatus.SUCCEEDED, thumb=True, tmp_path=None):
-    """A finished job that used `lora`, with its objects stored as the worker stores them."""
+    """A finished job that used `lora`, with its objects stored as the worker stores them (sizes not measured)."""
     job = GenerationJob.objects.create(
         workspace=workspace,
         model_key=DEMO,
@@ -107,6 +108,7 @@ def make_job(workspace, lora, *, kind="image", status=JobStatus.SUCCEEDED, thumb
             job.thumb_key = prefix + "thumb.webp"
             store.save_stream(job.thumb_key, io.BytesIO(image_bytes((320, 320), "WEBP")))
         job.save()
+    usage_counters_rebuild(workspace_id=workspace.id)  # the rows were written directly, not by the services
     return job
 
 

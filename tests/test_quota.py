@@ -121,6 +121,22 @@ class TestQuota:
         api.post(f"/api/v1/workspaces/{workspace.slug}/loras/uploads/", {"filename": "b.safetensors", "size": 1000})
         assert workspace_storage_usage(workspace=workspace).used_bytes == path.stat().st_size + 10 + 1 + 1000
 
+    def test_measured_outputs_are_summed_without_asking_the_bucket(self, workspace, owner, monkeypatch):
+        """Jobs the worker measured count their recorded sizes; only jobs from before sizes were measured (empty)
+        make the meter list the bucket."""
+        measured = finished_job(workspace, owner, output_bytes=10)
+        GenerationJob.objects.filter(id=measured.id).update(output_bytes=11)  # as job_succeed records it
+        GenerationJob.objects.create(workspace=workspace, model_key=WAN, kind="video", output_bytes=0)  # no output
+
+        def no_listing():
+            raise AssertionError("the bucket was listed")
+
+        monkeypatch.setattr("workspaces.quota.get_object_store", no_listing)
+        assert workspace_storage_usage(workspace=workspace).used_bytes == 11
+        monkeypatch.undo()
+        finished_job(workspace, owner, output_bytes=5)  # not measured: its 5 + 1 bytes are read from the bucket
+        assert workspace_storage_usage(workspace=workspace).used_bytes == 11 + 6
+
     def test_multipart_start_is_refused_with_the_declared_size(self, api, workspace, owner):
         finished_job(workspace, owner, output_bytes=500)
         with override_settings(LORASITE_WORKSPACE_QUOTA_BYTES=1000):

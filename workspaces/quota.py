@@ -58,19 +58,20 @@ def workspace_quota_limit(workspace: Workspace) -> int:
 
 
 def _output_bytes(workspace_id: int) -> int:
-    # Output sizes are not kept in rows: the bucket is the truth. Only the objects a job row still names count.
-    named = set()
+    """The bytes of the outputs and posters the workspace's job rows name: the sizes the workers measured, summed
+    off an index (GenerationJob's job_workspace_output_bytes), plus, for outputs stored before sizes were measured,
+    what the bucket says of those objects."""
+    jobs = GenerationJob.objects.filter(workspace_id=workspace_id).order_by()  # unordered: the index above serves
+    measured = jobs.aggregate(total=Sum("output_bytes"))["total"] or 0
+    unmeasured = set()
     for output_key, poster_key in (
-        GenerationJob.objects.filter(workspace_id=workspace_id)
-        .exclude(output_key="")
-        .values_list("output_key", "poster_key")
+        jobs.filter(output_bytes__isnull=True).exclude(output_key="").values_list("output_key", "poster_key")
     ):
-        named.update(key for key in (output_key, poster_key) if key)
-    if not named:
-        return 0
-    return sum(
-        stored.size for stored in get_object_store().list(f"workspaces/{workspace_id}/outputs/") if stored.key in named
-    )
+        unmeasured.update(key for key in (output_key, poster_key) if key)
+    if not unmeasured:
+        return measured
+    listed = get_object_store().list(f"workspaces/{workspace_id}/outputs/")
+    return measured + sum(stored.size for stored in listed if stored.key in unmeasured)
 
 
 def workspace_storage_usage(*, workspace: Workspace) -> StorageUsage:

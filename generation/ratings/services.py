@@ -6,6 +6,7 @@ Only a succeeded job has an output to rate; anything else is a 409 naming the jo
 from django.db import transaction
 
 from generation.models import GenerationJob, JobStatus, OutputRating
+from generation.usage import usage_rating_changed
 from lorasite.errors import Conflict, InvalidInput, NotFound
 from workspaces.models import Membership
 
@@ -32,11 +33,13 @@ def rating_set(*, actor: Membership, job: GenerationJob, stars: int) -> OutputRa
         )
     # Locked so two requests of one member side by side change one row rather than both inserting.
     rating = OutputRating.objects.select_for_update().filter(job=job, user=actor.user).first()
+    old_stars = rating.stars if rating else None
     if rating is None:
         rating = OutputRating(job=job, user=actor.user)
     rating.stars = stars
     rating.full_clean()
     rating.save()
+    usage_rating_changed(job=job, old_stars=old_stars, new_stars=stars)
     return rating
 
 
@@ -45,6 +48,8 @@ def rating_delete(*, actor: Membership, job: GenerationJob) -> None:
     """Remove the actor's rating of the job's output; 404 when there is none."""
     if job.workspace_id != actor.workspace_id:
         raise NotFound("Job not found.")
-    deleted, _ = OutputRating.objects.filter(job=job, user=actor.user).delete()
-    if not deleted:
+    rating = OutputRating.objects.select_for_update().filter(job=job, user=actor.user).first()
+    if rating is None:
         raise NotFound("You have not rated this output.")
+    rating.delete()
+    usage_rating_changed(job=job, old_stars=rating.stars, new_stars=None)

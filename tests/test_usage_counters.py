@@ -1,0 +1,150 @@
+"""The usage counters behind the LoRA page's metrics (generation/usage.py): after every kind of event — a job created
+with LoRAs or with none, a preview job, a job finishing succeeded, failed or cancelled, a rating given, changed and
+removed, a job deleted, a LoRA purged — the counters the services kept equal what a rebuild from the history says.
+And the rebuild itself: the management command, beat's task, and a repair after a write that bypassed the services."""
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from generation import services
+from generation.models import GenerationJob, JobPurpose, OutputRating, UsageCounter
+from generation.ratings.services import rating_delete, rating_set
+from generation.tasks import usage_counters_rebuild as rebuild_task
+from generation.usage import FIGURE_FIELDS, usage_counters_rebuild
+from loras.metrics import lora_metrics
+from loras.models import LoRA
+from tests.ingest import ingest_ready
+from tests.lora_files import write_lora
+from workspaces.models import Role
+
+pytestmark = pytest.mark.django_db
+
+MODEL = "wan22-a14b-demo"
+
+
+def snapshot(workspace) -> dict:
+    """The workspace's counter rows that hold anything, by subject."""
+    rows = UsageCounter.objects.filter(workspace=workspace).values("lora_id", "model_key", *FIGURE_FIELDS, "last_used")
+    return {
+        (row.pop("lora_id"), row.pop("model_key")): row
+        for row in rows
+        if any(row[name] for name in FIGURE_FIELDS) or row["last_used"]
+    }
+
+
+def assert_kept_equal_to_history(workspace) -> dict:
+    kept = snapshot(workspace)
+    savepoint = transaction.savepoint()
+    usage_counters_rebuild(workspace_id=workspace.id)
+    rebuilt = snapshot(workspace)
+    transaction.savepoint_rollback(savepoint)
+    assert kept == rebuilt
+    return kept
+
+
+@pytest.fixture
+def actors(workspace, member_of):
+    return {role: workspace.memberships.get(user=member_of(role)) for role in (Role.OWNER, Role.MEMBER, Role.VIEWER)}
+
+
+@pytest.fixture
+def loras(demo_models, actors, tmp_path):
+    owner = actors[Role.OWNER]
+    return [
+        ingest_ready(actor=owner, path=write_lora(tmp_path / f"{name}.safetensors", family="wan-demo", seed=seed))
+        for seed, name in enumerate(("ink", "rust"))
+    ]
+
+
+def create(actor, *requests, purpose=JobPurpose.USER) -> GenerationJob:
+    return services.generation_create(
+        actor=actor, model=MODEL, prompt="a lighthouse", params={"steps": 1}, loras=list(requests), purpose=purpose
+    )
+
+
+def finish(job, outcome: str) -> None:
+    services.job_claim(job_id=job.id, worker="w1")
+    if outcome == "succeeded":
+        services.job_succeed(job_id=job.id, output_key="", poster_key="", timings={})
+    else:
+        services.job_fail(job_id=job.id, error="out of memory", timings={}, cancelled=outcome == "cancelled")
+    job.refresh_from_db()
+
+
+def test_every_event_keeps_the_counters_equal_to_the_history(workspace, actors, loras):
+    owner, member, viewer = actors[Role.OWNER], actors[Role.MEMBER], actors[Role.VIEWER]
+    ink, rust = loras
+    one = create(member, services.LoRARequest(ink.id))
+    # One LoRA in both experts with its own weights, beside another: each LoRA counts the job once.
+    both = create(
+        owner, services.LoRARequest(ink.id, expert="both", weight=1.0, weight_low=0.5), services.LoRARequest(rust.id)
+    )
+    plain, plain_too = create(member), create(owner)
+    create(owner, services.LoRARequest(rust.id), purpose=JobPurpose.PREVIEW)  # not a use: counts nowhere
+    kept = assert_kept_equal_to_history(workspace)
+    assert kept[(ink.id, "")]["generations"] == 2
+    assert kept[(rust.id, "")]["generations"] == 1
+    assert kept[(None, MODEL)]["generations"] == 2
+
+    finish(one, "succeeded")
+    finish(both, "failed")
+    finish(plain, "succeeded")
+    services.generation_cancel(actor=owner, job=plain_too)
+    plain_too.refresh_from_db()
+    kept = assert_kept_equal_to_history(workspace)
+    assert (kept[(ink.id, "")]["succeeded"], kept[(ink.id, "")]["failed"]) == (1, 1)
+    assert (kept[(None, MODEL)]["succeeded"], kept[(None, MODEL)]["failed"]) == (1, 0)
+
+    rating_set(actor=owner, job=one, stars=5)
+    rating_set(actor=viewer, job=one, stars=3)
+    rating_set(actor=member, job=plain, stars=4)
+    kept = assert_kept_equal_to_history(workspace)
+    rating_set(actor=owner, job=one, stars=2)  # changed
+    rating_delete(actor=viewer, job=one)  # removed
+    kept = assert_kept_equal_to_history(workspace)
+    assert [kept[(ink.id, "")][f"stars_{stars}"] for stars in (1, 2, 3, 4, 5)] == [0, 1, 0, 0, 0]
+    assert kept[(None, MODEL)]["stars_4"] == 1
+    assert lora_metrics(lora=ink).headline == "2.0 ★ (1 rating) vs 4.0 ★ for the base model (1)"
+
+    # Deleting the newest of a LoRA's jobs takes its figures, its ratings' and its time of last use out.
+    rating_set(actor=member, job=one, stars=5)
+    newest = create(owner, services.LoRARequest(ink.id))
+    finish(newest, "succeeded")
+    rating_set(actor=owner, job=newest, stars=1)
+    services.job_delete(actor=owner, job=newest)
+    services.job_delete(actor=owner, job=plain)
+    kept = assert_kept_equal_to_history(workspace)
+    assert kept[(ink.id, "")]["last_used"] == both.created_at
+    assert (None, MODEL) in kept and kept[(None, MODEL)]["generations"] == 1
+
+    # A purged LoRA's jobs keep their snapshot but count for no LoRA's row (and not for the base model).
+    LoRA.objects.filter(id=rust.id).delete()
+    kept = assert_kept_equal_to_history(workspace)
+    assert (rust.id, "") not in kept
+    assert kept[(ink.id, "")]["generations"] == 2
+
+
+def test_the_rebuild_repairs_what_bypassed_the_services(workspace, actors, loras, capsys):
+    owner = actors[Role.OWNER]
+    [ink, _] = loras
+    job = create(owner, services.LoRARequest(ink.id))
+    finish(job, "succeeded")
+    rating_set(actor=owner, job=job, stars=5)
+    OutputRating.objects.filter(job=job).delete()  # as deleting the user in the admin would
+    assert lora_metrics(lora=ink).lora.rating_count == 1
+
+    call_command("usage_rebuild", "--workspace", workspace.slug)
+    assert f"{workspace.slug}: " in capsys.readouterr().out
+    assert lora_metrics(lora=ink).lora.rating_count == 0
+
+    UsageCounter.objects.filter(lora=ink).update(generations=99)
+    assert rebuild_task() >= 1
+    assert lora_metrics(lora=ink).lora.generations == 1
+
+
+def test_the_command_names_an_unknown_workspace():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No workspace with the slug 'nowhere'"):
+        call_command("usage_rebuild", "--workspace", "nowhere")
