@@ -8,18 +8,17 @@ activating a LoRA prefetches it into the disk cache and host tier of the worker 
 The counts are the workers' own (their heartbeat records: downloads, adapters applied by where they came from).
 The test prints where its time went (start, ingest, each stream and the jobs' own phases) for CI's log."""
 
-import random
 import statistics
 import time
 
 import pytest
 
 from generation import scaleout, services, worker_registry
-from generation.models import FINISHED, GenerationJob, JobStatus
+from generation.models import GenerationJob, JobStatus
 from generation.queues import worker_queue
 from generation.routing import placement
-from loras.models import LoRA, Status
-from loras.services import LoRAOptions, lora_ingest_local_file, lora_update
+from loras.models import LoRA
+from loras.services import lora_update
 from lorasite.queueing import queue_backlog
 from tests.fault_services import (
     RedisServer,
@@ -29,27 +28,27 @@ from tests.fault_services import (
     wait_until,
     worker_environment,
 )
-from tests.lora_files import write_lora
+from tests.scale_out_stream import (
+    MODEL,
+    PARAMS,
+    STREAM_JOBS,
+    STREAM_LORAS,
+    WORKER_SETTINGS,
+    adapter_loads,
+    delta,
+    live,
+    make_loras,
+    run_stream,
+    total,
+    worker_counts,
+    zipf_stream,
+)
 from workspaces.models import Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-MODEL = "wan-ti2v-demo"
-# The smallest job the demo model takes (one step, 5 frames, no classifier-free guidance pass): the test measures
-# LoRA traffic, not inference.
-PARAMS = {"steps": 1, "num_frames": 5, "guidance": 1.0}
 WORKERS = ("scale1", "scale2", "scale3")
-LORAS_PER_RUN, JOBS_PER_RUN = 12, 60  # the issue's stream
 IN_FLIGHT = 2 * len(WORKERS)  # a steady stream: each worker has about one job waiting behind the one it runs
-# Few adapters fit on a "device": without routing every worker cycles through every LoRA.
-WORKER_SETTINGS = {
-    "LORASITE_WORKER_HEARTBEAT_SECONDS": "1",
-    "LORASITE_WORKER_TTL_SECONDS": "3",
-    "LORASITE_RESIDENT_ADAPTERS": "2",
-    "LORASITE_WORKER_MODELS": MODEL,
-    # Three workers share CI's two cores: one torch thread each, or their threads contend (a job then takes ~10x).
-    "OMP_NUM_THREADS": "1",
-}
 # Where the test's time goes, printed at the end: phase -> seconds.
 ELAPSED: dict[str, float] = {}
 
@@ -76,72 +75,6 @@ def workers(broker, demo_models, tmp_path):
         yield processes
 
 
-def live() -> dict[str, worker_registry.LiveWorker]:
-    return {worker.name.split("@")[0]: worker for worker in worker_registry.live_workers() or []}
-
-
-def make_loras(actor, tmp_path, seeds: range) -> list[LoRA]:
-    """Ingest one small LoRA per seed through the app (the workers run the ingest tasks side by side)."""
-    created = []
-    for seed in seeds:
-        path = write_lora(tmp_path / f"style_{seed}.safetensors", family="wan-demo", blocks=2, std=0.2, seed=seed)
-        lora = lora_ingest_local_file(actor=actor, path=path, filename=path.name, options=LoRAOptions(name=f"s{seed}"))
-        created.append(lora)
-    ids = [lora.id for lora in created]
-    wait_until(
-        lambda: not LoRA.objects.filter(id__in=ids, status=Status.PROCESSING).exists(),
-        timeout=120,
-        what="the workers to ingest the LoRAs",
-        interval=0.25,
-    )
-    assert set(LoRA.objects.filter(id__in=ids).values_list("status", flat=True)) == {Status.READY}
-    return created
-
-
-def zipf_stream(loras: list[LoRA], *, seed: int) -> list[LoRA]:
-    weights = [1 / rank for rank in range(1, len(loras) + 1)]
-    return random.Random(seed).choices(loras, weights=weights, k=JOBS_PER_RUN)
-
-
-def counters() -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for worker in live().values():
-        for key, value in worker.counters.items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
-
-
-def run_stream(actor, stream: list[LoRA], *, jobs_before: int) -> tuple[list[GenerationJob], dict[str, int]]:
-    """Send the stream keeping IN_FLIGHT jobs unfinished; wait until all end and every worker has reported them."""
-    ids = []
-
-    def unfinished() -> int:
-        return GenerationJob.objects.filter(id__in=ids).exclude(status__in=FINISHED).count()
-
-    for lora in stream:
-        wait_until(lambda: unfinished() < IN_FLIGHT, timeout=120, what="room in the stream", interval=0.05)
-        job = services.generation_create(
-            actor=actor, model=MODEL, prompt="a lighthouse", params=PARAMS, loras=[services.LoRARequest(lora.id)]
-        )
-        ids.append(job.id)
-    wait_until(lambda: unfinished() == 0, timeout=180, what="the stream to finish", interval=0.25)
-    # The workers announce their counters right after each job.
-    expected = jobs_before + len(stream)
-    totals = wait_until(
-        lambda: (totals := counters()).get("jobs", 0) >= expected and totals, timeout=15, what="the workers' counts"
-    )
-    return list(GenerationJob.objects.filter(id__in=ids)), totals
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {key: after.get(key, 0) - before.get(key, 0) for key in after}
-
-
-def adapter_loads(counts: dict[str, int]) -> int:
-    """Adapters that had to be loaded onto the device: from the file or from host memory (not already resident)."""
-    return counts.get("adapter_file", 0) + counts.get("adapter_host_tier", 0)
-
-
 def phases(jobs: list[GenerationJob]) -> str:
     """The median of each phase of the jobs (their timings), for the printed profile."""
     keys = sorted({key for job in jobs for key in job.timings})
@@ -154,19 +87,27 @@ def test_routing_keeps_loras_where_they_are_and_a_dead_worker_s_queue_is_re_rout
     actor = workspace.memberships.get(user=member_of(Role.OWNER))
     clock = time.monotonic()
     # Both runs' LoRAs in one batch: the routed run must not find the first run's LoRAs already on the workers.
-    loras = make_loras(actor, tmp_path, range(2 * LORAS_PER_RUN))
-    without_loras, with_loras = loras[:LORAS_PER_RUN], loras[LORAS_PER_RUN:]
+    loras = make_loras(actor, tmp_path, range(2 * STREAM_LORAS))
+    without_loras, with_loras = loras[:STREAM_LORAS], loras[STREAM_LORAS:]
     ELAPSED[f"ingest {len(loras)} LoRAs"], clock = time.monotonic() - clock, time.monotonic()
 
-    settings.LORASITE_ROUTING = False
-    start = counters()
-    plain_jobs, after_plain = run_stream(actor, zipf_stream(without_loras, seed=1), jobs_before=start.get("jobs", 0))
-    ELAPSED[f"{JOBS_PER_RUN} jobs without routing"], clock = time.monotonic() - clock, time.monotonic()
-    settings.LORASITE_ROUTING = True
-    routed_jobs, after_routed = run_stream(
-        actor, zipf_stream(with_loras, seed=1), jobs_before=after_plain.get("jobs", 0)
-    )
-    ELAPSED[f"{JOBS_PER_RUN} jobs with routing"], clock = time.monotonic() - clock, time.monotonic()
+    def stream(loras: list[LoRA], *, routing: bool, before: dict) -> tuple[list[GenerationJob], dict]:
+        settings.LORASITE_ROUTING = routing
+        jobs, after = run_stream(
+            actor,
+            zipf_stream(loras, jobs=STREAM_JOBS, seed=1),
+            model=MODEL,
+            params=PARAMS,
+            in_flight=IN_FLIGHT,
+            jobs_before=before.get("jobs", 0),
+        )
+        return jobs, total(after)
+
+    start = total(worker_counts())
+    plain_jobs, after_plain = stream(without_loras, routing=False, before=start)
+    ELAPSED[f"{STREAM_JOBS} jobs without routing"], clock = time.monotonic() - clock, time.monotonic()
+    routed_jobs, after_routed = stream(with_loras, routing=True, before=after_plain)
+    ELAPSED[f"{STREAM_JOBS} jobs with routing"], clock = time.monotonic() - clock, time.monotonic()
 
     for job in plain_jobs + routed_jobs:
         assert job.status == JobStatus.SUCCEEDED, job.error
