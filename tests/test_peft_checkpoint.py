@@ -5,6 +5,7 @@ bytes unchanged; every bad input a 400 naming the problem with nothing stored; r
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.test import TestCase
@@ -29,14 +30,21 @@ CONFIG = {
 }
 
 
-@pytest.fixture
-def weights(tmp_path):
-    """adapter_model.safetensors as peft's save_pretrained writes it: keys under base_model.model., no alpha."""
-    bare = write_lora(tmp_path / "bare.safetensors", family="wan-demo", key_format="peft", blocks=1, rank=4)
+def peft_weights(folder: Path, *, seed: int = 0) -> Path:
+    """folder/adapter_model.safetensors as peft's save_pretrained writes it: keys under base_model.model., no
+    alpha (the rank and alpha of CONFIG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    bare = write_lora(folder / "bare.safetensors", family="wan-demo", key_format="peft", blocks=1, rank=4, seed=seed)
     tensors = {f"base_model.model.{name}": value for name, value in load_file(bare).items()}
-    path = tmp_path / "adapter_model.safetensors"
+    bare.unlink()
+    path = folder / "adapter_model.safetensors"
     save_file(tensors, path)
     return path
+
+
+@pytest.fixture
+def weights(tmp_path):
+    return peft_weights(tmp_path)
 
 
 def config_bytes(**changes) -> bytes:

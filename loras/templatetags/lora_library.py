@@ -1,4 +1,4 @@
-"""Template tags of the library: a pair's halves, the Generate link and the upload dialog's size limit."""
+"""Template tags of the library: a pair's halves, the Generate link and the upload dialog's size limits."""
 
 from django import template
 from django.conf import settings
@@ -24,3 +24,9 @@ def generate_query(lora: LoRA) -> str:
 def max_lora_bytes() -> int:
     """LORASITE_MAX_LORA_BYTES, for the upload dialog wherever a page includes it."""
     return settings.LORASITE_MAX_LORA_BYTES
+
+
+@register.simple_tag
+def max_app_upload_bytes() -> int:
+    """LORASITE_MAX_APP_UPLOAD_BYTES: the upload dialog sends a PEFT checkpoint through the app, in one request."""
+    return settings.LORASITE_MAX_APP_UPLOAD_BYTES

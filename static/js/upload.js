@@ -3,6 +3,9 @@
 // for both). Each file gets a progress bar; a failed part is retried; the new LoRA's card is added
 // to the grid, and while the card polls its way from processing to ready or failed, the file's row
 // shows the same status. A duplicate found by the ingest task leaves no card: the row names the original.
+// A PEFT checkpoint (adapter_config.json with adapter_model.safetensors, or one .zip of both) goes through the app
+// in one request instead (POST …/loras/, as the API takes it): the server converts and checks it and answers in its
+// own words, shown in the checkpoint's row.
 // Elsewhere (the Generate page's picker) the dialog polls each new LoRA's card itself and announces a ready one
 // with a "lora:ready" event on the document.
 (() => {
@@ -18,7 +21,11 @@
   const CARD = "[data-lora-id][data-status]";
 
   const uploadsUrl = dialog.dataset.uploadsUrl;
+  const lorasUrl = dialog.dataset.lorasUrl;
   const maxBytes = Number(dialog.dataset.maxBytes);
+  const maxAppBytes = Number(dialog.dataset.maxAppBytes);
+  const PEFT_CONFIG = "adapter_config.json";
+  const PEFT_WEIGHTS = "adapter_model.safetensors";
   const csrfToken = document.querySelector('meta[name="csrf-token"]').content;
   const list = dialog.querySelector("[data-upload-list]");
   const itemTemplate = dialog.querySelector("template[data-upload-item]");
@@ -69,6 +76,13 @@
     return "";
   }
 
+  // loras/services/validation.py check_app_upload_size: the API refuses it from the request's size, unread.
+  function appUploadProblem(size) {
+    if (size <= maxAppBytes) return "";
+    return `The file is ${humanSize(size)}; uploads through the app are limited to ${humanSize(maxAppBytes)} ` +
+      "(LORASITE_MAX_APP_UPLOAD_BYTES). Send larger files with the multipart upload (POST …/loras/uploads/).";
+  }
+
   // --- the JSON API (session cookie + CSRF header) ---------------------------------------------
 
   class ApiError extends Error {
@@ -94,11 +108,11 @@
 
   // --- one row per file --------------------------------------------------------------------------
 
-  function addRow(file) {
+  function addRow(name, size) {
     const row = itemTemplate.content.firstElementChild.cloneNode(true);
-    row.querySelector(".upload-name").textContent = file.name;
-    row.querySelector(".upload-size").textContent = humanSize(file.size);
-    row.querySelector("progress").setAttribute("aria-label", `Upload of ${file.name}`);
+    row.querySelector(".upload-name").textContent = name;
+    row.querySelector(".upload-size").textContent = humanSize(size);
+    row.querySelector("progress").setAttribute("aria-label", `Upload of ${name}`);
     list.append(row);
     return row;
   }
@@ -236,7 +250,7 @@
   }
 
   async function upload(file) {
-    const row = addRow(file);
+    const row = addRow(file.name, file.size);
     const problem = declaredFileProblem(file);
     if (problem) {
       setState(row, "failed", problem);
@@ -270,6 +284,93 @@
     } finally {
       inFlight -= 1;
     }
+  }
+
+  // --- a PEFT checkpoint, through the app -----------------------------------------------------------
+
+  // XHR rather than fetch, for the upload's progress; the answer is the API's JSON either way.
+  function postForm(url, form, signal, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      const abort = () => xhr.abort();
+      xhr.open("POST", url);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.setRequestHeader("X-CSRFToken", csrfToken);
+      xhr.upload.onprogress = (event) => event.lengthComputable && onProgress(event.loaded / event.total);
+      xhr.onload = () => {
+        let body = {};
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch {
+          // not JSON (a proxy's error page): ApiError says the status
+        }
+        if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+        else reject(new ApiError(body, xhr.status));
+      };
+      xhr.onerror = () => reject(new Error("The connection to the server failed."));
+      xhr.onabort = () => reject(new DOMException("Cancelled", "AbortError"));
+      xhr.onloadend = () => signal.removeEventListener("abort", abort);
+      signal.addEventListener("abort", abort, { once: true });
+      xhr.send(form);
+    });
+  }
+
+  // checkpoint: {weights, config} (config absent for a .zip), or {files, problem} when the choice is no checkpoint.
+  async function register(checkpoint) {
+    const files = checkpoint.files || [checkpoint.config, checkpoint.weights].filter(Boolean);
+    const size = files.reduce((total, file) => total + file.size, 0);
+    const row = addRow(files.map((file) => file.name).join(" + "), size);
+    const problem = checkpoint.problem || appUploadProblem(checkpoint.weights.size);
+    if (problem) {
+      setState(row, "failed", problem);
+      return;
+    }
+    const cancel = new AbortController();
+    row.querySelector(".upload-cancel").addEventListener("click", () => cancel.abort(), { once: true });
+    setState(row, "uploading", "Uploading…");
+    inFlight += 1;
+    try {
+      const form = new FormData();
+      form.append("file", checkpoint.weights);
+      if (checkpoint.config) form.append("adapter_config", checkpoint.config);
+      const lora = await postForm(lorasUrl, form, cancel.signal, (fraction) => {
+        setProgress(row, fraction);
+        // Sent: the server now converts and checks it, then stores it, before it answers.
+        if (fraction === 1) setState(row, "processing", PROCESSING);
+      });
+      await showCard(lora.id, row);
+    } catch (error) {
+      if (cancel.signal.aborted) setState(row, "cancelled", "Cancelled.");
+      else setState(row, "failed", error.message, duplicateLink(error));
+    } finally {
+      inFlight -= 1;
+    }
+  }
+
+  const baseName = (file) => file.name.split(/[/\\]/).pop().toLowerCase();
+
+  // The PEFT checkpoints among the chosen files, and the files that are single LoRAs. A browser gives no folders, so
+  // two files named adapter_config.json cannot be told apart: one checkpoint per choice, or a .zip each.
+  function checkpointsAndFiles(files) {
+    const checkpoints = files.filter((file) => extensionOf(file.name) === ".zip").map((zip) => ({ weights: zip }));
+    const configs = files.filter((file) => baseName(file) === PEFT_CONFIG);
+    const weights = files.filter((file) => baseName(file) === PEFT_WEIGHTS);
+    let peft = [];
+    if (configs.length === 1 && weights.length === 1) {
+      checkpoints.push({ config: configs[0], weights: weights[0] });
+      peft = [configs[0], weights[0]];
+    } else if (configs.length === 1) {
+      const problem = `${PEFT_CONFIG} needs its ${PEFT_WEIGHTS}: choose the two files together, or one .zip of both.`;
+      checkpoints.push({ files: configs, problem });
+      peft = configs;
+    } else if (configs.length > 1) {
+      const problem = `${configs.length} files named ${PEFT_CONFIG}: give one PEFT checkpoint at a time, or a .zip ` +
+        "for each.";
+      checkpoints.push({ files: [...configs, ...weights], problem });
+      peft = [...configs, ...weights];
+    }
+    const singles = files.filter((file) => extensionOf(file.name) !== ".zip" && !peft.includes(file));
+    return { checkpoints, singles };
   }
 
   // Each card htmx loads (the results, a single card, a card's poll) updates its file's row.
@@ -310,7 +411,9 @@
   });
 
   function uploadAll(files) {
-    for (const file of files) upload(file);
+    const { checkpoints, singles } = checkpointsAndFiles([...files]);
+    for (const checkpoint of checkpoints) register(checkpoint);
+    for (const file of singles) upload(file);
   }
 
   input.addEventListener("change", () => {
