@@ -1,5 +1,6 @@
 """A sweep in a real Chromium: from the LoRA page's "Sweep" button, the cost shown before starting, then the grid
-filling in live as cells finish (outputs written as the worker would), and the contact sheet link at the end."""
+filling in live as cells finish (outputs written as the worker would), the contact sheet link at the end, and a
+cell rated in the grid."""
 
 import re
 from io import BytesIO
@@ -9,7 +10,7 @@ from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import expect
 
-from generation.models import GenerationJob, JobStatus, Sweep, SweepCell
+from generation.models import GenerationJob, JobStatus, OutputRating, Sweep, SweepCell
 from generation.thumbnails import thumbnail_bytes
 from lorasite.object_store import get_object_store
 from tests.factories import LoRAFactory, MembershipFactory
@@ -75,6 +76,12 @@ def test_sweep_grid_fills_in(page, sign_in, screenshot, demo_models, monkeypatch
     expect(page.get_by_role("link", name="Contact sheet (PNG)")).to_be_visible()
     expect(page.get_by_role("button", name="Cancel the sweep")).to_have_count(0)
     screenshot("sweep-grid-done")
+    # A cell is an ordinary job: it is rated right in the grid.
+    first = page.locator(f'.sweep-cell[data-cell="{cells[0].x},{cells[0].y}"]')
+    first.get_by_role("button", name="4 stars").click()
+    expect(first.locator(".rating-summary")).to_have_text("4.0 ★ · 1 rating")
+    assert OutputRating.objects.get(job=cells[0].job).stars == 4
+    screenshot("sweep-grid-rated")
     with page.expect_response(lambda r: "contact-sheet" in r.url or r.url.endswith(".png")):
         page.get_by_role("link", name="Contact sheet (PNG)").click()
     assert Sweep.objects.get().sheet_key
