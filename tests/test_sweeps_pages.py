@@ -157,3 +157,23 @@ def test_broker_down_shows_the_job_queue_message_and_starts_nothing(client, work
     assert 'role="alert"' in page and "The job queue is unavailable; no sweep was started" in page
     assert 'name="prompt"' in page and "a lighthouse" in page  # the form is kept, to start again later
     assert not Sweep.objects.exists() and not GenerationJob.objects.exists()
+
+
+def test_the_grid_rates_every_succeeded_cell_in_one_query(client, workspace, owner, lora):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(owner)
+
+    def grid_queries(weights: str) -> tuple[int, str]:
+        client.post(f"/w/{workspace.slug}/sweeps/new/", form_data(lora, weights=weights))
+        sweep = Sweep.objects.order_by("-id").first()
+        GenerationJob.objects.filter(sweep_cell__sweep=sweep).update(status=JobStatus.SUCCEEDED)
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(f"/w/{workspace.slug}/sweeps/{sweep.id}/").content.decode()
+        return len(queries), page
+
+    few, page = grid_queries("0, 1")
+    many, page = grid_queries("0, 0.25, 0.5, 0.75, 1, 1.25")
+    assert page.count('aria-label="Your rating"') == 6
+    assert many == few
