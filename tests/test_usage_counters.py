@@ -148,3 +148,31 @@ def test_the_command_names_an_unknown_workspace():
 
     with pytest.raises(CommandError, match="No workspace with the slug 'nowhere'"):
         call_command("usage_rebuild", "--workspace", "nowhere")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_created_side_by_side_count_each_once(workspace, actors, loras, monkeypatch, settings):
+    """Eight threads create the first jobs of a LoRA (and of the base model) at once: each creates the counter row
+    it needs or finds the other's (ON CONFLICT DO NOTHING), and every increment lands."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from django.db import connection
+
+    if not settings.USING_POSTGRES:
+        pytest.skip("side by side transactions need PostgreSQL (required in CI)")
+    monkeypatch.setattr("generation.services._send_job", lambda job: None)  # no worker takes them
+    member, [ink, _] = actors[Role.MEMBER], loras
+    barrier = Barrier(8)
+
+    def one(index: int) -> None:
+        try:
+            barrier.wait()
+            create(member, *([services.LoRARequest(ink.id)] if index % 2 else []))
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(one, range(8)))
+    kept = assert_kept_equal_to_history(workspace)
+    assert kept[(ink.id, "")]["generations"] == 4 and kept[(None, MODEL)]["generations"] == 4
