@@ -84,12 +84,16 @@ def requests_in_flight(live_server) -> _RequestsInFlight:
 
 @pytest.fixture
 def page(browser, live_server, requests_in_flight):
+    """A fresh browser page on the live server; the test fails on any uncaught error in the page's JavaScript."""
     context = browser.new_context(base_url=live_server.url, viewport=DESKTOP_VIEWPORT)
     context.set_default_timeout(15_000)
     page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
     yield page
     context.close()
     requests_in_flight.wait_idle()
+    assert not script_errors, script_errors
 
 
 @pytest.fixture

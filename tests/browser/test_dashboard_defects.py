@@ -22,15 +22,6 @@ LONG_PROMPT = (
 )
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    """Fails the test on any uncaught error in the page's JavaScript."""
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield
-    assert not errors, errors
-
-
 @pytest.fixture
 def owner():
     return MembershipFactory(role=Role.OWNER, workspace__name="Wan studio", workspace__slug="wan-studio")

@@ -14,14 +14,6 @@ from workspaces.models import Role
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield
-    assert not errors, errors
-
-
 @pytest.fixture
 def studio():
     owner = MembershipFactory(role=Role.OWNER, workspace__name="Ink studio", workspace__slug="ink-studio")

@@ -21,15 +21,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 MiB = 1024 * 1024
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    """Fails the test on any uncaught error in the page's JavaScript."""
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield
-    assert not errors, errors
-
-
 def server_message(filename: str, size: int) -> str:
     """What the server answers for this declared file (the dialog must say the same)."""
     with pytest.raises(ApplicationError) as refused:

@@ -21,14 +21,6 @@ from workspaces.models import Role
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield
-    assert not errors, errors
-
-
 def refusal(check, *args) -> str:
     """The message the server gives for this input (the dialog must show the same)."""
     with pytest.raises(ApplicationError) as refused:

@@ -19,14 +19,6 @@ from workspaces.models import Role
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture(autouse=True)
-def no_script_errors(page):
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    yield
-    assert not errors, errors
-
-
 def gradient_png(width: int, height: int, hue: int) -> bytes:
     from PIL import Image
 
