@@ -1,35 +1,381 @@
-"""Scale-out: the same skewed stream of jobs on 1, 2 and 3 GPU workers, with affinity routing and without.
+"""Scale-out: the issue's skewed stream of jobs on 1, 2 and 3 real Celery GPU-worker processes, with affinity routing
+and without; then, second and labelled so, a simulation of the same policy over a longer stream.
 
-A discrete-event simulation that calls the real router (`generation.routing.route`) at each job's arrival with a
-snapshot of the simulated workers, exactly as `generation/scaleout.py` builds it from the registry; the workers
-are modelled: each runs one job at a time, taking from its own queue first, then the model's shared queue; keeps
-`RESIDENT` adapters on the device (least recently used out), every adapter it has loaded in host memory (the
-default 8 GiB host tier holds them all), and every file it has fetched on disk. A job costs its inference time
-plus, per LoRA not resident, a load from host memory or from the file, plus a download when the file is not on
-disk. The real three-process run is tests/test_scale_out.py (fewer downloads and loads asserted there); this
-measures the policy over a longer stream than CI can afford, in milliseconds and without a GPU.
+**Measured.** A child Django process (run as `python -m bench.scale_out`) drives what tests/test_scale_out.py
+drives, with the same stream and worker settings (tests/scale_out_stream.py): a throw-away PostgreSQL database
+(`lorasite_bench_scaleout` on 127.0.0.1:5432, dropped afterwards), a redis-server of its own on a free port (broker
+and worker registry, emptied between runs), moto's S3 server over HTTP, and the demo models. Each run starts fresh
+worker processes (their own var and LoRA cache dirs, so no run inherits another's cache), ingests 12 fresh LoRAs
+through the app, and sends jobs drawn from them with Zipf popularity, keeping two jobs per worker unfinished: the CI
+stream (60 jobs, 2 adapters resident) on 1, 2 and 3 workers, routing off then on; then 3 workers on 240 jobs with 4
+adapters resident (`SCENARIOS`). It reports the jobs' own rows (queue wait = claimed - created, the job's
+`queue_wait`; jobs/minute from the first job created to the last finished; which worker ran each), the workers' own
+counters (downloads; each adapter applied by where it came from: resident, host memory, file) and the web side's
+routing decisions.
+
+**Simulated.** A discrete-event simulation that calls the real router (`generation.routing.route`) at each job's
+arrival with a snapshot of the simulated workers, exactly as `generation/scaleout.py` builds it from the registry;
+the workers are modelled: each runs one job at a time, taking from its own queue first, then the model's shared
+queue; keeps `resident` adapters on the device (least recently used out), every adapter it has loaded in host
+memory (the default 8 GiB host tier holds them all), and every file it has fetched on disk. A job costs its
+inference time plus, per LoRA not resident, a load from host memory or from the file, plus a download when the file
+is not on disk. It shows the policy over a longer stream than the real runs can afford, in milliseconds and without
+a GPU; its figures are not measurements.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 import os
 import random
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from bench.report import Section
+from bench.report import Section, Skipped
 
-MODEL = "wan22-t2v-a14b"
+REPO = Path(__file__).resolve().parent.parent
+TARGET_LOAD_RATIO, TARGET_BALANCE = 0.3, 1.5
+WORKER_COUNTS = (1, 2, 3)
+
+# --- measured: real worker processes ---------------------------------------------------------------------------
+
+POSTGRES = "postgres://postgres@127.0.0.1:5432"
+DATABASE = "lorasite_bench_scaleout"
+BUCKET = "lorasite-bench-scaleout"
+IN_FLIGHT_PER_WORKER = 2  # a steady stream: about one job waiting behind the one each worker runs
+CHILD_TIMEOUT_SECONDS = 1800
+# The measured tables: the issue's stream as CI runs it (tests/scale_out_stream.py: its length and residency, None
+# here) on 1-3 workers; then the target's 3 workers on a stream four times longer with twice the adapters resident,
+# where first loads weigh less and the stream's 12 LoRAs fit in the workers' 12 slots (the simulation's setting).
+SCENARIOS = {
+    "ci": {"jobs": None, "resident": None, "workers": WORKER_COUNTS},
+    "long": {"jobs": 240, "resident": 4, "workers": (3,)},
+}
+
+
+def measured() -> list[Section]:
+    if shutil.which("redis-server") is None:
+        raise Skipped("redis-server is not installed")
+    plan = [
+        {"scenario": name, "workers": workers, "routing": routing, "jobs": spec["jobs"], "resident": spec["resident"]}
+        for name, spec in SCENARIOS.items()
+        for workers in spec["workers"]
+        for routing in (False, True)
+    ]
+    with tempfile.TemporaryDirectory(prefix="lorasite-bench-scaleout-") as folder, _database() as database_url:
+        root = Path(folder)
+        with _moto() as endpoint:
+            child = subprocess.run(
+                [sys.executable, "-m", "bench.scale_out", str(root), json.dumps(plan)],
+                env=_child_environment(root, database_url=database_url, endpoint=endpoint),
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=CHILD_TIMEOUT_SECONDS,
+            )
+        if child.returncode:
+            raise RuntimeError(f"the driver process failed:\n{child.stdout[-2000:]}\n{child.stderr[-4000:]}")
+    result = json.loads(next(line[7:] for line in child.stdout.splitlines() if line.startswith("RESULT=")))
+    return [_measured_section(result, [run for run in result["runs"] if run["scenario"] == name]) for name in SCENARIOS]
+
+
+@contextmanager
+def _database() -> Iterator[str]:
+    """A throw-away PostgreSQL database, dropped afterwards (the workers are gone by then)."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        raise Skipped(f"PostgreSQL at {POSTGRES} does not answer ({error})") from error
+    with admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        admin.execute(f"CREATE DATABASE {DATABASE}")
+        try:
+            yield f"{POSTGRES}/{DATABASE}"
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+@contextmanager
+def _moto() -> Iterator[str]:
+    """moto's S3 server on a free port with the bench's bucket; its endpoint URL."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.fault_services import free_port
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=BUCKET)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def _child_environment(root: Path, *, database_url: str, endpoint: str) -> dict[str, str]:
+    """The driver's settings, which its workers inherit (each with its own var dir): production's services."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "LORASITE_", "CELERY_"))}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        DJANGO_SETTINGS_MODULE="lorasite.settings",
+        DJANGO_DEBUG="1",
+        DATABASE_URL=database_url,
+        LORASITE_STORAGE="s3",
+        AWS_STORAGE_BUCKET_NAME=BUCKET,
+        AWS_S3_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        LORASITE_VAR_DIR=str(root / "driver"),
+        LORASITE_MODELS_DIR=str(root / "models"),
+        HF_HUB_OFFLINE="1",
+    )
+    return env
+
+
+def _drive(root: Path, plan: list[dict]) -> dict:
+    """In the driver process: every run of `plan` on a redis-server of its own; the figures of each."""
+    import django
+
+    from tests.fault_services import RedisServer
+
+    redis_server = RedisServer(root)
+    os.environ["CELERY_BROKER_URL"] = redis_server.url  # before the settings are read
+    redis_server.start()
+    try:
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+
+        from generation.runtime.demo_models import build_demo_models
+        from tests.scale_out_stream import MODEL, PARAMS, STREAM_JOBS, STREAM_LORAS, WORKER_SETTINGS
+
+        call_command("migrate", verbosity=0)
+        build_demo_models(settings.LORASITE_MODELS_DIR)
+        runs = []
+        for index, run in enumerate(plan):
+            run = {
+                **run,
+                "jobs": run["jobs"] or STREAM_JOBS,
+                "resident": run["resident"] or int(WORKER_SETTINGS["LORASITE_RESIDENT_ADAPTERS"]),
+            }
+            started = time.monotonic()
+            figures = run | _one_run(
+                root,
+                index=index,
+                workers=run["workers"],
+                routing=run["routing"],
+                jobs=run["jobs"],
+                resident=run["resident"],
+            )
+            figures["seconds"] = time.monotonic() - started
+            print(f"run {index}: {figures}", file=sys.stderr, flush=True)
+            runs.append(figures)
+        return {
+            "runs": runs,
+            "k": settings.LORASITE_ROUTING_K,
+            "backlog_bound": settings.LORASITE_ROUTING_BACKLOG_BOUND,
+            "model": MODEL,
+            "params": PARAMS,
+            "stream_loras": STREAM_LORAS,
+        }
+    finally:
+        redis_server.stop()
+
+
+def _one_run(root: Path, *, index: int, workers: int, routing: bool, jobs: int, resident: int) -> dict:
+    """Fresh workers, fresh LoRAs, one stream: what it cost."""
+    import redis
+    from django.conf import settings
+    from django.contrib.auth.models import User
+
+    from generation.worker_registry import redis_client
+    from lorasite.metrics import ROUTING_KEY
+    from tests.fault_services import start_celery_workers, wait_until
+    from tests.scale_out_stream import (
+        MODEL,
+        PARAMS,
+        STREAM_LORAS,
+        WORKER_SETTINGS,
+        adapter_loads,
+        delta,
+        live,
+        make_loras,
+        run_stream,
+        total,
+        worker_counts,
+        zipf_stream,
+    )
+    from workspaces.services import workspace_create
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()  # no run sees another's queues, records or counts
+    settings.LORASITE_ROUTING = routing
+    user = User.objects.create_user(f"bench{index}", password=None)
+    workspace = workspace_create(creator=user, name=f"Bench {index}", slug=f"bench-{index}")
+    workspace.auto_preview = False  # the runs' jobs only
+    workspace.save(update_fields=["auto_preview"])
+    actor = workspace.memberships.get(user=user)
+    names = [f"run{index}w{number}" for number in range(1, workers + 1)]
+    envs = {
+        name: {
+            **os.environ,
+            "LORASITE_VAR_DIR": str(root / name),
+            "LORASITE_ROUTING": str(int(routing)),
+            **WORKER_SETTINGS,
+            "LORASITE_RESIDENT_ADAPTERS": str(resident),
+        }
+        for name in names
+    }
+    with start_celery_workers(envs=envs, log_dir=root):
+        wait_until(lambda: len(live()) == workers, timeout=60, what=f"{workers} workers in the registry")
+        folder = root / f"loras-{index}"
+        folder.mkdir()
+        loras = make_loras(actor, folder, range(index * 100, index * 100 + STREAM_LORAS))
+        before = total(worker_counts())
+        stream = zipf_stream(loras, jobs=jobs, seed=1)
+        done, after = run_stream(
+            actor,
+            stream,
+            model=MODEL,
+            params=PARAMS,
+            in_flight=IN_FLIGHT_PER_WORKER * workers,
+            jobs_before=before.get("jobs", 0),
+        )
+        decisions = {key.decode(): int(value) for key, value in redis_client().hgetall(ROUTING_KEY).items()}
+    counts = delta(total(after), before)
+    waits = sorted(job.timings["queue_wait"] for job in done)
+    span = (max(job.finished_at for job in done) - min(job.created_at for job in done)).total_seconds()
+    shares = Counter(job.worker.split("@")[0] for job in done)
+    return {
+        "jobs": len(done),
+        "succeeded": sum(job.status == "succeeded" for job in done),
+        "distinct_loras": len({lora.id for lora in stream}),
+        "jobs_per_minute": len(done) / span * 60,
+        "p50_wait": statistics.median(waits),
+        "p95_wait": waits[math.ceil(0.95 * len(waits)) - 1],
+        "downloads": counts.get("downloads", 0),
+        "loads": adapter_loads(counts),
+        "host_tier": counts.get("adapter_host_tier", 0),
+        "file": counts.get("adapter_file", 0),
+        "hits": counts.get("adapter_resident", 0),
+        "shares": [shares.get(name, 0) for name in names],
+        "decisions": decisions,
+    }
+
+
+def _measured_section(result: dict, runs: list[dict]) -> Section:
+    by_run = {(run["workers"], run["routing"]): run for run in runs}
+    rows = []
+    for (workers, routing), run in by_run.items():
+        jobs = run["jobs"]
+        affinity = run["decisions"].get("affinity", 0)
+        rows.append(
+            [
+                workers,
+                "on" if routing else "off",
+                f"{run['succeeded']}/{jobs}",
+                f"{run['jobs_per_minute']:.0f}",
+                f"{run['p50_wait']:.2f}",
+                f"{run['p95_wait']:.2f}",
+                run["downloads"],
+                f"{run['loads'] / jobs:.3f}",
+                f"{run['host_tier'] / jobs:.1%} / {run['file'] / jobs:.1%}",
+                " / ".join(str(share) for share in run["shares"]),
+                f"{max(run['shares']) / (jobs / workers):.2f}",
+                f"{affinity / jobs:.0%}" if routing else "-",
+            ]
+        )
+    on, off = by_run[3, True], by_run[3, False]
+    ratio = (on["loads"] / on["jobs"]) / max(off["loads"] / off["jobs"], 1e-9)
+    balance = max(on["shares"]) / (on["jobs"] / 3)
+    everything = all(run["succeeded"] == run["jobs"] for run in runs)
+    passed = everything and ratio <= TARGET_LOAD_RATIO and balance <= TARGET_BALANCE
+    floor = on["distinct_loras"] / on["jobs"]
+    jobs, loras, resident, params = on["jobs"], result["stream_loras"], on["resident"], result["params"]
+    counts = "1-3 real worker processes" if len(by_run) > 2 else "3 real worker processes"
+    return Section(
+        title=f"Affinity routing, {counts}: {jobs} jobs over {loras} LoRAs, {resident} adapters resident (measured)",
+        method=(
+            f"Measured. {jobs} jobs, one LoRA each, drawn from {loras} LoRAs with Zipf popularity (the r-th weighs "
+            f"1/r), sent keeping {IN_FLIGHT_PER_WORKER} jobs per worker unfinished; per run fresh Celery worker "
+            f"processes (demo `{result['model']}`, {params['steps']} step, {params['num_frames']} frames, 32x32, on "
+            "the CPU), each with its own var and LoRA cache dirs, on a redis-server of the bench's own, a throw-away "
+            f"PostgreSQL database and moto's S3 server over HTTP; {resident} adapters resident per worker; "
+            f"routing with k = {result['k']}, backlog bound {result['backlog_bound']} (the defaults). Queue wait: job "
+            "created -> claimed by a worker (seconds). loads/job: adapters loaded onto the device (from host memory "
+            "or from the file) per job; miss host / file: those loads by tier, per job. Jobs per worker from the job "
+            "rows; affinity: jobs routed to a worker already holding their LoRA. The module docstring says what is "
+            "run."
+        ),
+        header=[
+            "workers",
+            "routing",
+            "succeeded",
+            "jobs/min",
+            "p50 wait s",
+            "p95 wait s",
+            "downloads",
+            "loads/job",
+            "miss host / file",
+            "jobs per worker",
+            "busiest / mean",
+            "affinity",
+        ],
+        rows=rows,
+        verdict=(
+            f"{'PASS' if passed else 'FAIL'}: at 3 workers loads/job with routing = {ratio:.2f} x without "
+            f"(target <= {TARGET_LOAD_RATIO}), busiest worker {balance:.2f} x the mean share (target <= "
+            f"{TARGET_BALANCE}); {'every' if everything else 'NOT every'} job succeeded"
+        ),
+        passed=passed,
+        notes=[
+            f"{resident} adapters resident per worker models a GPU where only a few adapters fit beside the model (a "
+            "rank-64 Wan 2.2 A14B pair is ~1.2 GB); the host tier and disk cache hold every LoRA of the stream.",
+            f"Floor: a run loads every LoRA it uses at least once; the 3-worker stream used {on['distinct_loras']} "
+            f"LoRAs, so with routing loads/job cannot go below {floor:.3f}, nor the ratio below "
+            f"{floor / max(off['loads'] / off['jobs'], 1e-9):.2f} against this no-routing run.",
+            "The demo model runs on the CPU with one torch thread per worker: on this machine's "
+            f"{os.cpu_count()} cores jobs/minute stops growing past {os.cpu_count()} workers; the adapter and "
+            "download counts do not depend on it. One run per row.",
+            "Run times, s (worker start, ingest and stream): "
+            + ", ".join(f"{w} workers {'on' if r else 'off'} {run['seconds']:.0f}" for (w, r), run in by_run.items())
+            + ".",
+        ],
+    )
+
+
+# --- simulated: the real router on modelled workers ------------------------------------------------------------
+
+MODEL_SIM = "wan22-t2v-a14b"
 JOBS, LORAS, ZIPF_S, SEED = 600, 12, 1.1, 7
-RESIDENT = 4  # adapters kept on the device per worker (a rank-64 A14B pair is ~1.2 GB: a few fit beside the model)
+RESIDENT_SIM = (2, 4)  # adapters kept on the device per worker: as the real runs, and twice that
 # Seconds, in the proportions of a Wan 2.2 A14B job with rank-64 LoRAs (bench gpu / lora_switch figures).
 INFERENCE, HOST_LOAD, FILE_LOAD, DOWNLOAD = 60.0, 0.5, 3.0, 8.0
 LOAD = 0.8  # arrivals keep the workers this busy on average
 K, BACKLOG_BOUND = 2, 4  # the defaults (LORASITE_ROUTING_K, LORASITE_ROUTING_BACKLOG_BOUND)
-TARGET_LOAD_RATIO, TARGET_BALANCE = 0.3, 1.5
 
 
 @dataclass
@@ -58,7 +404,8 @@ def _stream(rng: random.Random, workers: int) -> list[tuple[float, str]]:
     return stream
 
 
-def simulate(*, workers: int, routing: bool) -> dict:
+def simulate(*, workers: int, routing: bool, resident: int) -> dict:
+    """One simulated run: the figures the real runs report."""
     from generation.routing import JobRequest, WorkerView, route
 
     pool = [SimWorker(name=f"w{index + 1}@sim") for index in range(workers)]
@@ -94,7 +441,7 @@ def simulate(*, workers: int, routing: bool) -> dict:
                     worker.disk.add(lora)
                 worker.host.add(lora)
             worker.resident[lora] = True
-            while len(worker.resident) > RESIDENT:
+            while len(worker.resident) > resident:
                 worker.resident.popitem(last=False)
         worker.running, worker.busy_until, worker.jobs = True, now + cost, worker.jobs + 1
         order += 1
@@ -108,16 +455,16 @@ def simulate(*, workers: int, routing: bool) -> dict:
                 snapshot = [
                     WorkerView(
                         name=w.name,
-                        models=frozenset({MODEL}),
+                        models=frozenset({MODEL_SIM}),
                         backlog=len(w.own) + (1 if w.running else 0),
-                        pipelines=frozenset({MODEL}),
-                        resident={MODEL: frozenset(w.resident)},
-                        host_tier={MODEL: frozenset(w.host)},
+                        pipelines=frozenset({MODEL_SIM}),
+                        resident={MODEL_SIM: frozenset(w.resident)},
+                        host_tier={MODEL_SIM: frozenset(w.host)},
                         disk=frozenset(w.disk),
                     )
                     for w in pool
                 ]
-                decision = route(JobRequest(MODEL, (payload,)), snapshot, k=K, backlog_bound=BACKLOG_BOUND)
+                decision = route(JobRequest(MODEL_SIM, (payload,)), snapshot, k=K, backlog_bound=BACKLOG_BOUND)
                 stats[f"route_{decision.reason}"] += 1
                 if decision.worker:
                     queue = next(w for w in pool if w.name == decision.worker).own
@@ -145,44 +492,49 @@ def simulate(*, workers: int, routing: bool) -> dict:
     }
 
 
-def run() -> Section:
+def simulated() -> Section:
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lorasite.settings")
     django.setup()
     rows, results = [], {}
-    for workers in (1, 2, 3):
-        for routing in (False, True):
-            result = results[workers, routing] = simulate(workers=workers, routing=routing)
-            rows.append(
-                [
-                    workers,
-                    "on" if routing else "off",
-                    f"{result['jobs_per_minute']:.2f}",
-                    f"{result['p50_wait']:.0f}",
-                    f"{result['p95_wait']:.0f}",
-                    result["downloads"],
-                    f"{result['loads_per_job']:.3f}",
-                    f"{result['host_miss']:.1%} / {result['file_miss']:.1%}",
-                    " / ".join(str(share) for share in result["shares"]),
-                    f"{result['balance']:.2f}",
-                ]
-            )
-    ratio = results[3, True]["loads_per_job"] / max(results[3, False]["loads_per_job"], 1e-9)
-    balance = results[3, True]["balance"]
-    passed = ratio <= TARGET_LOAD_RATIO and balance <= TARGET_BALANCE
+    for resident in RESIDENT_SIM:
+        for workers in WORKER_COUNTS:
+            for routing in (False, True):
+                result = results[resident, workers, routing] = simulate(
+                    workers=workers, routing=routing, resident=resident
+                )
+                rows.append(
+                    [
+                        resident,
+                        workers,
+                        "on" if routing else "off",
+                        f"{result['jobs_per_minute']:.2f}",
+                        f"{result['p50_wait']:.0f}",
+                        f"{result['p95_wait']:.0f}",
+                        result["downloads"],
+                        f"{result['loads_per_job']:.3f}",
+                        f"{result['host_miss']:.1%} / {result['file_miss']:.1%}",
+                        " / ".join(str(share) for share in result["shares"]),
+                        f"{result['balance']:.2f}",
+                    ]
+                )
+    ratios = {
+        resident: results[resident, 3, True]["loads_per_job"] / max(results[resident, 3, False]["loads_per_job"], 1e-9)
+        for resident in RESIDENT_SIM
+    }
     return Section(
-        title="Affinity routing on a skewed stream, 1-3 workers (simulated workers, the real router)",
+        title=f"Simulation (not measured): the real router on modelled workers, {JOBS} jobs",
         method=(
-            f"{JOBS} jobs, one LoRA each, over {LORAS} LoRAs with Zipf popularity (s = {ZIPF_S}), Poisson arrivals "
-            f"keeping the workers {LOAD:.0%} busy; a job costs {INFERENCE:.0f} s of inference, + {HOST_LOAD} s for "
-            f"an adapter from host memory, + {FILE_LOAD} s from its file, + {DOWNLOAD:.0f} s to download it; "
-            f"{RESIDENT} adapters resident per worker; routing with k = {K}, backlog bound {BACKLOG_BOUND}. "
-            "`generation.routing.route` decides each job on a snapshot of the simulated workers (the module "
-            "docstring says what is modelled). Waits in simulated seconds; miss rate = adapters loaded from host "
-            "memory / from the file per job."
+            f"Simulated. {JOBS} jobs, one LoRA each, over {LORAS} LoRAs with Zipf popularity (s = {ZIPF_S}), Poisson "
+            f"arrivals keeping the workers {LOAD:.0%} busy; a job costs {INFERENCE:.0f} s of inference, + {HOST_LOAD} "
+            f"s for an adapter from host memory, + {FILE_LOAD} s from its file, + {DOWNLOAD:.0f} s to download it; "
+            f"routing with k = {K}, backlog bound {BACKLOG_BOUND}. `generation.routing.route` decides each job on a "
+            "snapshot of the simulated workers (the module docstring says what is modelled). Waits in simulated "
+            "seconds; miss rate = adapters loaded from host memory / from the file per job."
         ),
         header=[
+            "resident",
             "workers",
             "routing",
             "jobs/min",
@@ -196,10 +548,17 @@ def run() -> Section:
         ],
         rows=rows,
         verdict=(
-            f"{'PASS' if passed else 'FAIL'}: at 3 workers loads/job with routing = {ratio:.2f} x without "
-            f"(target <= {TARGET_LOAD_RATIO}), busiest worker {balance:.2f} x the mean share (target <= "
-            f"{TARGET_BALANCE})"
+            "INFO: simulated, not a measurement; at 3 workers loads/job with routing = "
+            + ", ".join(f"{ratio:.2f} x without with {resident} resident" for resident, ratio in ratios.items())
         ),
-        passed=passed,
-        notes=["Simulated workers: the real three-process run (tests/test_scale_out.py) is in CI."],
+        passed=None,
+        notes=["The measured runs above are the benchmark's verdict; this shows the policy over a longer stream."],
     )
+
+
+def run() -> list[Section]:
+    return [*measured(), simulated()]
+
+
+if __name__ == "__main__":
+    print("RESULT=" + json.dumps(_drive(Path(sys.argv[1]), json.loads(sys.argv[2]))))
