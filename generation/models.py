@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from loras.models import LoRA
+from loras.models import LoRA, LoRAPair
 from workspaces.models import Workspace
 
 
@@ -192,13 +192,15 @@ class OutputRating(models.Model):
 
 
 class UsageCounter(models.Model):
-    """Maintained figures of the outputs made with one LoRA, or with no LoRA on one model of a workspace (the
-    LoRA page's "vs the base model"): kept by generation/usage.py on every job create, finish and delete and every
-    rating change, so the page reads one row instead of aggregating the whole history. Preview jobs do not count."""
+    """Maintained figures of the outputs made with one LoRA, with one pair (either half), or with no LoRA on one
+    model of a workspace (the LoRA page's "vs the base model"): kept by generation/usage.py on every job create,
+    finish and delete and every rating change, so the page reads one row instead of aggregating the whole history.
+    Preview jobs do not count."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     lora = models.ForeignKey(LoRA, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
-    model_key = models.CharField(max_length=64, blank=True, help_text="The model of a no-LoRA row; empty on a LoRA's.")
+    pair = models.ForeignKey(LoRAPair, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    model_key = models.CharField(max_length=64, blank=True, help_text="The model of a no-LoRA row; empty otherwise.")
     generations = models.IntegerField(default=0)
     succeeded = models.IntegerField(default=0)
     failed = models.IntegerField(default=0)
@@ -223,14 +225,19 @@ class UsageCounter(models.Model):
                 fields=["lora"], condition=models.Q(lora__isnull=False), name="usage_counter_one_per_lora"
             ),
             models.UniqueConstraint(
+                fields=["pair"], condition=models.Q(pair__isnull=False), name="usage_counter_one_per_pair"
+            ),
+            models.UniqueConstraint(
                 fields=["workspace", "model_key"],
-                condition=models.Q(lora__isnull=True),
+                condition=models.Q(lora__isnull=True, pair__isnull=True),
                 name="usage_counter_one_per_base_model",
             ),
         ]
 
     def __str__(self) -> str:
-        return f"usage of LoRA {self.lora_id}" if self.lora_id else f"usage of {self.model_key} with no LoRA"
+        if self.lora_id or self.pair_id:
+            return f"usage of LoRA {self.lora_id}" if self.lora_id else f"usage of pair {self.pair_id}"
+        return f"usage of {self.model_key} with no LoRA"
 
 
 class SweepAxisKind(models.TextChoices):

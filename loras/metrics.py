@@ -4,18 +4,18 @@
 rating with its count, the 1–5 histogram and when it was last used — and the same figures for the workspace's jobs
 on the LoRA's base model (the registry's models of its family) with no LoRA at all, so a page can say
 "4.1 ★ (37 ratings) vs 3.2 ★ for the base model (52)". They are read from counters maintained on every job and
-rating change (generation/usage.py), so the page costs two indexed row reads whatever the history. A pair's
-figures (a job with both halves counted once) are aggregates over the jobs that used its halves."""
+rating change (generation/usage.py), so the page costs two indexed row reads whatever the history; a pair's the
+same (a job with both halves counted once)."""
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Max, Sum
 
 from generation.model_registry import model_registry
-from generation.models import GenerationJob, JobLoRA, JobPurpose, JobStatus, OutputRating, UsageCounter
-from generation.usage import FIGURE_FIELDS, STARS, histogram_counts
+from generation.models import UsageCounter
+from generation.usage import FIGURE_FIELDS, STARS
 from loras.models import LoRA, LoRAPair
 
 
@@ -84,30 +84,17 @@ def base_model_usage(*, workspace_id: int, family: str) -> tuple[UsageFigures, t
     in one query), and those models' display names."""
     models = [model for model in model_registry().values() if model.family == family]
     row = UsageCounter.objects.filter(
-        workspace_id=workspace_id, lora=None, model_key__in=[model.key for model in models]
+        workspace_id=workspace_id, lora=None, pair=None, model_key__in=[model.key for model in models]
     ).aggregate(**{name: Sum(name) for name in FIGURE_FIELDS}, last_used=Max("last_used"))
     return _figures(row), tuple(model.display_name for model in models)
 
 
-def _jobs_figures(used_in) -> UsageFigures:
-    """The figures of the jobs whose ids `used_in` (a subquery) gives, each job once: two aggregate queries over
-    their history (a pair's: a job with both halves counts once, which per-LoRA counters cannot tell)."""
-    jobs = GenerationJob.objects.filter(id__in=used_in).exclude(purpose=JobPurpose.PREVIEW)
-    job_row = jobs.aggregate(
-        generations=Count("id"),
-        succeeded=Count("id", filter=Q(status=JobStatus.SUCCEEDED)),
-        failed=Count("id", filter=Q(status=JobStatus.FAILED)),
-        last_used=Max("created_at"),
-    )
-    rating_row = OutputRating.objects.filter(job_id__in=jobs.values("id")).aggregate(**histogram_counts("id"))
-    return _figures(job_row | rating_row)
-
-
 def pair_metrics(*, pair: LoRAPair) -> LoRAMetrics:
-    """A pair's figures: the jobs that used either half (a job with both counts once), against its base model."""
-    used_in = JobLoRA.objects.filter(lora_id__in=[pair.high_id, pair.low_id]).values("job_id")
+    """A pair's figures (the jobs that used either half, a job with both once) against its base model: two queries
+    of their counters."""
+    row = UsageCounter.objects.filter(pair=pair).values().first()
     base, base_models = base_model_usage(workspace_id=pair.workspace_id, family=pair.high.base_model)
-    return LoRAMetrics(lora=_jobs_figures(used_in), base=base, base_models=base_models)
+    return LoRAMetrics(lora=_figures(row), base=base, base_models=base_models)
 
 
 def lora_metrics(*, lora: LoRA) -> LoRAMetrics:

@@ -50,6 +50,7 @@ def test_proposal_banner_pairs_from_the_detail_page(signed_in, workspace, owner,
     assert (pair.high_id, pair.low_id, pair.name) == (high.id, low.id, "golden_hour")
     page = signed_in.get(f"/w/{workspace.slug}/loras/{low.id}/").content.decode()
     assert "Pair “golden_hour”" in page and "Unpair" in page and "Delete both halves" in page
+    assert "<strong>As a pair:</strong> No ratings yet; no ratings yet for the base model · 0 generations" in page
     assert signed_in.post(f"/w/{workspace.slug}/loras/{low.id}/unpair/").status_code == 302
     assert not LoRAPair.objects.exists()
 

@@ -12,8 +12,9 @@ from generation.models import GenerationJob, JobPurpose, OutputRating, UsageCoun
 from generation.ratings.services import rating_delete, rating_set
 from generation.tasks import usage_counters_rebuild as rebuild_task
 from generation.usage import FIGURE_FIELDS, usage_counters_rebuild
-from loras.metrics import lora_metrics
+from loras.metrics import lora_metrics, pair_metrics
 from loras.models import LoRA
+from loras.services.pairs import pair_create, pair_delete
 from tests.ingest import ingest_ready
 from tests.lora_files import write_lora
 from workspaces.models import Role
@@ -25,12 +26,19 @@ MODEL = "wan22-a14b-demo"
 
 def snapshot(workspace) -> dict:
     """The workspace's counter rows that hold anything, by subject."""
-    rows = UsageCounter.objects.filter(workspace=workspace).values("lora_id", "model_key", *FIGURE_FIELDS, "last_used")
+    fields = ("lora_id", "pair_id", "model_key", *FIGURE_FIELDS, "last_used", "latest_output_id")
+    rows = UsageCounter.objects.filter(workspace=workspace).values(*fields)
     return {
-        (row.pop("lora_id"), row.pop("model_key")): row
+        subject(row.pop("lora_id"), row.pop("pair_id"), row.pop("model_key")): row
         for row in rows
         if any(row[name] for name in FIGURE_FIELDS) or row["last_used"]
     }
+
+
+def subject(lora_id, pair_id, model_key) -> tuple:
+    if lora_id:
+        return ("lora", lora_id)
+    return ("pair", pair_id) if pair_id else ("base", model_key)
 
 
 def assert_kept_equal_to_history(workspace) -> dict:
@@ -83,9 +91,9 @@ def test_every_event_keeps_the_counters_equal_to_the_history(workspace, actors, 
     plain, plain_too = create(member), create(owner)
     create(owner, services.LoRARequest(rust.id), purpose=JobPurpose.PREVIEW)  # not a use: counts nowhere
     kept = assert_kept_equal_to_history(workspace)
-    assert kept[(ink.id, "")]["generations"] == 2
-    assert kept[(rust.id, "")]["generations"] == 1
-    assert kept[(None, MODEL)]["generations"] == 2
+    assert kept[("lora", ink.id)]["generations"] == 2
+    assert kept[("lora", rust.id)]["generations"] == 1
+    assert kept[("base", MODEL)]["generations"] == 2
 
     finish(one, "succeeded")
     finish(both, "failed")
@@ -93,8 +101,8 @@ def test_every_event_keeps_the_counters_equal_to_the_history(workspace, actors, 
     services.generation_cancel(actor=owner, job=plain_too)
     plain_too.refresh_from_db()
     kept = assert_kept_equal_to_history(workspace)
-    assert (kept[(ink.id, "")]["succeeded"], kept[(ink.id, "")]["failed"]) == (1, 1)
-    assert (kept[(None, MODEL)]["succeeded"], kept[(None, MODEL)]["failed"]) == (1, 0)
+    assert (kept[("lora", ink.id)]["succeeded"], kept[("lora", ink.id)]["failed"]) == (1, 1)
+    assert (kept[("base", MODEL)]["succeeded"], kept[("base", MODEL)]["failed"]) == (1, 0)
 
     rating_set(actor=owner, job=one, stars=5)
     rating_set(actor=viewer, job=one, stars=3)
@@ -103,8 +111,8 @@ def test_every_event_keeps_the_counters_equal_to_the_history(workspace, actors, 
     rating_set(actor=owner, job=one, stars=2)  # changed
     rating_delete(actor=viewer, job=one)  # removed
     kept = assert_kept_equal_to_history(workspace)
-    assert [kept[(ink.id, "")][f"stars_{stars}"] for stars in (1, 2, 3, 4, 5)] == [0, 1, 0, 0, 0]
-    assert kept[(None, MODEL)]["stars_4"] == 1
+    assert [kept[("lora", ink.id)][f"stars_{stars}"] for stars in (1, 2, 3, 4, 5)] == [0, 1, 0, 0, 0]
+    assert kept[("base", MODEL)]["stars_4"] == 1
     assert lora_metrics(lora=ink).headline == "2.0 ★ (1 rating) vs 4.0 ★ for the base model (1)"
 
     # Deleting the newest of a LoRA's jobs takes its figures, its ratings' and its time of last use out.
@@ -115,14 +123,40 @@ def test_every_event_keeps_the_counters_equal_to_the_history(workspace, actors, 
     services.job_delete(actor=owner, job=newest)
     services.job_delete(actor=owner, job=plain)
     kept = assert_kept_equal_to_history(workspace)
-    assert kept[(ink.id, "")]["last_used"] == both.created_at
-    assert (None, MODEL) in kept and kept[(None, MODEL)]["generations"] == 1
+    assert kept[("lora", ink.id)]["last_used"] == both.created_at
+    assert ("base", MODEL) in kept and kept[("base", MODEL)]["generations"] == 1
 
     # A purged LoRA's jobs keep their snapshot but count for no LoRA's row (and not for the base model).
     LoRA.objects.filter(id=rust.id).delete()
     kept = assert_kept_equal_to_history(workspace)
-    assert (rust.id, "") not in kept
-    assert kept[(ink.id, "")]["generations"] == 2
+    assert ("lora", rust.id) not in kept
+    assert kept[("lora", ink.id)]["generations"] == 2
+
+
+def test_a_pair_counts_each_job_once_from_its_history_on(workspace, actors, loras):
+    owner = actors[Role.OWNER]
+    ink, rust = loras
+    alone = create(owner, services.LoRARequest(ink.id))
+    both = create(owner, services.LoRARequest(ink.id), services.LoRARequest(rust.id))
+    finish(both, "succeeded")
+    rating_set(actor=owner, job=both, stars=5)
+    pair = pair_create(actor=owner, high=ink, low=rust)  # the history before the pair counts
+    kept = assert_kept_equal_to_history(workspace)
+    assert (kept[("pair", pair.id)]["generations"], kept[("pair", pair.id)]["stars_5"]) == (2, 1)
+
+    later = create(owner, services.LoRARequest(rust.id))
+    finish(later, "failed")
+    services.job_delete(actor=owner, job=later)
+    finish(alone, "succeeded")
+    rating_set(actor=owner, job=alone, stars=3)
+    kept = assert_kept_equal_to_history(workspace)
+    assert kept[("pair", pair.id)]["generations"] == 2
+    metrics = pair_metrics(pair=pair)
+    assert (metrics.lora.succeeded, metrics.lora.rating_count) == (2, 2)
+    assert metrics.headline == "4.0 ★ (2 ratings) vs no ratings yet for the base model"
+
+    pair_delete(actor=owner, pair=pair)
+    assert ("pair", pair.id) not in assert_kept_equal_to_history(workspace)
 
 
 def test_the_rebuild_repairs_what_bypassed_the_services(workspace, actors, loras, capsys):
@@ -175,4 +209,4 @@ def test_jobs_created_side_by_side_count_each_once(workspace, actors, loras, mon
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(8)))
     kept = assert_kept_equal_to_history(workspace)
-    assert kept[(ink.id, "")]["generations"] == 4 and kept[(None, MODEL)]["generations"] == 4
+    assert kept[("lora", ink.id)]["generations"] == 4 and kept[("base", MODEL)]["generations"] == 4

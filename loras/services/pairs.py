@@ -7,6 +7,7 @@ that is deleted takes its pair with it (`pair_action` below), so no pair ever po
 from django.db import transaction
 from django.db.models import Q
 
+from generation.usage import usage_pair_created
 from loras import recommended
 from loras.models import Expert, LoRA, LoRAPair, Status
 from loras.pair_names import pair_name
@@ -88,6 +89,7 @@ def pair_create(
     )
     pair.full_clean()
     pair.save()
+    usage_pair_created(pair=pair)
     return pair
 
 

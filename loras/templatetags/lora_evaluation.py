@@ -1,4 +1,5 @@
-"""The LoRA page's evaluation parts: metrics (templates/loras/_metrics.html: `{% lora_metrics lora as metrics %}` and
+"""The LoRA page's evaluation parts: metrics (templates/loras/_metrics.html: `{% lora_metrics lora as metrics %}`, a
+pair's in `_pair.html`: `{% pair_metrics pair as metrics %}`, and
 the geometry of its small SVG histogram — the share of each star count, the LoRA's bar beside the base model's),
 versions (`_versions.html`) and the Configuration tab (`_configuration.html`)."""
 
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 
 from django import template
 
-from loras.metrics import STARS, LoRAMetrics, lora_metrics
-from loras.models import LoRA
+from loras.metrics import STARS, LoRAMetrics, lora_metrics, pair_metrics
+from loras.models import LoRA, LoRAPair
 from loras.training import PARAMETERS, ConfigGroup, training_configuration
 from loras.versions import VersionRow, lora_version_timeline
 
@@ -20,6 +21,11 @@ GROUP_WIDTH, BAR_WIDTH = 44, 16
 @register.simple_tag(name="lora_metrics")
 def lora_metrics_tag(lora: LoRA) -> LoRAMetrics:
     return lora_metrics(lora=lora)
+
+
+@register.simple_tag(name="pair_metrics")
+def pair_metrics_tag(pair: LoRAPair) -> LoRAMetrics:
+    return pair_metrics(pair=pair)
 
 
 @dataclass(frozen=True)
