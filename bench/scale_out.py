@@ -357,9 +357,10 @@ def _measured_section(result: dict, runs: list[dict]) -> Section:
             f"Floor: a run loads every LoRA it uses at least once; the 3-worker stream used {on['distinct_loras']} "
             f"LoRAs, so with routing loads/job cannot go below {floor:.3f}, nor the ratio below "
             f"{floor / max(off['loads'] / off['jobs'], 1e-9):.2f} against this no-routing run.",
-            "The demo model runs on the CPU with one torch thread per worker: on this machine's "
-            f"{os.cpu_count()} cores jobs/minute stops growing past {os.cpu_count()} workers; the adapter and "
-            "download counts do not depend on it. One run per row.",
+            f"The demo model runs on the CPU, one torch thread per worker, the workers sharing this machine's "
+            f"{os.cpu_count()} cores with the driver, Redis, PostgreSQL and moto: jobs/minute and waits (jobs of "
+            "~0.3 s) are this machine's, not a GPU deployment's; the adapter and download counts do not depend on "
+            "it. One run per row.",
             "Run times, s (worker start, ingest and stream): "
             + ", ".join(f"{w} workers {'on' if r else 'off'} {run['seconds']:.0f}" for (w, r), run in by_run.items())
             + ".",
