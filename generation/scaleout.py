@@ -44,7 +44,8 @@ TASK_NAME = "generation.tasks.generation_run"
 # a worker's backlog is the plain length of its job queue on every broker: the embedded filesystem broker has no
 # priorities to tell them apart, and on Redis they would share a level with preview jobs (reading kombu's per-level
 # lists would also tie us to its key layout). The low priority still puts them last on Redis: kombu's BRPOP lists
-# every consumed queue's level 0 before any queue's level 9, so a prefetch waits behind every job the worker has.
+# every consumed queue's level 0 before any queue's level 9, so a prefetch waits behind every user job the worker
+# has waiting (preview jobs share its level).
 PREFETCH_PRIORITY = 9
 
 
