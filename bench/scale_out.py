@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.postgres import throwaway_database
 from bench.report import Section, Skipped
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,7 +51,6 @@ WORKER_COUNTS = (1, 2, 3)
 
 # --- measured: real worker processes ---------------------------------------------------------------------------
 
-POSTGRES = "postgres://postgres@127.0.0.1:5432"
 DATABASE = "lorasite_bench_scaleout"
 BUCKET = "lorasite-bench-scaleout"
 IN_FLIGHT_PER_WORKER = 2  # a steady stream: about one job waiting behind the one each worker runs
@@ -82,7 +82,10 @@ def measured() -> list[Section]:
         for workers in spec["workers"]
         for routing in (False, True)
     ]
-    with tempfile.TemporaryDirectory(prefix="lorasite-bench-scaleout-") as folder, _database() as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="lorasite-bench-scaleout-") as folder,
+        throwaway_database(DATABASE) as database_url,
+    ):
         root = Path(folder)
         with _moto() as endpoint:
             child = subprocess.run(
@@ -97,24 +100,6 @@ def measured() -> list[Section]:
             raise RuntimeError(f"the driver process failed:\n{child.stdout[-2000:]}\n{child.stderr[-4000:]}")
     result = json.loads(next(line[7:] for line in child.stdout.splitlines() if line.startswith("RESULT=")))
     return [_measured_section(result, [run for run in result["runs"] if run["scenario"] == name]) for name in SCENARIOS]
-
-
-@contextmanager
-def _database() -> Iterator[str]:
-    """A throw-away PostgreSQL database, dropped afterwards (the workers are gone by then)."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.Error as error:
-        raise Skipped(f"PostgreSQL at {POSTGRES} does not answer ({error})") from error
-    with admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE {DATABASE}")
-        try:
-            yield f"{POSTGRES}/{DATABASE}"
-        finally:
-            admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
 
 
 @contextmanager
