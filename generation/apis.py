@@ -378,7 +378,10 @@ class WorkersOutput(serializers.Serializer):
     )
     routing = serializers.BooleanField()
     k = serializers.IntegerField(help_text="Workers each LoRA is placed on.")
-    backlog_bound = serializers.IntegerField()
+    load_factor = serializers.FloatField(
+        help_text="A worker takes routed jobs while its backlog is under this times the mean backlog ..."
+    )
+    backlog_bound = serializers.IntegerField(help_text="... and under this many jobs waiting or running.")
 
 
 class WorkersAPI(APIView):

@@ -2,27 +2,42 @@
 
 Each LoRA is placed on at most `k` of the workers serving the job's model, chosen by rendezvous (highest random
 weight) hashing of the LoRA's sha256 with each worker's name: every web process picks the same k without talking
-to the others, and a worker joining or leaving moves only the LoRAs it is among the k of. Among the workers the
-job's LoRAs are placed on, the one where they already are wins — their merged set on the device > each adapter
-resident on the device > in host memory > in the disk cache > nowhere — then the one with the model's pipeline
-loaded, then the shorter backlog. The winner's own queue (`gpu.w.<name>`) gets the job, unless its backlog has
-reached `backlog_bound`: then the model's shared queue, which every worker serving the model consumes.
+to the others, and a worker joining or leaving moves only the LoRAs it is among the k of.
 
-A popular LoRA thus spreads over k workers instead of pulling every job to one, and a rare one only ever evicts
-adapters on its k workers. Nothing here reads the broker, the registry or the database (generation/scaleout.py
-builds the snapshot and sends the job), so the decisions are unit-tested on made-up snapshots.
+A job may go to any of its LoRAs' workers whose backlog (jobs waiting in its own queue plus the one it runs) is under
+the cap of consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, 2018): `load_factor` times
+the mean backlog of the model's workers, counting the job being routed, and at most `backlog_bound`, which keeps a
+job from waiting behind more than that many for the sake of an adapter on the device. Among those it goes to the
+one with the model's pipeline loaded, then where its LoRAs are on the device (their merged set > each adapter
+resident), then the shorter backlog, then where they are nearest otherwise (in host memory > in the disk cache),
+then the one its first LoRA's hashing ranks first. The winner's own queue (`gpu.w.<name>`) gets the job; when
+every one of them is at the cap, the model's shared queue, which every worker serving the model consumes.
+
+Why this order (bench/scale_out.py measures it): an adapter on the device saves its load, so the job waits behind
+that worker's backlog up to the cap; one only on disk or in host memory must be loaded anyway, so the shorter
+backlog wins, and a popular LoRA ends up resident on both of its workers, which then share its jobs. A LoRA's jobs
+go to the shared queue only when all its workers are full: a job taken from there by any worker evicts that
+worker's adapters. The cap is relative, so it holds at any depth of queue: a worker takes at most `load_factor`
+times its share of the waiting jobs (and never more than `backlog_bound`), and a rare LoRA only ever evicts
+adapters on its k workers.
+
+Nothing here reads the broker, the registry or the database (generation/scaleout.py builds the snapshot and sends
+the job), so the decisions are unit-tested on made-up snapshots.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from generation.queues import gpu_queue, worker_queue
 
-# Points per LoRA of the job, by where it already is on a worker.
-TIER_SCORES = {"merged": 4, "resident": 3, "host_tier": 2, "disk": 1}
+# Points per LoRA of the job, by where it already is on a worker: on the device (no load) ...
+DEVICE_SCORES = {"merged": 2, "resident": 1}
+# ... or nearer than the LoRA's file in storage (a load, but no download).
+NEAR_SCORES = {"host_tier": 2, "disk": 1}
 
 
 class Reason:
@@ -30,7 +45,7 @@ class Reason:
 
     AFFINITY = "affinity"  # to a worker already holding some of its LoRAs
     PLACED = "placed"  # to the LoRAs' rendezvous worker, which holds none of them yet
-    BACKLOG = "backlog"  # the best worker's backlog reached the bound: the shared queue
+    BACKLOG = "backlog"  # every worker its LoRAs are placed on is at the backlog cap: the shared queue
     NO_LORA = "no_lora"  # nothing to keep close: the shared queue
     NO_WORKER = "no_worker"  # no live worker serves the model: the shared queue, where the job waits for one
     OFF = "off"  # routing is turned off (LORASITE_ROUTING=0): the shared queue
@@ -87,7 +102,15 @@ def tier_of(worker: WorkerView, *, model_key: str, lora: str, job_loras: frozens
     return None
 
 
-def route(job: JobRequest, snapshot: Sequence[WorkerView], *, k: int, backlog_bound: int) -> Route:
+def backlog_cap(snapshot: Sequence[WorkerView], *, load_factor: float, backlog_bound: int) -> int:
+    """The backlog at which a worker takes no more routed jobs: `load_factor` times the mean backlog of the
+    `snapshot`'s workers once the job being routed is added (rounded up, so at least 1), and never over
+    `backlog_bound`."""
+    mean = (sum(worker.backlog for worker in snapshot) + 1) / len(snapshot)
+    return min(math.ceil(load_factor * mean), backlog_bound)
+
+
+def route(job: JobRequest, snapshot: Sequence[WorkerView], *, k: int, load_factor: float, backlog_bound: int) -> Route:
     """The queue for `job` given the live workers in `snapshot` (see the module docstring)."""
     shared = gpu_queue(job.model_key)
     candidates = [worker for worker in snapshot if job.model_key in worker.models]
@@ -99,20 +122,30 @@ def route(job: JobRequest, snapshot: Sequence[WorkerView], *, k: int, backlog_bo
     names = [worker.name for worker in candidates]
     placed = {lora: set(placement(lora, names, k=k)) for lora in loras}
     job_loras = frozenset(loras)
+    cap = backlog_cap(candidates, load_factor=load_factor, backlog_bound=backlog_bound)
 
-    def score(worker: WorkerView) -> tuple[int, int, bool, int, int]:
+    def tiers(worker: WorkerView) -> list[str]:
         mine = [lora for lora in loras if worker.name in placed[lora]]
-        tiers = [tier_of(worker, model_key=job.model_key, lora=lora, job_loras=job_loras) for lora in mine]
+        found = [tier_of(worker, model_key=job.model_key, lora=lora, job_loras=job_loras) for lora in mine]
+        return [tier for tier in found if tier]
+
+    def score(worker: WorkerView) -> tuple[bool, int, int, int, int, int]:
+        held = tiers(worker)
         return (
-            sum(TIER_SCORES[tier] for tier in tiers if tier),
-            len(mine),
             job.model_key in worker.pipelines,
+            sum(DEVICE_SCORES.get(tier, 0) for tier in held),
             -worker.backlog,
+            sum(NEAR_SCORES.get(tier, 0) for tier in held),
+            sum(worker.name in workers for workers in placed.values()),
             rendezvous_weight(loras[0], worker.name),  # a stable last word between equals
         )
 
-    eligible = [worker for worker in candidates if any(worker.name in workers for workers in placed.values())]
-    best = max(eligible, key=score)
-    if best.backlog >= backlog_bound:
+    open_workers = [
+        worker
+        for worker in candidates
+        if worker.backlog < cap and any(worker.name in workers for workers in placed.values())
+    ]
+    if not open_workers:
         return Route(shared, None, Reason.BACKLOG)
-    return Route(worker_queue(best.name), best.name, Reason.AFFINITY if score(best)[0] else Reason.PLACED)
+    best = max(open_workers, key=score)
+    return Route(worker_queue(best.name), best.name, Reason.AFFINITY if tiers(best) else Reason.PLACED)

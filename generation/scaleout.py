@@ -94,11 +94,15 @@ def job_route(job: GenerationJob) -> Route:
         if job.model_key not in worker.models:
             continue
         backlog = worker_backlog(worker)
-        # A queue the broker cannot size is treated as full: the job then goes to the shared queue.
-        views.append(
-            worker_view(worker, backlog=settings.LORASITE_ROUTING_BACKLOG_BOUND if backlog is None else backlog)
-        )
-    return route(request, views, k=settings.LORASITE_ROUTING_K, backlog_bound=settings.LORASITE_ROUTING_BACKLOG_BOUND)
+        if backlog is not None:  # a worker whose queue the broker cannot size is left out
+            views.append(worker_view(worker, backlog=backlog))
+    return route(
+        request,
+        views,
+        k=settings.LORASITE_ROUTING_K,
+        load_factor=settings.LORASITE_ROUTING_LOAD_FACTOR,
+        backlog_bound=settings.LORASITE_ROUTING_BACKLOG_BOUND,
+    )
 
 
 def job_queue(job: GenerationJob) -> str:

@@ -63,6 +63,7 @@ class WorkersOverview:
     queues: dict[str, int | None]  # shared queue length per model a live worker serves (None: no answer)
     routing: bool
     k: int
+    load_factor: float
     backlog_bound: int
 
 
@@ -117,6 +118,7 @@ def workers_overview() -> WorkersOverview | None:
         queues={key: queue_backlog(gpu_queue(key)) for key in served},
         routing=settings.LORASITE_ROUTING,
         k=settings.LORASITE_ROUTING_K,
+        load_factor=settings.LORASITE_ROUTING_LOAD_FACTOR,
         backlog_bound=settings.LORASITE_ROUTING_BACKLOG_BOUND,
     )
 

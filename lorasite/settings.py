@@ -30,6 +30,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
@@ -354,12 +359,16 @@ LORASITE_WORKER_TTL_SECONDS = env_int("LORASITE_WORKER_TTL_SECONDS", 30)
 if LORASITE_WORKER_TTL_SECONDS <= LORASITE_WORKER_HEARTBEAT_SECONDS:
     raise ImproperlyConfigured("LORASITE_WORKER_TTL_SECONDS must exceed LORASITE_WORKER_HEARTBEAT_SECONDS.")
 # Affinity routing: on (default), a job goes to the worker that already holds its LoRAs, each LoRA placed on at most
-# K workers, unless that worker has BACKLOG_BOUND jobs waiting or running (then the model's shared queue).
+# K workers, none of them taking more than LOAD_FACTOR times the mean backlog nor more than BACKLOG_BOUND jobs
+# waiting or running (generation/routing.py): all of them at that cap, the job goes to the model's shared queue.
 LORASITE_ROUTING = env_bool("LORASITE_ROUTING", True)
 LORASITE_ROUTING_K = env_int("LORASITE_ROUTING_K", 2)
-LORASITE_ROUTING_BACKLOG_BOUND = env_int("LORASITE_ROUTING_BACKLOG_BOUND", 4)
-if LORASITE_ROUTING_K < 1 or LORASITE_ROUTING_BACKLOG_BOUND < 1:
-    raise ImproperlyConfigured("LORASITE_ROUTING_K and LORASITE_ROUTING_BACKLOG_BOUND must be 1 or more.")
+LORASITE_ROUTING_LOAD_FACTOR = env_float("LORASITE_ROUTING_LOAD_FACTOR", 2.0)
+LORASITE_ROUTING_BACKLOG_BOUND = env_int("LORASITE_ROUTING_BACKLOG_BOUND", 6)
+if LORASITE_ROUTING_K < 1 or LORASITE_ROUTING_LOAD_FACTOR < 1 or LORASITE_ROUTING_BACKLOG_BOUND < 1:
+    raise ImproperlyConfigured(
+        "LORASITE_ROUTING_K, LORASITE_ROUTING_LOAD_FACTOR and LORASITE_ROUTING_BACKLOG_BOUND must be 1 or more."
+    )
 # Prometheus metrics at /metrics (lorasite/metrics.py); off by default: expose it to the scraper's network only.
 LORASITE_METRICS_ENABLED = env_bool("LORASITE_METRICS_ENABLED", False)
 

@@ -3,7 +3,7 @@
 from collections import Counter
 
 from generation.queues import worker_queue
-from generation.routing import JobRequest, Reason, WorkerView, placement, rendezvous_weight, route
+from generation.routing import JobRequest, Reason, WorkerView, backlog_cap, placement, rendezvous_weight, route
 
 MODEL = "wan-ti2v-demo"
 SHARED = f"gpu.{MODEL}"
@@ -19,8 +19,8 @@ def job(*loras: str, model: str = MODEL) -> JobRequest:
     return JobRequest(model_key=model, loras=loras)
 
 
-def decide(request: JobRequest, workers: list[WorkerView], *, k: int = 3, bound: int = 4):
-    return route(request, workers, k=k, backlog_bound=bound)
+def decide(request: JobRequest, workers: list[WorkerView], *, k: int = 3, load_factor: float = 2.0, bound: int = 100):
+    return route(request, workers, k=k, load_factor=load_factor, backlog_bound=bound)
 
 
 def test_rendezvous_weights_are_stable_and_a_placement_moves_only_with_its_workers():
@@ -77,19 +77,46 @@ def test_a_job_without_loras_takes_the_shared_queue():
     assert decision.queue == SHARED and decision.worker is None and decision.reason == Reason.NO_LORA
 
 
-def test_the_best_worker_over_its_backlog_bound_sends_the_job_to_the_shared_queue():
-    busy = worker(W[0], backlog=4, resident={MODEL: frozenset({A})})
-    idle = worker(W[1])
-    decision = decide(job(A), [busy, idle], bound=4)
-    assert decision.queue == SHARED and decision.reason == Reason.BACKLOG
-    assert decide(job(A), [busy, idle], bound=5).worker == W[0]
+def test_the_backlog_cap_is_the_load_factor_times_the_mean_backlog_with_the_new_job_up_to_the_bound():
+    def cap(backlogs: list[int], load_factor: float, bound: int = 100) -> int:
+        snapshot = [worker(f"w{n}@host", backlog=backlog) for n, backlog in enumerate(backlogs)]
+        return backlog_cap(snapshot, load_factor=load_factor, backlog_bound=bound)
+
+    assert cap([0, 0, 0], 2.0) == 1  # idle: one job each
+    assert cap([3, 0, 0], 2.0) == 3
+    assert cap([6, 6], 1.5) == 10
+    assert cap([6, 6], 1.5, bound=6) == 6  # however deep the queues, no job waits behind more than the bound
+    assert cap([6], 1.0) == 7  # a lone worker is only ever full at the bound
 
 
-def test_equal_workers_are_told_apart_by_the_loaded_pipeline_then_the_backlog():
+def test_a_worker_at_the_cap_passes_the_job_to_the_lora_s_other_worker_then_to_the_shared_queue():
+    first, second = placement(A, W, k=2)
+    [outside] = [name for name in W if name not in (first, second)]
+    busy = worker(first, backlog=3, resident={MODEL: frozenset({A})})
+    idle_outside = worker(outside)
+    # The mean backlog with the new job is (3 + 1 + 0 + 1) / 3: the cap is 4 at factor 2, 3 at factor 1.5.
+    snapshot = [busy, worker(second, backlog=1), idle_outside]
+    assert decide(job(A), snapshot, k=2, load_factor=2.0).worker == first  # resident wins under the cap
+    assert decide(job(A), snapshot, k=2, load_factor=1.5).worker == second  # full: A's other worker, not outside
+    # Both of A's workers full (the cap is 3): the shared queue, which the idle worker takes from.
+    decision = decide(job(A), [busy, worker(second, backlog=3), idle_outside], k=2, load_factor=1.0)
+    assert decision.queue == SHARED and decision.worker is None and decision.reason == Reason.BACKLOG
+    # The bound caps the wait whatever the mean: at 3 the resident worker is full.
+    assert decide(job(A), snapshot, k=2, load_factor=2.0, bound=3).worker == second
+
+
+def test_a_loaded_pipeline_comes_first_and_the_backlog_beats_a_copy_not_on_the_device():
     loaded = worker(W[0], backlog=2, pipelines=frozenset({MODEL}))
     idle = worker(W[1], backlog=0)
-    assert decide(job(A), [loaded, idle]).worker == W[0]
-    assert decide(job(A), [worker(W[0], backlog=2), idle]).worker == W[1]
+    assert decide(job(A), [loaded, idle], load_factor=3.0).worker == W[0]
+    # On disk or in host memory the adapter must be loaded either way: the shorter backlog wins ...
+    near = worker(W[0], backlog=2, pipelines=frozenset({MODEL}), host_tier={MODEL: frozenset({A})})
+    assert decide(job(A), [near, worker(W[1], pipelines=frozenset({MODEL}))], load_factor=3.0).worker == W[1]
+    # ... and breaks a tie of backlogs; on the device it saves the load, and waits behind the backlog instead.
+    near_idle = worker(W[0], pipelines=frozenset({MODEL}), disk=frozenset({A}))
+    assert decide(job(A), [near_idle, worker(W[1], pipelines=frozenset({MODEL}))]).worker == W[0]
+    resident = worker(W[0], backlog=2, pipelines=frozenset({MODEL}), resident={MODEL: frozenset({A})})
+    assert decide(job(A), [resident, worker(W[1], pipelines=frozenset({MODEL}))], load_factor=3.0).worker == W[0]
 
 
 def test_a_lora_goes_only_to_its_k_workers_even_where_it_sits_elsewhere():
@@ -106,7 +133,7 @@ def test_a_popular_lora_spreads_over_its_k_workers_by_backlog():
     backlog = Counter()
     for _ in range(20):
         snapshot = [worker(name, backlog=backlog[name], resident={MODEL: frozenset({A})}) for name in W]
-        chosen = decide(job(A), snapshot, k=2, bound=100).worker
+        chosen = decide(job(A), snapshot, k=2, load_factor=100).worker
         backlog[chosen] += 1
     assert set(backlog) == set(pair) and abs(backlog[pair[0]] - backlog[pair[1]]) <= 1
 

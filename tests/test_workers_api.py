@@ -32,7 +32,7 @@ class TestWorkersAPI:
         assert {(a["tier"], a["name"]) for a in w1["adapters"]} == {("resident", lora.name), ("host_tier", lora.name)}
         assert w1["cache_fill"] == 0.25 and w1["counters"] == {"jobs": 3, "downloads": 1}
         assert workers[second]["adapters"] == [] and workers[second]["free_memory_bytes"] is None
-        assert body["queues"][MODEL] == 0 and body["k"] >= 1 and body["backlog_bound"] >= 1
+        assert body["queues"][MODEL] == 0 and body["k"] >= 1 and body["load_factor"] >= 1
 
     def test_an_unreadable_registry_is_503(self, client_for, owner, settings):
         settings.CELERY_BROKER_URL = UNREACHABLE_REDIS
