@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from io import BytesIO
 from pathlib import Path
@@ -46,6 +46,9 @@ PIPELINES = PipelineRegistry(on_evict=lambda model_key: _ADAPTER_MANAGERS.pop(mo
 # What the heartbeat reports besides the pipelines and adapters: the job running, and per LoRA applied where it
 # came from ("adapter_file", "adapter_host_tier", "adapter_resident") plus "jobs", since the process started.
 _CURRENT_JOB = {"id": ""}
+# Called once a job is claimed and is this worker's current job: generation/worker_startup.py announces the worker
+# there, so that the router counts the running job in the worker's backlog now rather than at the next heartbeat.
+JOB_STARTED_HOOKS: list[Callable[[], None]] = []
 _COUNTERS: Counter[str] = Counter()
 _PHASES = PhaseHistograms()
 
@@ -221,6 +224,8 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     if job is None:
         return
     _CURRENT_JOB["id"] = job_id
+    for hook in JOB_STARTED_HOOKS:
+        hook()
     try:
         _execute_claimed(job)
     finally:

@@ -109,6 +109,14 @@ def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys)
     assert pipeline_is_clean(after_success=True)
 
 
+def test_a_claimed_job_is_announced_as_the_current_job_before_it_runs(actor, monkeypatch):
+    seen = []
+    monkeypatch.setattr(worker, "JOB_STARTED_HOOKS", [lambda: seen.append(worker.worker_status()["current_job"])])
+    job = run(actor, model="flux-demo")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert seen == [str(job.id)] and worker.worker_status()["current_job"] == ""
+
+
 def test_image_job(actor):
     job = run(actor, model="flux-demo")
     assert job.status == JobStatus.SUCCEEDED, job.error
