@@ -104,10 +104,10 @@ def tier_of(worker: WorkerView, *, model_key: str, lora: str, job_loras: frozens
 
 def backlog_cap(snapshot: Sequence[WorkerView], *, load_factor: float, backlog_bound: int) -> int:
     """The backlog at which a worker takes no more routed jobs: `load_factor` times the mean backlog of the
-    `snapshot`'s workers once the job being routed is added (rounded up, so at least 1), and never over
-    `backlog_bound`."""
+    `snapshot`'s workers once the job being routed is added, rounded down (under light load a job then waits
+    behind one other at most while a worker idles) but at least 1, and never over `backlog_bound`."""
     mean = (sum(worker.backlog for worker in snapshot) + 1) / len(snapshot)
-    return min(math.ceil(load_factor * mean), backlog_bound)
+    return min(max(math.floor(load_factor * mean), 1), backlog_bound)
 
 
 def route(job: JobRequest, snapshot: Sequence[WorkerView], *, k: int, load_factor: float, backlog_bound: int) -> Route:

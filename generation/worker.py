@@ -46,9 +46,17 @@ PIPELINES = PipelineRegistry(on_evict=lambda model_key: _ADAPTER_MANAGERS.pop(mo
 # What the heartbeat reports besides the pipelines and adapters: the job running, and per LoRA applied where it
 # came from ("adapter_file", "adapter_host_tier", "adapter_resident") plus "jobs", since the process started.
 _CURRENT_JOB = {"id": ""}
-# Called once a job is claimed and is this worker's current job: generation/worker_startup.py announces the worker
-# there, so that the router counts the running job in the worker's backlog now rather than at the next heartbeat.
-JOB_STARTED_HOOKS: list[Callable[[], None]] = []
+# Called when the router should see this worker's new state now rather than at the next heartbeat (jobs may be
+# shorter than the heartbeat): a job claimed (it counts in the backlog) and its adapters applied (they are resident).
+# generation/worker_startup.py announces the worker there.
+ANNOUNCE_HOOKS: list[Callable[[], None]] = []
+
+
+def _announce() -> None:
+    for hook in ANNOUNCE_HOOKS:
+        hook()
+
+
 _COUNTERS: Counter[str] = Counter()
 _PHASES = PhaseHistograms()
 
@@ -224,8 +232,7 @@ def execute_job(job_id: str, *, worker_name: str) -> None:
     if job is None:
         return
     _CURRENT_JOB["id"] = job_id
-    for hook in JOB_STARTED_HOOKS:
-        hook()
+    _announce()
     try:
         _execute_claimed(job)
     finally:
@@ -249,6 +256,7 @@ def _execute_claimed(job: GenerationJob) -> None:
             logger.info("Job %s: applying %s", job.id, spec.describe())
         _apply_adapters(job, manager, specs, timings)
         _COUNTERS.update(f"adapter_{source}" for source in manager.last_apply_stats.sources.values())
+        _announce()
         outcome["keys"] = _generate_and_store(job, model, pipe, _Progress(str(job.id)), timings)
     except GenerationCancelled:
         outcome["cancelled"] = True

@@ -2,8 +2,9 @@
 serves (what `manage.py gpu_plan` prints), so a model that cannot fit shows in the log before any job fails on it;
 consume its own queues, `gpu.w.<node name>` (jobs the router sends to it) and `gpu.w.<node name>.prefetch` (LoRAs
 to fetch ahead of them); and announce itself in the worker registry while it runs, once more when it starts a job
-(so the router counts the job in its backlog at once: with jobs shorter than the heartbeat, a running worker would
-otherwise look idle) and after every job, so the router sees what the job left loaded.
+and when the job's adapters are applied (with jobs shorter than the heartbeat the router would otherwise see a
+running worker as idle, and adapters where they were), and after every job, so the router sees what the job left
+loaded.
 
 A worker is a GPU worker when it consumes model queues (`gpu.<model key>`): the queues it was started with (-Q)
 are what it serves."""
@@ -52,7 +53,7 @@ def announce_worker(sender, **kwargs) -> None:
     models = _served_models(sender)
     if not models:
         return
-    from generation.worker import JOB_STARTED_HOOKS, worker_status  # torch: in the worker process only
+    from generation.worker import ANNOUNCE_HOOKS, worker_status  # torch: in the worker process only
 
     # Its own queues first, then the record that makes the router send jobs there.
     queue = worker_queue(sender.hostname)
@@ -62,7 +63,7 @@ def announce_worker(sender, **kwargs) -> None:
     heartbeat = Heartbeat(name=sender.hostname, models=models, status=lambda: {"queue": queue, **worker_status()})
     heartbeat.start()
     _heartbeats.append(heartbeat)
-    JOB_STARTED_HOOKS.append(heartbeat.beat)
+    ANNOUNCE_HOOKS.append(heartbeat.beat)
 
 
 @task_postrun.connect
@@ -75,9 +76,9 @@ def announce_after_job(**kwargs) -> None:
 def withdraw_worker(**kwargs) -> None:
     if not _heartbeats:
         return
-    from generation.worker import JOB_STARTED_HOOKS  # imported already: this process announced itself
+    from generation.worker import ANNOUNCE_HOOKS  # imported already: this process announced itself
 
     while _heartbeats:
         heartbeat = _heartbeats.pop()
-        JOB_STARTED_HOOKS.remove(heartbeat.beat)
+        ANNOUNCE_HOOKS.remove(heartbeat.beat)
         heartbeat.stop()

@@ -109,12 +109,20 @@ def test_video_job_stores_mp4_and_poster_with_timings(actor, make_lora, s3_keys)
     assert pipeline_is_clean(after_success=True)
 
 
-def test_a_claimed_job_is_announced_as_the_current_job_before_it_runs(actor, monkeypatch):
+def test_a_job_is_announced_when_claimed_and_again_with_its_adapters_resident(actor, make_lora, monkeypatch):
+    lora = make_lora("anime")
     seen = []
-    monkeypatch.setattr(worker, "JOB_STARTED_HOOKS", [lambda: seen.append(worker.worker_status()["current_job"])])
-    job = run(actor, model="flux-demo")
+
+    def record() -> None:
+        status = worker.worker_status()
+        seen.append((status["current_job"], status["adapters"].get(WAN, {}).get("resident", [])))
+
+    monkeypatch.setattr(worker, "ANNOUNCE_HOOKS", [record])
+    job = run(actor, loras=[(lora, 0.8, "high")])
     assert job.status == JobStatus.SUCCEEDED, job.error
-    assert seen == [str(job.id)] and worker.worker_status()["current_job"] == ""
+    assert [current for current, _ in seen] == [str(job.id)] * 2
+    assert lora.sha256 in seen[1][1]
+    assert worker.worker_status()["current_job"] == ""
 
 
 def test_image_job(actor):

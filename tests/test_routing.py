@@ -83,8 +83,9 @@ def test_the_backlog_cap_is_the_load_factor_times_the_mean_backlog_with_the_new_
         return backlog_cap(snapshot, load_factor=load_factor, backlog_bound=bound)
 
     assert cap([0, 0, 0], 2.0) == 1  # idle: one job each
-    assert cap([3, 0, 0], 2.0) == 3
-    assert cap([6, 6], 1.5) == 10
+    assert cap([3, 0, 0], 2.0) == 2  # rounded down
+    assert cap([1, 1, 0], 2.5) == 2  # light load: one job waiting at most while a worker idles
+    assert cap([6, 6], 1.5) == 9
     assert cap([6, 6], 1.5, bound=6) == 6  # however deep the queues, no job waits behind more than the bound
     assert cap([6], 1.0) == 7  # a lone worker is only ever full at the bound
 
@@ -94,15 +95,15 @@ def test_a_worker_at_the_cap_passes_the_job_to_the_lora_s_other_worker_then_to_t
     [outside] = [name for name in W if name not in (first, second)]
     busy = worker(first, backlog=3, resident={MODEL: frozenset({A})})
     idle_outside = worker(outside)
-    # The mean backlog with the new job is (3 + 1 + 0 + 1) / 3: the cap is 4 at factor 2, 3 at factor 1.5.
+    # The mean backlog with the new job is (3 + 1 + 0 + 1) / 3: the cap is 4 at factor 2.5, 2 at factor 1.5.
     snapshot = [busy, worker(second, backlog=1), idle_outside]
-    assert decide(job(A), snapshot, k=2, load_factor=2.0).worker == first  # resident wins under the cap
+    assert decide(job(A), snapshot, k=2, load_factor=2.5).worker == first  # resident wins under the cap
     assert decide(job(A), snapshot, k=2, load_factor=1.5).worker == second  # full: A's other worker, not outside
-    # Both of A's workers full (the cap is 3): the shared queue, which the idle worker takes from.
+    # Both of A's workers full (the cap is 2): the shared queue, which the idle worker takes from.
     decision = decide(job(A), [busy, worker(second, backlog=3), idle_outside], k=2, load_factor=1.0)
     assert decision.queue == SHARED and decision.worker is None and decision.reason == Reason.BACKLOG
     # The bound caps the wait whatever the mean: at 3 the resident worker is full.
-    assert decide(job(A), snapshot, k=2, load_factor=2.0, bound=3).worker == second
+    assert decide(job(A), snapshot, k=2, load_factor=2.5, bound=3).worker == second
 
 
 def test_a_loaded_pipeline_comes_first_and_the_backlog_beats_a_copy_not_on_the_device():
