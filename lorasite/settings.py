@@ -6,6 +6,7 @@ var/broker that works across processes without a server. Production sets DATABAS
 CELERY_BROKER_URL=redis://…, LORASITE_STORAGE=s3 and friends (see README and .env.example).
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -27,12 +28,21 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
-    return int(value) if value else default
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}.") from None
 
 
 def env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
-    return float(value) if value else default
+    try:
+        number = float(value) if value else default
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}.")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:

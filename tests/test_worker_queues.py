@@ -2,6 +2,9 @@
 the gpu_worker and run_dev command lines, and that a job is published to its model's queue."""
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -142,3 +145,20 @@ def test_a_real_worker_announces_the_models_of_its_queues(celery_worker, member_
     served = {model["key"]: model["served"] for model in models}
     assert {key: served[key] for key in DEMO_KEYS} == dict.fromkeys(DEMO_KEYS, True)
     assert served["wan22-t2v-a14b"] is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("LORASITE_ROUTING_LOAD_FACTOR", "two", "LORASITE_ROUTING_LOAD_FACTOR must be a number, not 'two'."),
+        ("LORASITE_ROUTING_LOAD_FACTOR", "nan", "LORASITE_ROUTING_LOAD_FACTOR must be a number, not 'nan'."),
+        ("LORASITE_ROUTING_LOAD_FACTOR", "0.5", "LORASITE_ROUTING_LOAD_FACTOR and LORASITE_ROUTING_BACKLOG_BOUND"),
+        ("LORASITE_ROUTING_BACKLOG_BOUND", "6.5", "LORASITE_ROUTING_BACKLOG_BOUND must be a whole number, not '6.5'."),
+    ],
+)
+def test_a_malformed_routing_setting_stops_the_process_naming_it(variable, value, message):
+    env = {**os.environ, "DJANGO_DEBUG": "1", "DJANGO_SETTINGS_MODULE": "lorasite.settings", variable: value}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "ImproperlyConfigured" in result.stderr and message in result.stderr
